@@ -1,0 +1,3 @@
+from edlm.cli import main
+
+raise SystemExit(main())
