@@ -1,0 +1,143 @@
+"""The ``edlm`` command: data | train | eval | sample | eval-gen | bench | demo | import-mdlm.
+
+Inputs are checked here, once; a bad input exits with status 2 and one line naming the flag or file
+(``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
+        return value
+    return parse
+
+
+def _float_in(name, low, high, low_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        bad_low = value <= low if low_open else value < low
+        if bad_low or value > high or not math.isfinite(value):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edlm", description="Energy-based diffusion language models")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="prepare a corpus").add_subparsers(dest="data_command", required=True)
+    prep = data.add_parser("prepare", help="normalise a corpus into train/val/test splits")
+    prep.add_argument("--corpus", required=True, help="shakespeare | text8 | files")
+    prep.add_argument("--out", required=True, help="output data folder")
+    prep.add_argument("--path", help="text8 / text8.zip file, or a file or folder for --corpus files")
+
+    train = sub.add_parser("train", help="train an MDLM denoiser, an AR model or an NCE energy")
+    train.add_argument("--data", required=True)
+    train.add_argument("--preset", default="char-small")
+    train.add_argument("--model", default="mdlm", help="mdlm | ar | nce")
+    train.add_argument("--out", required=True)
+    train.add_argument("--max-steps", type=_positive_int("--max-steps"))
+    train.add_argument("--max-minutes", type=_float_in("--max-minutes", 0, 1e7, low_open=True))
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--denoiser", help="NCE only: run folder of the frozen MDLM denoiser")
+    train.add_argument("--negatives", type=_positive_int("--negatives"), help="NCE only: negatives per positive")
+    train.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.n_layers=4")
+
+    ev = sub.add_parser("eval", help="NELBO / NLL of a trained model on a split")
+    ev.add_argument("--run", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="test", choices=["val", "test"])
+    ev.add_argument("--t-samples", type=_positive_int("--t-samples"), default=1)
+    ev.add_argument("--max-sequences", type=_positive_int("--max-sequences"))
+    ev.add_argument("--batch-size", type=_positive_int("--batch-size"), default=32)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--energy", help="EDLM likelihood: ar:RUN_DIR or nce:RUN_DIR")
+    ev.add_argument("--energy-mode", default="coar", choices=["coar", "full"])
+    ev.add_argument("--is-samples", type=_positive_int("--is-samples"), default=16)
+    ev.add_argument("--steps", type=_positive_int("--steps"), default=64, help="T for discrete-time bounds")
+    ev.add_argument("--k", type=_positive_int("--k"), default=2)
+    ev.add_argument("--window", type=_float_in("--window", 0.0, 1.0), default=1.0)
+    ev.add_argument("--device")
+    ev.add_argument("--json", action="store_true")
+
+    sa = sub.add_parser("sample", help="generate text (MDLM, EDLM or the AR baseline)")
+    sa.add_argument("--run", required=True)
+    sa.add_argument("--num", type=_positive_int("--num"), default=4)
+    sa.add_argument("--steps", type=_positive_int("--steps"), default=256)
+    sa.add_argument("--length", type=_positive_int("--length"))
+    sa.add_argument("--sampler", default="cached", choices=["ancestral", "cached"])
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--temperature", type=_float_in("--temperature", 0.0, 100.0, low_open=True), default=1.0)
+    sa.add_argument("--top-p", type=_float_in("--top-p", 0.0, 1.0, low_open=True), default=1.0)
+    sa.add_argument("--prompt")
+    sa.add_argument("--infill", help="template with _ for each blank character")
+    sa.add_argument("--energy", help="zero | ar:RUN_DIR | nce:RUN_DIR (importance sampling)")
+    sa.add_argument("--energy-mode", default="coar", choices=["coar", "full"])
+    sa.add_argument("--k", type=_positive_int("--k"), default=2)
+    sa.add_argument("--window", type=_float_in("--window", 0.0, 1.0), default=0.2)
+    sa.add_argument("--energy-temp", type=_float_in("--energy-temp", 0.0, 1e6, low_open=True), default=1.0)
+    sa.add_argument("--batch-size", type=_positive_int("--batch-size"), default=16)
+    sa.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    sa.add_argument("--device")
+    sa.add_argument("--out", help="also write the JSON result to this file")
+    sa.add_argument("--json", action="store_true")
+
+    eg = sub.add_parser("eval-gen", help="generative perplexity and entropy of samples under a judge")
+    eg.add_argument("--samples", required=True, help="JSON written by `edlm sample --json/--out`")
+    eg.add_argument("--judge", required=True, help="run:DIR (an edlm AR model) or hf:DIR (local HF causal LM)")
+    eg.add_argument("--batch-size", type=_positive_int("--batch-size"), default=16)
+    eg.add_argument("--device")
+    eg.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="benchmarks (quality, throughput, sampling)")
+    bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    demo = sub.add_parser("demo", help="the README's main job on the embedded corpus")
+    demo.add_argument("--out", default="out/demo")
+    demo.add_argument("--minutes", type=_float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0)
+    demo.add_argument("--quick", action="store_true", help="seconds instead of minutes (smoke test)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from edlm.commands import COMMANDS, user_errors
+
+    try:
+        return COMMANDS[args.command](args) or 0
+    except user_errors() as error:
+        if args.debug:
+            raise
+        print(f"edlm: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edlm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Implementations of the CLI subcommands (argument parsing lives in ``cli.py``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class UserError(ValueError):
+    """A bad command-line input; the message names the flag or file."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from edlm.config import ConfigError
+    from edlm.data import DataError
+    from edlm.energy.ar import EnergyMismatchError
+    from edlm.sampling.generate import PromptError
+    from edlm.training.checkpoint import CheckpointError
+    from edlm.training.loop import TrainingError
+
+    return (UserError, ConfigError, DataError, CheckpointError, TrainingError, PromptError,
+            EnergyMismatchError, OSError, ValueError)
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
+        raise UserError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+    return name
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    import os
+
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"{flag} {folder}: not writable ({probe} is not a writable folder)")
+
+
+def cmd_data(args) -> int:
+    from edlm.data import prepare_corpus
+
+    started = time.perf_counter()
+    meta = prepare_corpus(args.corpus, args.out, args.path)
+    sizes = ", ".join(f"{k} {v:,}" for k, v in meta["sizes"].items())
+    print(f"prepared {args.corpus} in {args.out} ({sizes} characters) in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def resolve_train_config(preset: str, model: str, overrides: list[str], max_steps=None, negatives=None):
+    import dataclasses
+
+    from edlm.config import ConfigError, apply_overrides, get_preset
+
+    if model not in ("mdlm", "ar", "nce"):
+        raise ConfigError(f"--model {model!r}: unknown model (valid: mdlm, ar, nce)")
+    config = get_preset(preset)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=model))
+    extra = []
+    if max_steps is not None:
+        extra.append(f"train.max_steps={max_steps}")
+    if negatives is not None:
+        extra.append(f"train.negatives={negatives}")
+    return apply_overrides(config, list(overrides) + extra)
+
+
+def cmd_train(args) -> int:
+    from edlm.training.loop import train
+
+    config = resolve_train_config(args.preset, args.model, args.overrides, args.max_steps, args.negatives)
+    out = Path(args.out)
+    _check_writable(out, "--out")
+    denoiser = init_state = None
+    if config.model.kind == "nce":
+        if not args.denoiser:
+            raise UserError("--model nce needs --denoiser RUN_DIR (the trained MDLM)")
+        from edlm.training.nce import load_denoiser_for_nce
+
+        denoiser, init_state = load_denoiser_for_nce(args.denoiser, config, _device(args.device))
+    elif args.denoiser:
+        raise UserError("--denoiser is only used with --model nce")
+    summary = train(config, args.data, out, resume=args.resume, max_minutes=args.max_minutes,
+                    denoiser=denoiser, init_state=init_state, progress=not args.no_progress,
+                    device=args.device and _device(args.device))
+    print(f"trained {config.model.kind} to step {summary['step']} ({summary['stop_reason']}) in "
+          f"{summary['seconds']:.0f}s; run folder {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from edlm.data import eval_chunks, load_split
+    from edlm.diffusion.schedule import make_schedule
+    from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
+    from edlm.models import load_model
+
+    device = _device(args.device)
+    config, model = load_model(args.run, device=device)
+    chunks = eval_chunks(load_split(args.data, args.split), config.model.seq_len)
+    if args.max_sequences:
+        chunks = chunks[: args.max_sequences]
+    kind = config.model.kind
+    progress = not args.json and sys.stderr.isatty()
+    if args.energy:
+        from edlm.likelihood.report import edlm_likelihood_report
+
+        result = edlm_likelihood_report(config, model, chunks, args, device)
+    elif kind == "mdlm":
+        per_seq = mdlm_nelbo_per_sequence(model, chunks, make_schedule(eps=config.train.schedule_eps),
+                                          config.model.mask_id, args.t_samples, args.batch_size, args.seed,
+                                          progress=progress)
+        result = dict(summarize(per_seq, config.model.seq_len), kind="mdlm_nelbo_upper_bound",
+                      t_samples=args.t_samples)
+    elif kind == "ar":
+        per_seq = ar_nll_per_sequence(model, chunks, config.model.mask_id, args.batch_size, progress=progress)
+        result = dict(summarize(per_seq, config.model.seq_len), kind="ar_exact_nll")
+    else:
+        raise UserError(f"--run {args.run}: an {kind!r} model has no likelihood of its own; evaluate the "
+                        f"denoiser with --energy nce:{args.run}")
+    result.update(split=args.split, run=str(args.run))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        if "bpc" in result:
+            print(f"{result['kind']}: {result['bpc']:.4f} ± {result['stderr_bpc']:.4f} bpc "
+                  f"({result['nll_nats']:.4f} nats/token, ppl {result['ppl']:.3f}) over {result['tokens']:,} "
+                  f"tokens of {args.split}")
+        else:
+            print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from edlm.models import load_model
+    from edlm.sampling.generate import GenerationSpec, build_template, generate
+
+    device = _device(args.device)
+    config, model = load_model(args.run, device=device)
+    length = args.length or config.model.seq_len
+    if length > config.model.seq_len:
+        raise UserError(f"--length {length}: longer than the model's sequence length {config.model.seq_len}")
+    if args.out:
+        _check_writable(Path(args.out).parent, "--out")
+    _, notes = build_template(1, length, args.prompt, args.infill)
+    for note in notes:
+        print(f"edlm: note: {note}", file=sys.stderr)
+    started = time.perf_counter()
+    if config.model.kind == "ar":
+        if args.energy or args.infill:
+            raise UserError("--energy/--infill need a diffusion model; --run holds an AR model")
+        from edlm.sampling.ar import generate_ar
+
+        texts, stats = generate_ar(model, config, args.num, length, args.seed, args.temperature, args.top_p,
+                                   args.prompt, args.batch_size)
+    elif config.model.kind == "mdlm":
+        energy = None
+        if args.energy:
+            from edlm.energy import make_energy
+
+            energy = make_energy(args.energy, config.model, args.energy_mode, device, args.precision)
+        spec = GenerationSpec(args.num, args.steps, length, args.sampler, args.seed, args.temperature,
+                              args.top_p, args.prompt, args.infill, args.k, args.window, args.energy_temp,
+                              args.batch_size, args.precision)
+        texts, result = generate(model, config, spec, energy, progress=not args.json and sys.stderr.isatty())
+        stats = {"nfe": result.nfe, "nfe_per_sequence": result.nfe_rows, **result.extra}
+    else:
+        raise UserError(f"--run {args.run}: cannot sample from an {config.model.kind!r} model; pass it as "
+                        f"--energy nce:{args.run} with the denoiser's --run")
+    seconds = time.perf_counter() - started
+    record = {"samples": texts, "seconds": seconds, "tokens_per_second": len(texts) * length / seconds,
+              **stats, "run": str(args.run), "model": config.model.kind, "length": length,
+              "settings": {k: v for k, v in vars(args).items() if k not in ("json", "debug", "command")}}
+    if args.out:
+        from edlm.training.checkpoint import write_json_atomic
+
+        write_json_atomic(Path(args.out), record)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        for index, text in enumerate(texts):
+            print(f"--- sample {index} ---\n{text}")
+        print(f"[{len(texts)} samples, {seconds:.2f}s, nfe {stats.get('nfe')}]", file=sys.stderr)
+    return 0
+
+
+def cmd_eval_gen(args) -> int:
+    from edlm.evaluation.generation import eval_gen_command
+
+    return eval_gen_command(args, _device(args.device))
+
+
+def cmd_bench(args) -> int:
+    from edlm.bench import run_bench
+
+    return run_bench(args.name, args.args)
+
+
+def cmd_demo(args) -> int:
+    from edlm.bench.demo import run_demo
+
+    return run_demo(Path(args.out), args.minutes, args.quick)
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+            "eval-gen": cmd_eval_gen, "bench": cmd_bench, "demo": cmd_demo}

@@ -1,0 +1,182 @@
+"""Typed, frozen configuration: one dataclass per concern, named presets, dotted overrides.
+
+Every run folder holds ``config.json`` = ``RunConfig`` as JSON, so a checkpoint always says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ModelKind = Literal["mdlm", "ar", "nce"]
+
+
+class ConfigError(ValueError):
+    """A bad preset, override or config file; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Transformer sizes. ``vocab_size`` counts real tokens; the network has ``vocab_size + 1`` rows (mask)."""
+
+    kind: ModelKind = "mdlm"
+    vocab_size: int = 27
+    seq_len: int = 256
+    n_layers: int = 6
+    hidden: int = 256
+    n_heads: int = 4
+    cond_dim: int = 128
+    mlp_ratio: int = 4
+    time_conditioning: bool = False
+    dropout: float = 0.0
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # global batch (sequences per optimiser step, over all ranks and micro-steps)
+    grad_accum: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 200
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    max_steps: int = 2000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    precision: Literal["bf16", "fp32"] = "bf16"
+    seed: int = 0
+    eval_every: int = 500
+    eval_batches: int = 8
+    ckpt_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    eps_t: float = 1e-3  # lower end of the training-time range t ~ U[eps_t, 1]
+    schedule_eps: float = 1e-3
+    negatives: int = 1  # NCE only: negatives per positive
+    nce_window: float = 1.0  # NCE only: draw t in [1 - nce_window, 1]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "custom"
+
+    def to_json(self) -> str:
+        return json.dumps({"preset": self.preset, "model": dataclasses.asdict(self.model),
+                           "train": dataclasses.asdict(self.train)}, indent=2)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> "RunConfig":
+        try:
+            model = _build(ModelConfig, data["model"], "model")
+            train = _build(TrainConfig, data["train"], "train")
+        except KeyError as error:
+            raise ConfigError(f"config is missing the section {error}") from None
+        return RunConfig(model=model, train=train, preset=data.get("preset", "custom"))
+
+
+def _build(cls, values: dict[str, Any], prefix: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}.{unknown[0]} (valid: {', '.join(sorted(names))})")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**fixed)
+
+
+PRESETS: dict[str, RunConfig] = {
+    # Trains in seconds: for tests and smoke runs.
+    "char-tiny": RunConfig(
+        model=ModelConfig(seq_len=32, n_layers=2, hidden=64, n_heads=4, cond_dim=32),
+        train=TrainConfig(batch_size=16, warmup_steps=10, max_steps=100, eval_every=50, ckpt_every=50,
+                          eval_batches=2, log_every=5),
+        preset="char-tiny"),
+    # The CPU workhorse (about 5M parameters).
+    "char-small": RunConfig(
+        model=ModelConfig(seq_len=256, n_layers=5, hidden=256, n_heads=4, cond_dim=128),
+        train=TrainConfig(batch_size=32, warmup_steps=200, max_steps=20000, eval_every=250, ckpt_every=250,
+                          eval_batches=8),
+        preset="char-small"),
+    # The papers' text8 model: 12 layers, 768 hidden, 12 heads, L = 256 (a GPU preset).
+    "text8-paper": RunConfig(
+        model=ModelConfig(seq_len=256, n_layers=12, hidden=768, n_heads=12, cond_dim=128),
+        train=TrainConfig(batch_size=512, warmup_steps=2500, max_steps=1_000_000, eval_every=5000,
+                          ckpt_every=5000, eval_batches=32, ema_decay=0.9999),
+        preset="text8-paper"),
+}
+
+
+def get_preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (valid: {', '.join(PRESETS)})")
+    return PRESETS[name]
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"override {key}={text}: expected a {type(current).__name__}") from None
+    return text
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.field=value`` strings, e.g. ``train.lr=1e-3 model.n_layers=4``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"malformed override {item!r}: expected section.key=value")
+        key, text = item.split("=", 1)
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in ("model", "train"):
+            raise ConfigError(f"malformed override key {key!r}: expected model.<field> or train.<field>")
+        section = getattr(config, parts[0])
+        names = {f.name for f in dataclasses.fields(section)}
+        if parts[1] not in names:
+            raise ConfigError(f"unknown config key {key} (valid: {', '.join(sorted(names))})")
+        value = _parse_value(text, getattr(section, parts[1]), key)
+        config = dataclasses.replace(config, **{parts[0]: dataclasses.replace(section, **{parts[1]: value})})
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Range checks, once, at the boundary."""
+    m, t = config.model, config.train
+    checks = [
+        (m.hidden % m.n_heads == 0, "model.hidden must be divisible by model.n_heads"),
+        ((m.hidden // m.n_heads) % 2 == 0, "model.hidden / model.n_heads must be even (rotary embeddings)"),
+        (m.seq_len >= 2, "model.seq_len must be >= 2"),
+        (m.n_layers >= 1, "model.n_layers must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
+         "train.grad_accum must be >= 1 and divide train.batch_size"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.max_steps >= 1, "train.max_steps must be >= 1"),
+        (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        (0.0 < t.eps_t < 1.0, "train.eps_t must be in (0, 1)"),
+        (t.negatives >= 1, "train.negatives must be >= 1"),
+        (0.0 < t.nce_window <= 1.0, "train.nce_window must be in (0, 1]"),
+        (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,44 @@
+"""The energy protocol shared by every energy (notes, section 3; STYLE habit 4).
+
+An energy scores k candidate clean sequences per row: low energy = more likely under
+p(x0 | x_t) ∝ mu_theta(x0 | x_t) exp(-E(x0, x_t)).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Energy(Protocol):
+    #: True when E does not depend on the candidate (the zero energy): resampling is then uniform over
+    #: i.i.d. candidates, which is exactly one draw from mu, so the importance sampler skips it.
+    constant: bool
+
+    def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+        """candidates (B, k, L) int64, x_t (B, L) int64, denoiser SUBS log-probs (B, L, V + 1)
+        -> energies (B, k) float32 or float64."""
+
+
+class ZeroEnergy:
+    """E = 0: the importance sampler must reproduce plain MDLM exactly."""
+
+    constant = True
+    vocab_size = None
+    seq_len = None
+
+    def __call__(self, candidates, x_t, log_probs):
+        return torch.zeros(candidates.shape[:2], dtype=torch.float64, device=candidates.device)
+
+
+def candidate_log_mu(candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor,
+                     mask_id: int) -> torch.Tensor:
+    """sum over masked positions of log mu_i(candidate_i | x_t); (B, k) float64.
+
+    Gathers from the (B, L, V + 1) log-probs without copying them k times.
+    """
+    B, k, L = candidates.shape
+    picked = log_probs.double().gather(-1, candidates.transpose(1, 2))  # (B, L, k)
+    masked = (x_t == mask_id).unsqueeze(-1)  # (B, L, 1)
+    return (picked * masked).sum(1)  # (B, k)
