@@ -102,8 +102,8 @@ PRESETS: dict[str, RunConfig] = {
     # The CPU workhorse (about 5M parameters).
     "char-small": RunConfig(
         model=ModelConfig(seq_len=256, n_layers=5, hidden=256, n_heads=4, cond_dim=128),
-        train=TrainConfig(batch_size=32, warmup_steps=200, max_steps=20000, eval_every=250, ckpt_every=250,
-                          eval_batches=8),
+        train=TrainConfig(batch_size=32, lr=1e-3, warmup_steps=100, lr_schedule="cosine", max_steps=900,
+                          eval_every=100, ckpt_every=100, eval_batches=8),
         preset="char-small"),
     # The papers' text8 model: 12 layers, 768 hidden, 12 heads, L = 256 (a GPU preset).
     "text8-paper": RunConfig(
