@@ -31,16 +31,19 @@ def time_grid(steps: int, t_min: float = 1e-5) -> torch.Tensor:
 
 
 def draw_candidates(log_probs: torch.Tensor, x_t: torch.Tensor, mask_id: int, num: int,
-                    generator: torch.Generator, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+                    generator: torch.Generator | None, temperature: float = 1.0, top_p: float = 1.0,
+                    uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """Draw ``num`` independent x0 ~ mu(. | x_t) per row in float64; visible positions copied from x_t.
 
-    Args: log_probs (B, L, V + 1); x_t (B, L). Returns (B, num, L) int64.
+    Args: log_probs (B, L, V + 1); x_t (B, L); ``uniforms`` (B, num, L) float64 to use instead of drawing
+    from ``generator``. Returns (B, num, L) int64.
     Consumes exactly B * num * L float64 uniforms, generated in (B, num, L) order.
     """
     B, L = x_t.shape
-    uniforms = torch.rand((B, num, L), generator=generator, dtype=torch.float64, device=x_t.device)
+    if uniforms is None:
+        uniforms = torch.rand((B, num, L), generator=generator, dtype=torch.float64, device=x_t.device)
     probs = sampling_probs(log_probs, temperature, top_p)  # (B, L, V + 1) float64
-    drawn = inverse_cdf(probs, uniforms.transpose(1, 2)).transpose(1, 2)  # (B, num, L)
+    drawn = inverse_cdf(probs, uniforms.transpose(1, 2).contiguous()).transpose(1, 2)  # (B, num, L)
     return torch.where(x_t[:, None, :] == mask_id, drawn, x_t[:, None, :])
 
 
