@@ -1,0 +1,279 @@
+"""Generation metrics: closed forms for perplexity, bpc, entropy, distinct-n; the run: and hf: judges; the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from edlm.config import get_preset
+from edlm.data import ALPHABET, MASK_ID, encode
+from edlm.evaluation.generation import (GenerationEvalError, distinct_n, generation_metrics, load_judge,
+                                        make_judge, read_samples, unigram_entropy)
+from edlm.models import build_model
+from edlm.training.checkpoint import save_checkpoint, write_json_atomic
+from edlm.training.objectives import ar_loss
+
+SENTENCE = "the quick brown fox jumps over the lazy dog"
+
+
+class UniformJudge:
+    """Every character costs log 27 nats: gen PPL 27, bpc log2 27, whatever the text."""
+
+    name = "uniform"
+
+    def nll(self, texts):
+        return [(len(text) * math.log(27), len(text), len(text)) for text in texts]
+
+
+class TwoCharTokenJudge:
+    """Tokens are character pairs, each costing 1 nat: per-token and per-character numbers differ by 2x."""
+
+    name = "pairs"
+
+    def nll(self, texts):
+        return [(math.ceil(len(text) / 2) * 1.0, math.ceil(len(text) / 2), len(text)) for text in texts]
+
+
+@pytest.fixture(scope="module")
+def ar_run(tmp_path_factory):
+    """A saved tiny AR checkpoint (random adaLN/output layers so the judge is not uniform)."""
+    config = get_preset("char-tiny")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind="ar"))
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "adaLN_modulation" in name or "output_layer.linear" in name:
+                parameter.normal_(0.0, 0.3)
+    run = tmp_path_factory.mktemp("judge_run")
+    write_json_atomic(run / "config.json", json.loads(config.to_json()))
+    state = model.state_dict()
+    save_checkpoint(run, 1, state, state, None, {})
+    return run, model.eval(), config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# closed forms
+
+
+def test_uniform_judge_gives_closed_form_perplexity_and_bpc():
+    metrics = generation_metrics(["abc", "hello world", "z"], UniformJudge())
+    assert metrics["gen_ppl"] == pytest.approx(27.0)
+    assert metrics["gen_ppl_mean_per_sample"] == pytest.approx(27.0)
+    assert metrics["judge_bpc"] == pytest.approx(math.log2(27))
+    assert metrics["nll_spread"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["nll_spread"]["min"] == pytest.approx(math.log(27))
+    assert metrics["num_samples"] == 3 and metrics["judge_tokens"] == metrics["characters"] == 15
+
+
+def test_per_token_and_per_character_numbers_differ_with_tokenisation():
+    metrics = generation_metrics(["abcd", "ef"], TwoCharTokenJudge())
+    assert metrics["gen_ppl"] == pytest.approx(math.e)  # 1 nat per token
+    assert metrics["judge_bpc"] == pytest.approx(0.5 / math.log(2))  # 3 nats over 6 characters
+
+
+def test_perplexity_pools_tokens_but_mean_per_sample_does_not():
+    class Fixed:
+        name = "fixed"
+
+        def nll(self, texts):
+            return [(1.0, 1, 1), (9.0, 3, 3)]
+
+    metrics = generation_metrics(["a", "bcd"], Fixed())
+    assert metrics["gen_ppl"] == pytest.approx(math.exp(10.0 / 4))
+    assert metrics["gen_ppl_mean_per_sample"] == pytest.approx((math.exp(1.0) + math.exp(3.0)) / 2)
+    assert metrics["nll_spread"]["max"] == pytest.approx(3.0) and metrics["nll_spread"]["mean"] == pytest.approx(2)
+
+
+def test_entropy_closed_form():
+    expected = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert unigram_entropy("aab") == pytest.approx(expected)
+    assert unigram_entropy("aaaa") == 0.0 and unigram_entropy("") == 0.0
+    assert unigram_entropy(ALPHABET) == pytest.approx(math.log(27))
+    metrics = generation_metrics(["aab", "abcd", ""], UniformJudge())  # mean over the non-empty samples
+    assert metrics["entropy_nats"] == pytest.approx((expected + math.log(4)) / 2)
+    assert metrics["entropy_bits"] == pytest.approx(metrics["entropy_nats"] / math.log(2))
+
+
+def test_distinct_n_closed_form():
+    assert distinct_n(["abab"], 1) == pytest.approx(2 / 4)
+    assert distinct_n(["abab"], 2) == pytest.approx(2 / 3)  # ab, ba, ab
+    assert distinct_n(["abab"], 3) == 1.0 and distinct_n(["abab"], 4) == 1.0
+    assert distinct_n(["ab", "ab"], 2) == pytest.approx(1 / 2)  # pooled over samples
+    assert math.isnan(distinct_n(["ab", "ba"], 3))  # no 3-gram: n-grams never cross samples
+    metrics = generation_metrics(["the cat the dog"], UniformJudge())
+    assert metrics["distinct"]["word_1"] == pytest.approx(3 / 4)
+    assert metrics["distinct"]["word_2"] == 1.0
+    assert generation_metrics(["ab"], UniformJudge())["distinct"]["char_3"] is None  # JSON null, not NaN
+
+
+def test_empty_inputs_are_user_errors():
+    with pytest.raises(GenerationEvalError, match="no samples"):
+        generation_metrics([], UniformJudge())
+    with pytest.raises(GenerationEvalError, match="empty"):
+        generation_metrics(["", ""], UniformJudge())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the run: judge
+
+
+def test_run_judge_matches_ar_loss(ar_run):
+    run, model, config = ar_run
+    seq_len = config.model.seq_len
+    judge = load_judge(f"run:{run}", "cpu", batch_size=2)  # the alias the quality benchmark imports
+    text = (SENTENCE + " ") * 2
+    window = text[:seq_len]
+    [(nll, tokens, chars)] = judge.nll([window])
+    with torch.no_grad():
+        expected = ar_loss(model, torch.from_numpy(encode(window).astype("int64"))[None], MASK_ID).item() * seq_len
+    assert (tokens, chars) == (seq_len, seq_len)
+    assert nll == pytest.approx(expected, rel=1e-5)
+    # a text longer than seq_len is scored in consecutive windows, each from the start token
+    long_text = text[:2 * seq_len + 5]
+    pieces = [long_text[i:i + seq_len] for i in range(0, len(long_text), seq_len)]
+    with torch.no_grad():
+        windowed = sum(ar_loss(model, torch.from_numpy(encode(p).astype("int64"))[None], MASK_ID).item() * len(p)
+                       for p in pieces)
+    results = judge.nll([long_text, window, "a"])
+    assert results[0][0] == pytest.approx(windowed, rel=1e-5) and results[0][1] == len(long_text)
+    assert results[1][0] == pytest.approx(expected, rel=1e-5)  # padding in a mixed batch changes nothing
+    metrics = generation_metrics([long_text, window], judge)
+    assert metrics["judge_bpc"] == pytest.approx((windowed + expected) / (len(long_text) + seq_len) / math.log(2),
+                                                 rel=1e-5)
+
+
+def test_run_judge_rejects_characters_outside_the_alphabet(ar_run):
+    judge = make_judge(f"run:{ar_run[0]}")
+    with pytest.raises(GenerationEvalError, match="sample 1: character 'X'"):
+        judge.nll(["fine", "not Xfine"])
+
+
+def test_judge_spec_errors(tmp_path):
+    with pytest.raises(GenerationEvalError, match="unknown judge kind 'gpt'"):
+        make_judge("gpt:somewhere")
+    with pytest.raises(GenerationEvalError, match="expected run:DIR"):
+        make_judge("just-a-folder")
+    with pytest.raises(GenerationEvalError, match="no such folder"):
+        make_judge(f"run:{tmp_path / 'missing'}")
+    with pytest.raises(GenerationEvalError, match="no such folder"):
+        make_judge(f"hf:{tmp_path / 'missing'}")
+
+
+def test_hf_judge_on_a_folder_without_a_model(tmp_path):
+    pytest.importorskip("transformers")
+    with pytest.raises(GenerationEvalError, match="cannot load a causal LM"):
+        make_judge(f"hf:{tmp_path}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the hf: judge (a tiny local GPT-2 with a character tokenizer)
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from helpers_hf import save_tiny_char_gpt2
+
+    return save_tiny_char_gpt2(tmp_path_factory.mktemp("hf_judge"), n_positions=16)
+
+
+def manual_hf_nll(folder, text: str, chunk: int) -> float:
+    """Closed loop: [BOS] + each chunk of token ids through the model, sum of -log p of every real token."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    total = 0.0
+    for start in range(0, len(ids), chunk):
+        fed = torch.tensor([[tokenizer.bos_token_id] + ids[start:start + chunk]])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(fed).logits[0, :-1].double(), -1)
+        total -= log_probs.gather(-1, fed[0, 1:, None]).sum().item()
+    return total
+
+
+def test_hf_judge_scores_every_token_behind_bos(hf_folder):
+    judge = make_judge(f"hf:{hf_folder}", batch_size=3)
+    assert judge.max_positions == 16
+    short, long_text = "hello world", SENTENCE  # 11 tokens; 43 tokens = windows of 15 + 15 + 13
+    results = judge.nll([short, long_text, ""])
+    assert results[0][1:] == (11, 11) and results[1][1:] == (43, 43) and results[2] == (0.0, 0, 0)
+    assert results[0][0] == pytest.approx(manual_hf_nll(hf_folder, short, 15), rel=1e-5)
+    assert results[1][0] == pytest.approx(manual_hf_nll(hf_folder, long_text, 15), rel=1e-5)
+    metrics = generation_metrics([short, long_text], judge)
+    assert metrics["gen_ppl"] == pytest.approx(math.exp((results[0][0] + results[1][0]) / 54), rel=1e-5)
+    # character tokenizer: token entropy == character entropy
+    assert metrics["token_entropy_bits"] == pytest.approx(metrics["entropy_bits"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_cli_eval_gen_json(ar_run, tmp_path, capsys):
+    from edlm.cli import main
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"samples": [SENTENCE, "aab ab a b"], "run": "somewhere", "model": "mdlm"}))
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("gen_ppl", "entropy_bits", "entropy_nats", "num_samples", "judge_bpc", "distinct", "nll_spread"):
+        assert key in result
+    assert result["num_samples"] == 2 and result["sampler_model"] == "mdlm"
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}"]) == 0
+    assert "gen PPL" in capsys.readouterr().out
+
+
+def test_cli_eval_gen_warns_when_the_judge_is_the_energy(ar_run, tmp_path, capsys):
+    from edlm.cli import main
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"samples": [SENTENCE], "settings": {"energy": f"ar:{ar_run[0]}"}}))
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}", "--json"]) == 0
+    assert "is the energy model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,message", [
+    ("not json {", "not valid JSON"), ('{"texts": ["a"]}', 'no "samples"'), ('{"samples": []}', "empty"),
+    ('{"samples": ["a", 3]}', "samples[1]")])
+def test_cli_bad_samples_file_exits_2(ar_run, tmp_path, capsys, content, message):
+    from edlm.cli import main
+
+    samples = tmp_path / "bad.json"
+    samples.write_text(content)
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}"]) == 2
+    err = capsys.readouterr().err
+    assert str(samples) in err and message in err
+    with pytest.raises(GenerationEvalError, match="no such file"):
+        read_samples(tmp_path / "missing.json")
+
+
+def test_cli_bad_judge_exits_2(tmp_path, capsys):
+    from edlm.cli import main
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"samples": [SENTENCE]}))
+    assert main(["eval-gen", "--samples", str(samples), "--judge", "gpt2:large"]) == 2
+    assert "unknown judge kind" in capsys.readouterr().err
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"hf:{tmp_path / 'nowhere'}"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_cli_sample_ar_then_eval_gen(ar_run, tmp_path, capsys):
+    """The whole pipeline: `edlm sample` from the AR run (prompted), then `edlm eval-gen` on its output."""
+    from edlm.cli import main
+
+    out = tmp_path / "ar_samples.json"
+    assert main(["sample", "--run", str(ar_run[0]), "--num", "3", "--length", "20", "--prompt", "The",
+                 "--batch-size", "2", "--out", str(out), "--json", "--device", "cpu"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["nfe"] == 2 * 17 and all(len(t) == 20 and t.startswith("the") for t in record["samples"])
+    assert main(["eval-gen", "--samples", str(out), "--judge", f"run:{ar_run[0]}", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_samples"] == 3 and result["characters"] == 60 and result["sampler_model"] == "ar"
