@@ -40,14 +40,19 @@ class ImportanceProposal:
     counters: dict[str, float] = field(default_factory=lambda: {"energy_calls": 0, "energy_rows": 0,
                                                                 "is_steps": 0})
 
+    def __post_init__(self):
+        # a plain callable is a valid energy; only the zero energy declares itself constant
+        self.constant_energy = bool(getattr(self.energy, "constant", False))
+
     def in_window(self, t: float) -> bool:
-        return t >= 1.0 - self.window - 1e-12
+        return self.window > 0 and t >= 1.0 - self.window - 1e-12
 
     def reuse_allowed(self, t: float) -> bool:
-        return self.in_window(t) and not self.time_dependent and not self.energy.constant
+        return (self.in_window(t) and self.num_candidates > 1 and not self.time_dependent
+                and not self.constant_energy)
 
     def __call__(self, log_probs, x_t, t, generator):
-        if not self.in_window(t) or self.energy.constant:
+        if not self.in_window(t) or self.constant_energy:
             return self.base(log_probs, x_t, t, generator)
         k = self.num_candidates
         candidates = draw_candidates(log_probs, x_t, self.base.mask_id, k, generator,
