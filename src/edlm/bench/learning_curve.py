@@ -1,0 +1,107 @@
+"""Learning curve of a preset on a corpus under a wall-clock budget, then the final test NELBO.
+
+    edlm bench learning-curve --data DATA [--preset char-small] [--minutes 30] [--run RUN]
+                              [--t-samples 4] [--out bench/results]
+
+Validation BPC (EMA weights, fixed slice of val) every ``train.eval_every`` steps comes from the training
+loop; the final number is the continuous-time NELBO on the whole test split with a standard error.
+If ``--run`` already holds a finished run, only the evaluation and plot are redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from edlm.bench.common import environment, markdown_table, write_results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edlm bench learning-curve")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--preset", default="char-small")
+    parser.add_argument("--model", default="mdlm", choices=["mdlm", "ar"])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--run", default="runs/learning-curve")
+    parser.add_argument("--t-samples", type=int, default=4)
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    from edlm.commands import resolve_train_config
+    from edlm.data import eval_chunks, load_split
+    from edlm.diffusion.schedule import make_schedule
+    from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
+    from edlm.models import load_model
+    from edlm.training.checkpoint import latest_valid_checkpoint
+    from edlm.training.loop import train
+
+    run = Path(args.run)
+    train_seconds = None
+    if not args.skip_train:
+        config = resolve_train_config(args.preset, args.model, args.overrides)
+        started = time.perf_counter()
+        train(config, args.data, run, resume=latest_valid_checkpoint(run) is not None, max_minutes=args.minutes)
+        train_seconds = time.perf_counter() - started
+    config, model = load_model(run)
+    chunks = eval_chunks(load_split(args.data, "test"), config.model.seq_len)
+    started = time.perf_counter()
+    if config.model.kind == "mdlm":
+        per_seq = mdlm_nelbo_per_sequence(model, chunks, make_schedule(eps=config.train.schedule_eps),
+                                          config.model.mask_id, args.t_samples, progress=True)
+    else:
+        per_seq = ar_nll_per_sequence(model, chunks, config.model.mask_id, progress=True)
+    test = summarize(per_seq, config.model.seq_len)
+    eval_seconds = time.perf_counter() - started
+    curve = curve_from_metrics(run / "metrics.csv")
+    plots = plot_curve(curve, test, Path(args.out) / f"learning-curve-{config.preset}-{config.model.kind}.png")
+    table = markdown_table(curve, ["step", "elapsed_min", "val_bpc"], {"elapsed_min": ".1f", "val_bpc": ".4f"})
+    text = (f"Learning curve: {config.preset} {config.model.kind}, run {run}\n\n{table}\n\n"
+            f"final test {'NELBO' if config.model.kind == 'mdlm' else 'NLL'}: {test['bpc']:.4f} ± "
+            f"{test['stderr_bpc']:.4f} bpc over {test['tokens']:,} tokens ({args.t_samples} t draws per sequence)")
+    write_results(Path(args.out), f"learning-curve-{config.preset}-{config.model.kind}",
+                  {"curve": curve, "test": test, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                   "plots": plots, "settings": vars(args), "environment": environment()}, text)
+    return 0
+
+
+def curve_from_metrics(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val_bpc")]
+    # elapsed_s restarts on resume: accumulate across segments
+    curve, offset, last = [], 0.0, 0.0
+    for r in rows:
+        elapsed = float(r["elapsed_s"])
+        if elapsed < last:
+            offset += last
+        last = elapsed
+        curve.append({"step": int(r["step"]), "elapsed_min": (offset + elapsed) / 60,
+                      "val_bpc": float(r["val_bpc"])})
+    return curve
+
+
+def plot_curve(curve: list[dict], test: dict, path: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([c["elapsed_min"] for c in curve], [c["val_bpc"] for c in curve], marker="o", label="val (EMA)")
+    if curve:
+        axis.errorbar([curve[-1]["elapsed_min"]], [test["bpc"]], yerr=[2 * test["stderr_bpc"]], fmt="s",
+                      color="red", label=f"test {test['bpc']:.3f} bpc")
+    axis.set_xlabel("wall-clock minutes")
+    axis.set_ylabel("bits per character")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
