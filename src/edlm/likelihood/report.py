@@ -5,7 +5,8 @@
 - ``paper_estimate`` / ``paper_estimate_jackknife``: the EDLM paper's plug-in estimator with log Z from N
   proposals (log-mean-exp, and its leave-one-out/jackknife correction). NOT a bound in general.
 - ``bound``: valid upper bound on the NLL of the EDLM sampler with T steps, k candidates and window w
-  (discrete-time ELBO on the step marginals, each step Jensen-bounded with N inner draws; errs upward).
+  (discrete-time ELBO on the step marginals, each step Jensen-bounded with N inner draws; errs upward, and
+  is loose for N = 1 as k grows: it then pays KL(mu || p) on the unrevealed positions, so N >= 8 by default).
 - ``ar_nll`` (AR energies only): the AR model's own exact NLL, for reference.
 All in nats/token and bits per character with standard errors over sequences.
 """
@@ -22,7 +23,7 @@ from edlm.sampling.generate import make_denoiser_fn
 
 
 def edlm_likelihood(config, model, chunks: torch.Tensor, energy, *, steps: int = 32, k: int = 2,
-                    window: float = 1.0, is_samples: int = 16, inner: int = 1, batch_size: int = 16,
+                    window: float = 1.0, is_samples: int = 16, inner: int = 8, batch_size: int = 16,
                     seed: int = 0, precision: str = "fp32", progress: bool = False) -> dict[str, dict]:
     """All estimators on ``chunks`` (N, L); returns {name: summary dict (bpc, stderr_bpc, ...)}."""
     schedule = make_schedule(eps=config.train.schedule_eps)
@@ -57,11 +58,12 @@ def edlm_likelihood_report(config, model, chunks, args, device) -> dict:
 
     energy = make_energy(args.energy, config.model, args.energy_mode, device)
     result = edlm_likelihood(config, model, chunks, energy, steps=args.steps, k=args.k, window=args.window,
-                             is_samples=args.is_samples, batch_size=args.batch_size, seed=args.seed,
+                             is_samples=args.is_samples, inner=args.inner, batch_size=args.batch_size, seed=args.seed,
                              progress=not args.json)
     headline = result["bound"]
     return {"kind": "edlm_likelihood", "energy": args.energy, "energy_mode": args.energy_mode,
             "steps": args.steps, "k": args.k, "window": args.window, "is_samples": args.is_samples,
+            "inner": args.inner,
             **{key: headline[key] for key in ("nll_nats", "bpc", "ppl", "stderr_bpc", "tokens")},
             "estimators": result,
             "notes": {"bound": "valid upper bound on the NLL of the T-step EDLM sampler (errs upward)",
