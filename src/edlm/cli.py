@@ -40,8 +40,15 @@ def _float_in(name, low, high, low_open=False):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags: exit 2 with one line naming the flag (subcommand parsers inherit this class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edlm", description="Energy-based diffusion language models")
+    parser = _Parser(prog="edlm", description="Energy-based diffusion language models")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -75,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--energy", help="EDLM likelihood: ar:RUN_DIR or nce:RUN_DIR")
     ev.add_argument("--energy-mode", default="coar", choices=["coar", "full"])
-    ev.add_argument("--is-samples", type=_positive_int("--is-samples"), default=16)
+    ev.add_argument("--is-samples", type=_positive_int("--is-samples"), default=16,
+                    help="proposals for log Z in the paper's estimator")
+    ev.add_argument("--inner", type=_positive_int("--inner"), default=8,
+                    help="inner draws N per step of the EDLM bound (tighter as N grows)")
     ev.add_argument("--steps", type=_positive_int("--steps"), default=64, help="T for discrete-time bounds")
     ev.add_argument("--k", type=_positive_int("--k"), default=2)
     ev.add_argument("--window", type=_float_in("--window", 0.0, 1.0), default=1.0)
@@ -114,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (quality, throughput, sampling)")
     bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
     bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt or .safetensors) into a run folder")
+    imp.add_argument("--ckpt", required=True, help="MDLM checkpoint, read by PyTorch's weights-only loader")
+    imp.add_argument("--out", required=True, help="new run folder to create")
+    imp.add_argument("--preset", default="text8-paper", help="supplies what shapes cannot tell (n_heads, seq_len)")
+    imp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.n_heads=12 model.seq_len=1024")
 
     demo = sub.add_parser("demo", help="the README's main job on the embedded corpus")
     demo.add_argument("--out", default="out/demo")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,14 +37,13 @@ def _device(name: str | None) -> str:
     return name
 
 
-def _check_writable(folder: Path, flag: str) -> None:
+def _check_writable(folder: Path, flag: str, value: str | Path | None = None) -> None:
+    """``folder`` (or its nearest existing ancestor) must be a writable folder; ``value`` is what the user typed."""
     probe = folder
     while not probe.exists():
         probe = probe.parent
-    import os
-
     if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UserError(f"{flag} {folder}: not writable ({probe} is not a writable folder)")
+        raise UserError(f"{flag} {value or folder}: not writable ({probe} is not a writable folder)")
 
 
 def cmd_data(args) -> int:
@@ -91,22 +91,41 @@ def cmd_train(args) -> int:
     summary = train(config, args.data, out, resume=args.resume, max_minutes=args.max_minutes,
                     denoiser=denoiser, init_state=init_state, progress=not args.no_progress,
                     device=args.device and _device(args.device))
-    print(f"trained {config.model.kind} to step {summary['step']} ({summary['stop_reason']}) in "
-          f"{summary['seconds']:.0f}s; run folder {out}")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # launched by torchrun
+        dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {config.model.kind} to step {summary['step']} ({summary['stop_reason']}) in "
+              f"{summary['seconds']:.0f}s; run folder {out}")
+    return 0
+
+
+def cmd_import_mdlm(args) -> int:
+    from edlm.training.importer import import_mdlm
+
+    config, notes = import_mdlm(args.ckpt, args.out, args.preset, args.overrides)
+    for note in notes:
+        print(f"edlm: note: {note}", file=sys.stderr)
+    print(f"imported {args.ckpt} into {args.out} ({config.model.n_layers} layers, hidden {config.model.hidden}, "
+          f"vocab {config.model.vocab_size}); load it with --run {args.out}")
     return 0
 
 
 def cmd_eval(args) -> int:
     import torch
 
-    from edlm.data import eval_chunks, load_split
+    from edlm.data import DataError, eval_chunks, load_split
     from edlm.diffusion.schedule import make_schedule
     from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
     from edlm.models import load_model
 
     device = _device(args.device)
     config, model = load_model(args.run, device=device)
-    chunks = eval_chunks(load_split(args.data, args.split), config.model.seq_len)
+    try:
+        chunks = eval_chunks(load_split(args.data, args.split), config.model.seq_len)
+    except DataError as error:
+        raise DataError(f"--data {args.data}, {args.split} split: {error}") from None
     if args.max_sequences:
         chunks = chunks[: args.max_sequences]
     kind = config.model.kind
@@ -152,7 +171,7 @@ def cmd_sample(args) -> int:
     if length > config.model.seq_len:
         raise UserError(f"--length {length}: longer than the model's sequence length {config.model.seq_len}")
     if args.out:
-        _check_writable(Path(args.out).parent, "--out")
+        _check_writable(Path(args.out).parent, "--out", args.out)
     _, notes = build_template(1, length, args.prompt, args.infill)
     for note in notes:
         print(f"edlm: note: {note}", file=sys.stderr)
@@ -214,4 +233,4 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
-            "eval-gen": cmd_eval_gen, "bench": cmd_bench, "demo": cmd_demo}
+            "eval-gen": cmd_eval_gen, "bench": cmd_bench, "demo": cmd_demo, "import-mdlm": cmd_import_mdlm}

@@ -101,7 +101,9 @@ class HFJudge:
                                       f"run `pip install transformers`") from None
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+            # safetensors only: a pickle-based pytorch_model.bin could run code when loaded
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True,
+                                                                           use_safetensors=True)
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             message = f"--judge hf:{folder}: cannot load a causal LM + tokenizer ({first})"

@@ -9,7 +9,10 @@ Layout of a run folder::
 
 A checkpoint is first written to ``step-XXXXXXXX.tmp-PID``, every file fsynced, then renamed in one
 ``os.replace``: a crash at any moment leaves either no checkpoint or a complete one. ``state.json`` holds
-the sha256 of every weight file and is written last; loading verifies all of them.
+the sha256 of every weight file and is written last; loading verifies all of them, and the tensor names and
+shapes against the run's ``config.json``. Old checkpoints are removed by renaming them to
+``step-XXXXXXXX.del-PID`` first (so a crash mid-delete never leaves a half-deleted ``step-*`` folder);
+``.tmp-PID``/``.del-PID`` folders of processes that no longer exist are deleted by the next save.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from edlm.config import ConfigError, RunConfig
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+SCRATCH_DIR = re.compile(r"^step-\d{8}\.(?:tmp|del)-(\d+)$")  # unfinished save / pending delete of process PID
 WEIGHT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors")
 FORMAT_VERSION = 1
 
@@ -55,11 +60,53 @@ def _fsync_dir(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _test_pause() -> None:
+    """Test hook: ``EDLM_TEST_SLOW_SAVE=seconds`` sleeps between the steps of a save, so that the kill test
+    (tests/test_crash_resume.py) can land SIGKILLs inside a checkpoint write. Unset in normal use."""
+    delay = os.environ.get("EDLM_TEST_SLOW_SAVE")
+    if delay:
+        time.sleep(float(delay))
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_scratch(root: Path) -> list[Path]:
+    """Delete ``.tmp-PID`` / ``.del-PID`` folders whose process is gone (left by a killed save). Returns them."""
+    removed = []
+    for path in Path(root).iterdir() if Path(root).is_dir() else []:
+        match = SCRATCH_DIR.match(path.name)
+        if match and path.is_dir() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Rename to ``.del-PID`` (atomic: the ``step-*`` folder disappears whole), then delete."""
+    doomed = path.with_name(f"{path.name}.del-{os.getpid()}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -97,20 +144,30 @@ class Checkpoint:
 
 def save_checkpoint(run_dir: Path, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer | None, state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``RUN/checkpoints/step-XXXXXXXX`` atomically and prune to the newest ``keep``. Returns its path."""
+    """Write ``RUN/checkpoints/step-XXXXXXXX`` atomically and prune to the newest ``keep``. Returns its path.
+
+    An OSError (disk full, permissions) becomes a CheckpointError naming the folder; the temporary folder is
+    removed and the earlier checkpoints are left as they were.
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = root / f"step-{step:08d}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale_scratch(root)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as error:
+        raise CheckpointError(f"{final}: cannot write checkpoint ({error.strerror or error})") from None
     try:
         contiguous = lambda d: {k: v.detach().contiguous().cpu() for k, v in d.items()}  # noqa: E731
         save_file(contiguous(model), str(tmp / "model.safetensors"))
+        _test_pause()
         save_file(contiguous(ema), str(tmp / "ema.safetensors"))
         opt_tensors, opt_meta = flatten_optimizer(optimizer) if optimizer is not None else ({}, None)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        _test_pause()
         for name in WEIGHT_FILES:
             with open(tmp / name, "rb+") as handle:
                 os.fsync(handle.fileno())
@@ -118,15 +175,20 @@ def save_checkpoint(run_dir: Path, step: int, model: dict[str, torch.Tensor], em
                           sha256={name: sha256_file(tmp / name) for name in WEIGHT_FILES})
         write_json_atomic(tmp / "state.json", full_state)
         _fsync_dir(tmp)
+        _test_pause()
         if final.exists():
-            shutil.rmtree(final)
+            _remove_checkpoint(final)
         os.replace(tmp, final)
         _fsync_dir(root)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise CheckpointError(f"{final}: cannot write checkpoint ({error.strerror or error}); nothing "
+                                  f"partial was kept, earlier checkpoints are intact") from None
         raise
+    _test_pause()
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_checkpoint(old)
     return final
 
 
@@ -164,18 +226,50 @@ def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
             optimizer = unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
     except Exception as error:  # safetensors raises its own error types on bad headers
         raise CheckpointError(f"{path}: unreadable safetensors file ({error})") from None
+    config_file = path.parent.parent / "config.json"
+    if config_file.is_file():
+        _check_shapes(path, load_run_config(path.parent.parent), model, ema)
     return Checkpoint(path, int(state["step"]), model, ema, optimizer, state)
+
+
+def _check_shapes(path: Path, config: RunConfig, model: dict[str, torch.Tensor],
+                  ema: dict[str, torch.Tensor]) -> None:
+    """The weights must have exactly the tensor names and shapes of ``config.model`` (built on the meta
+    device, so nothing is allocated)."""
+    from edlm.models import build_model
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(config.model).state_dict().items()}
+    for name, weights in (("model.safetensors", model), ("ema.safetensors", ema)):
+        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{path / name}: does not match {path.parent.parent / 'config.json'} "
+                                  f"(incompatible config: missing {missing[:3]}, unexpected {unexpected[:3]})")
+        for key, shape in expected.items():
+            if tuple(weights[key].shape) != shape:
+                raise CheckpointError(f"{path / name}: {key} has shape {tuple(weights[key].shape)} but "
+                                      f"{path.parent.parent / 'config.json'} gives {shape} (incompatible config)")
 
 
 def latest_valid_checkpoint(run_dir: Path, with_optimizer: bool = True,
                             report=None) -> Checkpoint | None:
-    """Newest checkpoint that passes verification; broken ones are reported and skipped."""
-    for path in reversed(list_checkpoints(run_dir)):
+    """Newest checkpoint that passes verification; broken ones are reported and skipped.
+
+    None if the run has no checkpoint folder at all; CheckpointError (naming the newest one's defect) if there
+    are some but none is valid.
+    """
+    candidates = list_checkpoints(run_dir)
+    first_error = None
+    for path in reversed(candidates):
         try:
             return load_checkpoint(path, with_optimizer)
         except CheckpointError as error:
+            first_error = first_error or error
             if report is not None:
                 report(f"skipping invalid checkpoint: {error}")
+    if first_error is not None:
+        raise CheckpointError(f"no valid checkpoint among the {len(candidates)} in {Path(run_dir) / 'checkpoints'}"
+                              f"; newest: {first_error}")
     return None
 
 

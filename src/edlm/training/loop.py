@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,7 @@ from edlm.evaluation.nelbo import autocast_for
 from edlm.models import build_model
 from edlm.training.batches import GlobalBatch, global_batch
 from edlm.training.checkpoint import (CheckpointError, latest_valid_checkpoint, list_checkpoints,
-                                      save_checkpoint, write_json_atomic)
+                                      load_run_config, save_checkpoint, write_json_atomic)
 from edlm.training.distributed import DistInfo, all_reduce_flag, barrier, init_distributed
 from edlm.training.ema import EMA
 from edlm.training.objectives import ar_loss, mdlm_loss
@@ -96,7 +97,11 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     if train_cfg.batch_size % (info.world * train_cfg.grad_accum):
         raise TrainingError(f"train.batch_size={train_cfg.batch_size} is not divisible by "
                             f"world size {info.world} x train.grad_accum {train_cfg.grad_accum}")
-    val_chunks = eval_chunks(load_split(data_dir, "val"), model_cfg.seq_len)
+    val_tokens = load_split(data_dir, "val")
+    if len(val_tokens) < model_cfg.seq_len:
+        raise TrainingError(f"{data_dir}: val split has {len(val_tokens)} tokens, fewer than one sequence "
+                            f"(model.seq_len={model_cfg.seq_len}); use a longer corpus or a smaller model.seq_len")
+    val_chunks = eval_chunks(val_tokens, model_cfg.seq_len)
     val_chunks = val_chunks[: train_cfg.eval_batches * train_cfg.batch_size]
 
     torch.manual_seed(train_cfg.seed)
@@ -111,20 +116,24 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     say = (lambda message: tqdm.write(message)) if info.is_main else (lambda message: None)
 
     if resume:
+        # the newest checkpoint that passes verification (raises, naming the defect, if none does)
         checkpoint = latest_valid_checkpoint(run_dir, report=say)
-        if checkpoint is None:
-            raise CheckpointError(f"--resume: no valid checkpoint in {run_dir / 'checkpoints'}")
-        saved = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        changed = _same_model(saved, config)
-        if changed:
-            raise TrainingError(f"--resume: {', '.join(changed)} differ from {run_dir / 'config.json'}; "
-                                f"start a new run folder instead")
-        model.load_state_dict(checkpoint.model)
-        optimizer.load_state_dict(checkpoint.optimizer)
-        ema.shadow = {k: v.to(info.device) for k, v in checkpoint.ema.items()}
-        step = checkpoint.step
-        history = checkpoint.state.get("history", {})
-        say(f"resuming from {checkpoint.path} (step {step})")
+        if checkpoint is None and not (run_dir / "config.json").is_file():
+            raise CheckpointError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+        if checkpoint is None:  # killed before its first checkpoint: start over (a requeued job passes --resume)
+            say(f"--resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
+        else:
+            changed = _same_model(load_run_config(run_dir), config)
+            if changed:
+                raise TrainingError(f"--resume: {', '.join(changed)} differ from {run_dir / 'config.json'}; "
+                                    f"start a new run folder instead")
+            model.load_state_dict(checkpoint.model)
+            if checkpoint.optimizer is not None:  # None for imported weights: AdamW starts fresh
+                optimizer.load_state_dict(checkpoint.optimizer)
+            ema.shadow = {k: v.to(info.device) for k, v in checkpoint.ema.items()}
+            step = checkpoint.step
+            history = checkpoint.state.get("history", {})
+            say(f"resuming from {checkpoint.path} (step {step})")
     elif list_checkpoints(run_dir):
         raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose a new "
                             f"--out folder")
@@ -136,7 +145,9 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     wrapped = DistributedDataParallel(model) if info.world > 1 else model
     metrics_file = run_dir / "metrics.csv"
     fields = ["step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "val_bpc", "extra"]
-    if info.is_main and not metrics_file.exists():
+    if info.is_main and resume and metrics_file.exists():
+        _truncate_metrics(metrics_file, step)  # drop rows logged after the checkpoint (they are redone)
+    elif info.is_main:
         with open(metrics_file, "w", newline="") as handle:
             csv.writer(handle).writerow(fields)
 
@@ -170,16 +181,18 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
             loss_sum += float(loss.detach())
         if info.world > 1:
             loss_sum = _mean_over_ranks(loss_sum, info)
-        if all_reduce_flag(not math.isfinite(loss_sum), info):
+        # gradients are already averaged over ranks here, so every rank sees the same norm
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip))
+        if all_reduce_flag(not (math.isfinite(loss_sum) and math.isfinite(grad_norm)), info):
             optimizer.zero_grad(set_to_none=True)
             if train_cfg.on_nonfinite == "stop":
-                raise TrainingError(f"non-finite loss ({loss_sum}) at step {step}; the last good checkpoint "
-                                    f"in {run_dir / 'checkpoints'} is untouched (train.on_nonfinite=skip to "
-                                    f"skip such steps)")
-            say(f"step {step}: non-finite loss, step skipped")
+                raise TrainingError(f"non-finite loss ({loss_sum}) or gradient norm ({grad_norm}) at step {step}; "
+                                    f"stopped without saving, the last good checkpoint in "
+                                    f"{run_dir / 'checkpoints'} is untouched (train.on_nonfinite=skip to skip "
+                                    f"such steps)")
+            say(f"step {step}: non-finite loss or gradient, step skipped (train.on_nonfinite=skip)")
             step += 1
             continue
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         optimizer.step()
@@ -216,6 +229,20 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     barrier(info)
     return {"step": step, "stop_reason": stop_reason, "seconds": time.perf_counter() - started,
             "history": history}
+
+
+def _truncate_metrics(metrics_file: Path, step: int) -> None:
+    """Keep the header and the well-formed rows up to ``step`` (a killed run may leave later or torn rows)."""
+    with open(metrics_file, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if len(row) == len(rows[0]) and row[0].isdigit()
+                        and int(row[0]) <= step]
+    tmp = metrics_file.with_name(f".{metrics_file.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+    os.replace(tmp, metrics_file)
 
 
 def _null():
