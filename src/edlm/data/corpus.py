@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edlm.fileio import sha256_file
+
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 VOCAB_SIZE = len(ALPHABET)  # 27
 MASK_ID = VOCAB_SIZE  # 27: the [MASK] id, one past the real tokens
@@ -127,13 +129,6 @@ def _encode_bytes(raw: bytes | bytearray | memoryview, source: str) -> np.ndarra
 # reading sources
 
 
-def _sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's raw bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_text_file(path: Path, display_name: str) -> str:
@@ -156,7 +151,7 @@ def _normalise_sources(files: list[tuple[Path, str]]) -> tuple[str, list[dict]]:
         piece = normalise(_read_text_file(path, str(path)))
         if piece:
             pieces.append(piece)
-        sources.append({"name": name, "sha256": _sha256_file(path)})
+        sources.append({"name": name, "sha256": sha256_file(path)})
     return " ".join(pieces), sources
 
 
@@ -308,7 +303,7 @@ def prepare_corpus(
         if not source_path.is_file():
             raise DataError(f"--path {source_path}: corpus 'text8' needs the text8 or text8.zip file, not a folder")
         ids = _read_text8(source_path)
-        sources = [{"name": source_path.name, "sha256": _sha256_file(source_path)}]
+        sources = [{"name": source_path.name, "sha256": sha256_file(source_path)}]
         normalisation = TEXT8_NORMALISATION
         where = str(source_path)
     else:

@@ -17,7 +17,6 @@ shapes against the run's ``config.json``. Old checkpoints are removed by renamin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from edlm.fileio import sha256_file
 from edlm.config import ConfigError, RunConfig
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -42,12 +42,6 @@ class CheckpointError(RuntimeError):
     """A missing, truncated, corrupted or incompatible checkpoint; the message names the file."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
