@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(curve, ["step", "elapsed_min", "val_bpc"], {"elapsed_min": ".1f", "val_bpc": ".4f"})
     text = (f"Learning curve: {config.preset} {config.model.kind}, run {run}\n\n{table}\n\n"
             f"final test {'NELBO' if config.model.kind == 'mdlm' else 'NLL'}: {test['bpc']:.4f} ± "
-            f"{test['stderr_bpc']:.4f} bpc over {test['tokens']:,} tokens ({args.t_samples} t draws per sequence)")
+            f"{test['stderr_bpc']:.4f} bpc over {test['tokens']:,} tokens"
+            + (f" ({args.t_samples} t draws per sequence)" if config.model.kind == "mdlm" else " (exact)"))
     write_results(Path(args.out), f"learning-curve-{config.preset}-{config.model.kind}",
                   {"curve": curve, "test": test, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                    "plots": plots, "settings": vars(args), "environment": environment()}, text)
