@@ -36,21 +36,25 @@ class Method:
     steps: tuple[int, ...] | None = None  # None: every T of the sweep
 
 
-def method_grid(grid: str, steps: list[int], has_nce: bool) -> list[Method]:
-    few = tuple(s for s in steps if s in (steps[0], steps[len(steps) // 2], steps[-1]))
+def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list[Method]:
+    """``full``: every mode x k in {2, 4, 8} x window in {0.2, 1.0} at every T (GPU-sized).
+    ``cpu``: the complete curve for the main settings, the T = L/8, L/4, L points for the rest, and k = 8 only
+    at L/8 and L/4 (it costs 8 AR passes per step)."""
+    few = tuple(T for T in steps if T in (length // 8, length // 4, length)) or tuple(steps)
+    fewer = tuple(T for T in few if T != length) or few
     methods = [Method("mdlm")]
     if grid == "full":
         for mode in ("coar", "full"):
             for k in (2, 4, 8):
                 for window in (0.2, 1.0):
                     methods.append(Method(f"edlm-ar-{mode}-k{k}-w{window}", "ar", mode, k, window))
-    else:  # sized for a CPU: the complete curve for the main settings, a few points for the rest
+    else:
         methods += [Method("edlm-ar-coar-k2-w0.2", "ar", "coar", 2, 0.2),
                     Method("edlm-ar-coar-k2-w1.0", "ar", "coar", 2, 1.0),
-                    Method("edlm-ar-full-k2-w1.0", "ar", "full", 2, 1.0),
+                    Method("edlm-ar-full-k2-w1.0", "ar", "full", 2, 1.0, few),
                     Method("edlm-ar-coar-k4-w1.0", "ar", "coar", 4, 1.0, few),
-                    Method("edlm-ar-coar-k8-w1.0", "ar", "coar", 8, 1.0, few),
-                    Method("edlm-ar-full-k4-w0.2", "ar", "full", 4, 0.2, few)]
+                    Method("edlm-ar-coar-k4-w0.2", "ar", "coar", 4, 0.2, few),
+                    Method("edlm-ar-coar-k8-w1.0", "ar", "coar", 8, 1.0, fewer)]
     if has_nce:
         methods += [Method("edlm-nce-k2-w1.0", "nce", "coar", 2, 1.0),
                     Method("edlm-nce-k4-w0.2", "nce", "coar", 4, 0.2, few)]
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
                         help="network precision (categorical draws are float64 either way)")
     parser.add_argument("--out", default="bench/results/quality")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in OUT/quality.jsonl")
     args = parser.parse_args(argv)
     from edlm.energy.ar import AREnergy, check_compatible
     from edlm.evaluation.generation import generation_metrics, load_judge
@@ -177,16 +182,19 @@ def main(argv: list[str] | None = None) -> int:
 
         energies[("nce", "coar")] = make_energy(f"nce:{args.nce}", config.model, precision=args.precision)
     judge = load_judge(args.judge, "cpu")
-    methods = method_grid(args.grid, steps, bool(args.nce))
+    length = config.model.seq_len
+    methods = method_grid(args.grid, steps, bool(args.nce), length)
     if args.methods:
         wanted = set(args.methods.split(","))
         methods = [m for m in methods if m.name in wanted]
-    length = config.model.seq_len
     jobs = [(m, T) for m in methods for T in (m.steps or steps)]
-    rows = []
     results_file = out / "quality.jsonl"
-    results_file.write_text("")
-    for method, T in tqdm(jobs, desc="quality sweep"):
+    rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()] \
+        if args.resume and results_file.exists() else []
+    done = {(r["method"], r["steps"]) for r in rows}
+    if not args.resume:
+        results_file.write_text("")
+    for method, T in tqdm([job for job in jobs if (job[0].name, job[1]) not in done], desc="quality sweep"):
         energy = energies[(method.energy, method.mode)] if method.energy else None
         spec = GenerationSpec(num=args.num, steps=T, length=length, sampler="cached", seed=args.seed,
                               num_candidates=method.k, window=method.window, batch_size=args.num,
