@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows, ["estimator", "kind", "bpc", "stderr_bpc", "gap_closed", "paired_gain_vs_mdlm_T"],
                            {"bpc": ".4f", "stderr_bpc": ".4f", "gap_closed": "+.1%"})
     text = (f"Likelihood on {len(chunks)} test sequences of {config.model.seq_len} characters "
-            f"(bits per character, ± one standard error; gap_closed = share of the continuous-time MDLM -> AR gap;
-paired_gain_vs_mdlm_T = T-step MDLM bound minus the EDLM bound on the same reveal paths, ± its standard error)\n\n{table}")
+            f"(bits per character, ± one standard error; gap_closed = share of the continuous-time MDLM -> AR gap; "
+            f"paired_gain_vs_mdlm_T = T-step MDLM bound minus the EDLM bound on the same reveal paths, ± its "
+            f"standard error)\n\n{table}")
     write_results(Path(args.out), "likelihood", {"rows": rows, "raw": raw, "settings": vars(args),
                                                  "environment": environment()}, text)
     return 0
