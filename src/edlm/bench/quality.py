@@ -240,8 +240,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _metrics(metrics: dict) -> dict:
+    """The row's quality figures; ``gen_ppl_rel_stderr`` ≈ the relative standard error of gen-PPL, from the
+    spread of the judge's per-sample NLL per token (std / sqrt(n) nats, so exp of it minus 1)."""
+    spread = metrics["nll_spread"]
     return {"gen_ppl": metrics["gen_ppl"], "judge_bpc": metrics.get("judge_bpc", float("nan")),
-            "entropy_bits": metrics["entropy_bits"], "entropy_nats": metrics["entropy_nats"]}
+            "entropy_bits": metrics["entropy_bits"], "entropy_nats": metrics["entropy_nats"],
+            "gen_ppl_rel_stderr": math.expm1(spread["std"] / math.sqrt(metrics["num_samples"]))}
 
 
 def compare_at(rows: list[dict], steps: list[int]) -> list[dict]:
