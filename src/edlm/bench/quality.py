@@ -210,11 +210,14 @@ def main(argv: list[str] | None = None) -> int:
             handle.write(json.dumps(row) + "\n")
     from edlm.sampling.ar import generate_ar
 
-    texts, stats = generate_ar(ar_model, ar_config, args.num, length, args.seed, batch_size=args.num)
-    rows.append({"method": "ar", "steps": length, "k": 1, "window": 0.0, "energy": "", "mode": "",
-                 "seconds_per_sample": stats["seconds"] / args.num, "nfe": stats["nfe"],
-                 "nfe_per_sequence": stats["nfe"], **_metrics(generation_metrics(texts, judge)),
-                 "seed": args.seed, "sample": texts[0][:120]})
+    if not any(r["method"] == "ar" for r in rows):
+        texts, stats = generate_ar(ar_model, ar_config, args.num, length, args.seed, batch_size=args.num)
+        rows.append({"method": "ar", "steps": length, "k": 1, "window": 0.0, "energy": "", "mode": "",
+                     "seconds_per_sample": stats["seconds"] / args.num, "nfe": stats["nfe"],
+                     "nfe_per_sequence": stats["nfe"], **_metrics(generation_metrics(texts, judge)),
+                     "seed": args.seed, "sample": texts[0][:120]})
+        with open(results_file, "a") as handle:
+            handle.write(json.dumps(rows[-1]) + "\n")
     speedups = matched_speedups(rows, length)
     comparisons = compare_at(rows, [length // 8, length // 4, length])
     plots = plot(rows, out)
