@@ -27,6 +27,7 @@ import torch
 
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, masked_token_nll, stratified_times
+from edlm.sampling.categorical import inverse_cdf
 
 LogProbsFn = Callable[[torch.Tensor], torch.Tensor]
 EnergyFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -86,9 +87,8 @@ def sample_from_denoiser(log_probs: torch.Tensor, num_samples: int, generator: t
     Returns: (B, num_samples, L) int64. Zero-probability tokens (the mask column included) are never drawn.
     """
     B, L, _ = log_probs.shape
-    cdf = log_probs.double().exp().cumsum(-1)  # (B, L, V + 1)
     uniforms = _uniforms((B, L, num_samples), generator, log_probs.device)
-    drawn = torch.searchsorted(cdf, uniforms * cdf[..., -1:], right=True)  # (B, L, n)
+    drawn = inverse_cdf(log_probs.double().exp(), uniforms)  # (B, L, n)
     return drawn.clamp_(max=log_probs.shape[-1] - 2).transpose(1, 2).contiguous()  # (B, n, L)
 
 

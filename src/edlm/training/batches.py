@@ -31,9 +31,6 @@ class GlobalBatch:
         rows = slice(rank * size, (rank + 1) * size)
         return GlobalBatch(self.x0[rows], self.t[rows], self.uniforms[rows])
 
-    def micro(self, index: int, count: int) -> "GlobalBatch":
-        return self.shard(index, count)
-
     def to(self, device) -> "GlobalBatch":
         return GlobalBatch(self.x0.to(device), self.t.to(device), self.uniforms.to(device))
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -173,7 +174,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
         for micro in range(train_cfg.grad_accum):
             part = batch.shard(micro, train_cfg.grad_accum)
             sync = micro == train_cfg.grad_accum - 1 or info.world == 1
-            context = wrapped.no_sync() if not sync else _null()
+            context = wrapped.no_sync() if not sync else nullcontext()
             with context, autocast_for(info.device, train_cfg.precision):
                 per_sequence, extras = objective(wrapped, part)
                 loss = per_sequence.float().mean() / train_cfg.grad_accum
@@ -243,12 +244,6 @@ def _truncate_metrics(metrics_file: Path, step: int) -> None:
     with open(tmp, "w", newline="") as handle:
         csv.writer(handle).writerows(kept)
     os.replace(tmp, metrics_file)
-
-
-def _null():
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 def _mean_over_ranks(value: float, info: DistInfo) -> float:
