@@ -156,6 +156,5 @@ class MaskedDiffusionSampler:
             return self.denoiser(x_t), 1, x_t.shape[0]
         if not stale.any():
             return cache, 0, 0
-        cache = cache.clone()
-        cache[stale] = self.denoiser(x_t[stale])
+        cache[stale] = self.denoiser(x_t[stale])  # in place: the sampler holds no other reference
         return cache, 1, int(stale.sum())
