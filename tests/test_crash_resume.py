@@ -28,7 +28,7 @@ import torch
 
 import edlm.training.loop as loop
 from edlm.cli import main
-from edlm.training.checkpoint import (STEP_DIR, CheckpointError, latest_valid_checkpoint, list_checkpoints,
+from edlm.checkpoint import (STEP_DIR, CheckpointError, latest_valid_checkpoint, list_checkpoints,
                                       load_checkpoint)
 
 TEXT = ("call me ishmael some years ago never mind how long precisely having little or no money in my purse "

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edlm.training.checkpoint import list_checkpoints, load_checkpoint
+from edlm.checkpoint import list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from edlm.data import ALPHABET, MASK_ID, encode
 from edlm.evaluation.generation import (GenerationEvalError, distinct_n, generation_metrics, load_judge,
                                         make_judge, read_samples, unigram_entropy)
 from edlm.models import build_model
-from edlm.training.checkpoint import save_checkpoint, write_json_atomic
-from edlm.training.objectives import ar_loss
+from edlm.checkpoint import save_checkpoint, write_json_atomic
+from edlm.models.ar import ar_loss
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 

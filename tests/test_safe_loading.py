@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 import edlm
 from edlm.cli import main
 from edlm.config import get_preset
-from edlm.models import build_model, load_model
+from edlm.checkpoint import load_model
+from edlm.models import build_model
 
 SRC = Path(edlm.__file__).parent
 

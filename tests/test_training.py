@@ -6,9 +6,9 @@ import dataclasses
 
 import torch
 
-from edlm.commands import resolve_train_config
-from edlm.models import load_model
-from edlm.training.checkpoint import latest_valid_checkpoint
+from edlm.config import resolve_train_config
+from edlm.checkpoint import load_model
+from edlm.checkpoint import latest_valid_checkpoint
 from edlm.training.loop import train
 
 

@@ -16,25 +16,21 @@ class UserError(ValueError):
 def user_errors() -> tuple[type[BaseException], ...]:
     from edlm.config import ConfigError
     from edlm.data import DataError
+    from edlm.device import DeviceError
+    from edlm.fileio import FileFormatError
     from edlm.energy.ar import EnergyMismatchError
     from edlm.sampling.generate import PromptError
-    from edlm.training.checkpoint import CheckpointError
+    from edlm.checkpoint import CheckpointError
     from edlm.training.loop import TrainingError
 
-    return (UserError, ConfigError, DataError, CheckpointError, TrainingError, PromptError,
+    return (UserError, ConfigError, DataError, DeviceError, FileFormatError, CheckpointError, TrainingError, PromptError,
             EnergyMismatchError, OSError, ValueError)
 
 
 def _device(name: str | None) -> str:
-    import torch
+    from edlm.device import resolve_device
 
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
-        raise UserError(f"--device {name!r}: expected cpu, cuda or cuda:N")
-    return name
+    return str(resolve_device(name))
 
 
 def _check_writable(folder: Path, flag: str, value: str | Path | None = None) -> None:
@@ -56,24 +52,8 @@ def cmd_data(args) -> int:
     return 0
 
 
-def resolve_train_config(preset: str, model: str, overrides: list[str], max_steps=None, negatives=None):
-    import dataclasses
-
-    from edlm.config import ConfigError, apply_overrides, get_preset
-
-    if model not in ("mdlm", "ar", "nce"):
-        raise ConfigError(f"--model {model!r}: unknown model (valid: mdlm, ar, nce)")
-    config = get_preset(preset)
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=model))
-    extra = []
-    if max_steps is not None:
-        extra.append(f"train.max_steps={max_steps}")
-    if negatives is not None:
-        extra.append(f"train.negatives={negatives}")
-    return apply_overrides(config, list(overrides) + extra)
-
-
 def cmd_train(args) -> int:
+    from edlm.config import resolve_train_config
     from edlm.training.loop import train
 
     config = resolve_train_config(args.preset, args.model, args.overrides, args.max_steps, args.negatives)
@@ -118,7 +98,7 @@ def cmd_eval(args) -> int:
     from edlm.data import DataError, eval_chunks, load_split
     from edlm.diffusion.schedule import make_schedule
     from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
-    from edlm.models import load_model
+    from edlm.checkpoint import load_model
 
     device = _device(args.device)
     config, model = load_model(args.run, device=device)
@@ -162,7 +142,7 @@ def cmd_eval(args) -> int:
 def cmd_sample(args) -> int:
     import torch
 
-    from edlm.models import load_model
+    from edlm.checkpoint import load_model
     from edlm.sampling.generate import GenerationSpec, build_template, generate
 
     device = _device(args.device)
@@ -202,7 +182,7 @@ def cmd_sample(args) -> int:
               **stats, "run": str(args.run), "model": config.model.kind, "length": length,
               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "debug", "command")}}
     if args.out:
-        from edlm.training.checkpoint import write_json_atomic
+        from edlm.fileio import write_json_atomic
 
         write_json_atomic(Path(args.out), record)
     if args.json:

@@ -180,3 +180,18 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def resolve_train_config(preset: str, model: str, overrides: list[str], max_steps: int | None = None,
+                         negatives: int | None = None) -> RunConfig:
+    """The run config for ``edlm train``: a named preset, the model kind, then dotted overrides (validated)."""
+    if model not in ("mdlm", "ar", "nce"):
+        raise ConfigError(f"--model {model!r}: unknown model (valid: mdlm, ar, nce)")
+    config = get_preset(preset)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=model))
+    extra = []
+    if max_steps is not None:
+        extra.append(f"train.max_steps={max_steps}")
+    if negatives is not None:
+        extra.append(f"train.negatives={negatives}")
+    return apply_overrides(config, list(overrides) + extra)

@@ -15,15 +15,15 @@ from pathlib import Path
 
 def run_demo(out: Path, minutes: float, quick: bool) -> int:
     from edlm.bench import quality
-    from edlm.commands import resolve_train_config
+    from edlm.config import resolve_train_config
     from edlm.data import prepare_corpus
     from edlm.data.corpus import DataError, load_meta
     from edlm.diffusion.schedule import make_schedule
     from edlm.data import eval_chunks, load_split
     from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence, summarize
-    from edlm.models import load_model
+    from edlm.checkpoint import load_model
     from edlm.sampling.generate import GenerationSpec, generate
-    from edlm.training.checkpoint import latest_valid_checkpoint
+    from edlm.checkpoint import latest_valid_checkpoint
     from edlm.training.loop import train
 
     started = time.perf_counter()

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.data import eval_chunks, load_split
     from edlm.energy import make_energy
     from edlm.likelihood.report import edlm_likelihood
-    from edlm.models import load_model
+    from edlm.checkpoint import load_model
 
     config, mdlm = load_model(args.mdlm)
     chunks = eval_chunks(load_split(args.data, "test"), config.model.seq_len)[: args.max_sequences]

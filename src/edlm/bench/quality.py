@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edlm.bench.common import environment, markdown_table, write_results
-from edlm.models import load_model
+from edlm.checkpoint import load_model
 from edlm.sampling.generate import GenerationSpec, generate
 
 

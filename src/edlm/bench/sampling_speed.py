@@ -15,7 +15,8 @@ import torch
 
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.config import get_preset
-from edlm.models import build_model, load_model
+from edlm.checkpoint import load_model
+from edlm.models import build_model
 from edlm.sampling.generate import GenerationSpec, generate
 
 

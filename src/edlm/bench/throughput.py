@@ -20,7 +20,7 @@ import torch
 from edlm.bench.common import environment, markdown_table, matmul_peak, write_results
 from edlm.config import get_preset
 from edlm.diffusion.schedule import make_schedule
-from edlm.evaluation.nelbo import autocast_for
+from edlm.device import autocast_for
 from edlm.models import build_model
 from edlm.training.batches import GlobalBatch
 from edlm.training.objectives import mdlm_loss

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edlm.fileio import sha256_file
+from edlm.fileio import sha256_file, write_bytes_atomic
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 VOCAB_SIZE = len(ALPHABET)  # 27
@@ -256,21 +256,6 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise DataError(f"out_dir {out_dir}: not a writable folder ({error.strerror or error})") from None
 
 
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write to a temp file in the same folder, flush + fsync, then ``os.replace`` onto ``path``."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide shared data from other users
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def prepare_corpus(
     name: str,
     out_dir: str | Path,
@@ -333,7 +318,7 @@ def prepare_corpus(
     bin_sha256 = {}
     for split_name, start, stop in zip(SPLITS, bounds[:-1], bounds[1:]):
         data = memoryview(ids[start:stop])
-        _write_atomic(out / f"{split_name}.bin", data)
+        write_bytes_atomic(out / f"{split_name}.bin", data)
         bin_sha256[split_name] = hashlib.sha256(data).hexdigest()
 
     meta = {
@@ -349,7 +334,7 @@ def prepare_corpus(
         "bin_sha256": bin_sha256,
         "sources": sources,
     }
-    _write_atomic(out / "meta.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(out / "meta.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return meta
 
 

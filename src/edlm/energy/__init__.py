@@ -17,7 +17,7 @@ def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", pr
     if not path:
         raise ValueError(f"--energy {spec!r}: expected {kind}:RUN_DIR")
     from edlm.energy.ar import check_compatible
-    from edlm.models import load_model
+    from edlm.checkpoint import load_model
 
     config, model = load_model(path, device=device)
     if config.model.kind != kind:

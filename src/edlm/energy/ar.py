@@ -4,7 +4,7 @@
     coar:  E(x0, x_t) = -sum_{i masked} log p_AR(x0_i | x0_<i) + sum_{i masked} log mu_i(x0_i | x_t)
 
 Both are built from log-probabilities (one teacher-forced AR pass per candidate, no decoding), and the AR
-model scores position 0 too (the start token is the [MASK] id, see ``training.objectives.ar_log_probs``).
+model scores position 0 too (the start token is the [MASK] id, see ``models.ar.ar_log_probs``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Literal
 import torch
 
 from edlm.energy.base import candidate_log_mu
-from edlm.evaluation.nelbo import autocast_for
-from edlm.training.objectives import ar_log_probs
+from edlm.device import autocast_for
+from edlm.models.ar import ar_log_probs
 
 
 class EnergyMismatchError(ValueError):

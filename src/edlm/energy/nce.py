@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from edlm.evaluation.nelbo import autocast_for
+from edlm.device import autocast_for
 
 
 class NCEEnergy:

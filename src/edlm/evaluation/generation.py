@@ -65,7 +65,7 @@ class RunJudge:
 
     @torch.no_grad()
     def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]:
-        from edlm.training.objectives import ar_log_probs
+        from edlm.models.ar import ar_log_probs
 
         device = next(self.model.parameters()).device
         windows = []  # (text index, (n,) ids) with n <= seq_len
@@ -169,7 +169,7 @@ def make_judge(spec: str, device: str | torch.device = "cpu", batch_size: int = 
         raise GenerationEvalError(f"--judge {spec}: no such folder {folder}")
     if kind == "hf":
         return HFJudge(folder, device, batch_size)
-    from edlm.models import load_model
+    from edlm.checkpoint import load_model
 
     config, model = load_model(folder, device=device)
     if config.model.kind != "ar":

@@ -7,7 +7,6 @@ sequences (the sequences are the independent units; several t draws per sequence
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -15,14 +14,8 @@ from tqdm.auto import tqdm
 
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, nelbo_terms, stratified_times, subs_log_probs
-from edlm.training.objectives import ar_loss
-
-
-def autocast_for(device: torch.device | str, precision: str):
-    device_type = torch.device(device).type
-    if precision == "bf16":
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    return nullcontext()
+from edlm.device import autocast_for
+from edlm.models.ar import ar_loss
 
 
 def summarize(per_sequence: torch.Tensor, seq_len: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Autoregressive sampling from the causal AR model, with a key/value cache (the baseline of notes, section 4).
 
-Sequence convention (``training.objectives.ar_inputs``): the network input is ``[start, x0_0, ..., x0_{L-2}]``
+Sequence convention (``models.ar.ar_inputs``): the network input is ``[start, x0_0, ..., x0_{L-2}]``
 with the [MASK] id as start token, and the logits at input position i predict x0_i. So:
 
     prefill   input [start, prompt_0 .. prompt_{P-1}]      (B, P + 1) -> logits of x0_P, keys/values cached
@@ -22,9 +22,9 @@ import time
 import torch
 
 from edlm.data import ALPHABET, decode, normalise
-from edlm.evaluation.nelbo import autocast_for
+from edlm.device import autocast_for
 from edlm.sampling.categorical import inverse_cdf, sampling_probs
-from edlm.training.objectives import ar_log_probs
+from edlm.models.ar import ar_log_probs
 
 
 class ARPromptError(ValueError):

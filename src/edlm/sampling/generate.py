@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from edlm.data import ALPHABET, MASK_ID, decode, normalise
 from edlm.diffusion.schedule import make_schedule
 from edlm.diffusion.subs import subs_log_probs
-from edlm.evaluation.nelbo import autocast_for
+from edlm.device import autocast_for
 from edlm.sampling.importance import ImportanceProposal
 from edlm.sampling.mdlm import FactorizedProposal, MaskedDiffusionSampler, SampleResult
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 from edlm.config import ModelConfig, RunConfig, apply_overrides, get_preset
-from edlm.training.checkpoint import CheckpointError, list_checkpoints, save_checkpoint, write_json_atomic
+from edlm.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
+from edlm.fileio import write_json_atomic
 
 PREFIX = "backbone."
 DROPPED = ("rotary_emb.inv_freq",)  # buffers edlm recomputes

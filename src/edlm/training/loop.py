@@ -23,14 +23,16 @@ from tqdm.auto import tqdm
 from edlm.config import RunConfig
 from edlm.data import eval_chunks, load_meta, load_split
 from edlm.diffusion.schedule import make_schedule
-from edlm.evaluation.nelbo import autocast_for
+from edlm.device import autocast_for
 from edlm.models import build_model
 from edlm.training.batches import GlobalBatch, global_batch
-from edlm.training.checkpoint import (CheckpointError, latest_valid_checkpoint, list_checkpoints,
-                                      load_run_config, save_checkpoint, write_json_atomic)
+from edlm.checkpoint import (CheckpointError, latest_valid_checkpoint, list_checkpoints, load_run_config,
+                             save_checkpoint)
+from edlm.fileio import write_json_atomic
 from edlm.training.distributed import DistInfo, all_reduce_flag, barrier, init_distributed
 from edlm.training.ema import EMA
-from edlm.training.objectives import ar_loss, mdlm_loss
+from edlm.models.ar import ar_loss
+from edlm.training.objectives import mdlm_loss
 
 Objective = Callable[[torch.nn.Module, GlobalBatch], tuple[torch.Tensor, dict[str, float]]]
 

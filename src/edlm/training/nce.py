@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from edlm.config import ConfigError, RunConfig
 from edlm.diffusion.schedule import LogLinearSchedule, make_schedule
 from edlm.diffusion.subs import corrupt, stratified_times, subs_log_probs
-from edlm.evaluation.nelbo import autocast_for
+from edlm.device import autocast_for
 from edlm.models.energy_net import SHARED_PREFIXES
 from edlm.sampling.mdlm import draw_candidates
 from edlm.training.batches import GlobalBatch
@@ -41,7 +41,7 @@ def load_denoiser_for_nce(run_dir: str | Path, config: RunConfig, device) -> tup
     Returns (denoiser in eval mode with requires_grad False, state dict of the parts the energy network
     shares with it: ``vocab_embed``, ``sigma_map``, ``rotary_emb``, ``blocks``).
     """
-    from edlm.models import load_model
+    from edlm.checkpoint import load_model
 
     denoiser_config, denoiser = load_model(run_dir, device=device)
     if denoiser_config.model.kind != "mdlm":

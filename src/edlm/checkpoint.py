@@ -1,4 +1,4 @@
-"""Checkpoints: weights in safetensors, everything else in JSON, written atomically (notes: no pickle).
+"""Run folders and checkpoints: weights in safetensors, everything else in JSON, written atomically (no pickle).
 
 Layout of a run folder::
 
@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from edlm.fileio import sha256_file
+from edlm.fileio import sha256_file, write_json_atomic
 from edlm.config import ConfigError, RunConfig
+from edlm.models import build_model
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 SCRATCH_DIR = re.compile(r"^step-\d{8}\.(?:tmp|del)-(\d+)$")  # unfinished save / pending delete of process PID
@@ -50,19 +51,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _test_pause() -> None:
@@ -230,8 +218,6 @@ def _check_shapes(path: Path, config: RunConfig, model: dict[str, torch.Tensor],
                   ema: dict[str, torch.Tensor]) -> None:
     """The weights must have exactly the tensor names and shapes of ``config.model`` (built on the meta
     device, so nothing is allocated)."""
-    from edlm.models import build_model
-
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in build_model(config.model).state_dict().items()}
     for name, weights in (("model.safetensors", model), ("ema.safetensors", ema)):
@@ -275,3 +261,18 @@ def load_run_config(run_dir: Path) -> RunConfig:
         return RunConfig.from_dict(json.loads(file.read_text()))
     except (json.JSONDecodeError, ConfigError, TypeError) as error:
         raise CheckpointError(f"{file}: invalid config ({error})") from None
+
+
+def load_model(run_dir: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
+               ) -> tuple[RunConfig, torch.nn.Module]:
+    """Load a trained model (EMA weights by default) from the newest valid checkpoint of ``run_dir``.
+
+    Returns (config, model in eval mode on ``device``). Raises ``CheckpointError`` naming the folder or file.
+    """
+    config = load_run_config(Path(run_dir))
+    checkpoint = latest_valid_checkpoint(Path(run_dir), with_optimizer=False)
+    if checkpoint is None:
+        raise CheckpointError(f"{run_dir}: no valid checkpoint in {Path(run_dir) / 'checkpoints'}")
+    model = build_model(config.model)
+    model.load_state_dict(checkpoint.ema if weights == "ema" else checkpoint.model)  # names/shapes checked on load
+    return config, model.to(device).eval()
