@@ -334,3 +334,35 @@ def errors_table(world):
         cell = lambda text: text.replace("|", "\\|")  # noqa: E731
         lines.append(f"| {cell(case)} | `` {cell(command)} `` | `` {cell(message)} `` |")
     Path(target).write_text("\n".join(lines) + "\n")
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch):
+    """A ValueError that is not an edlm user error is a bug: it must propagate (traceback), not exit 2."""
+    import edlm.commands
+
+    def broken(args):
+        raise ValueError("internal: tensors on different devices")
+
+    monkeypatch.setitem(edlm.commands.COMMANDS, "eval-gen", broken)
+    with pytest.raises(ValueError, match="different devices"):
+        main(["eval-gen", "--samples", "x.json", "--judge", "run:x"])
+
+
+def test_os_error_on_a_user_path_is_one_line(monkeypatch, capsys):
+    import edlm.commands
+
+    def missing(args):
+        raise FileNotFoundError(2, "No such file or directory", "samples.json")
+
+    monkeypatch.setitem(edlm.commands.COMMANDS, "eval-gen", missing)
+    assert main(["eval-gen", "--samples", "x.json", "--judge", "run:x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "edlm: error: [Errno 2] No such file or directory: 'samples.json'"]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_works_before_or_after_the_subcommand(tmp_path, where):
+    argv = ["data", "prepare", "--corpus", "wiki", "--out", str(tmp_path / "never")]
+    argv = ["--debug"] + argv if where == "before" else argv + ["--debug"]
+    with pytest.raises(Exception, match="unknown corpus 'wiki'"):
+        main(argv)

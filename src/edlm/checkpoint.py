@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from edlm.errors import EdlmError
 from edlm.fileio import sha256_file, write_json_atomic
 from edlm.config import ConfigError, RunConfig
 from edlm.models import build_model
@@ -39,7 +40,7 @@ WEIGHT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors")
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EdlmError, RuntimeError):
     """A missing, truncated, corrupted or incompatible checkpoint; the message names the file."""
 
 

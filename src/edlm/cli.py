@@ -47,12 +47,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edlm", description="Energy-based diffusion language models")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help text that shows every flag's default."""
 
-    data = sub.add_parser("data", help="prepare a corpus").add_subparsers(dest="data_command", required=True)
+
+def _debug_parent() -> argparse.ArgumentParser:
+    """``--debug`` accepted after any subcommand too (SUPPRESS: absent there, the top-level value stands)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    return parent
+
+
+def _subparsers(parser: argparse.ArgumentParser, dest: str):
+    """A subparser group whose parsers all accept ``--debug`` and show defaults in ``--help``."""
+    group = parser.add_subparsers(dest=dest, required=True)
+    add = group.add_parser
+
+    def add_parser(name, **kwargs):
+        return add(name, parents=[_debug_parent()], formatter_class=_Help, **kwargs)
+
+    group.add_parser = add_parser
+    return group
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edlm", description="Energy-based diffusion language models", formatter_class=_Help)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = _subparsers(parser, "command")
+
+    data = _subparsers(sub.add_parser("data", help="prepare a corpus"), "data_command")
     prep = data.add_parser("prepare", help="normalise a corpus into train/val/test splits")
     prep.add_argument("--corpus", required=True, help="shakespeare | text8 | files")
     prep.add_argument("--out", required=True, help="output data folder")
@@ -141,18 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from edlm.commands import COMMANDS, user_errors
+    from edlm.commands import COMMANDS, user_error
 
     try:
         return COMMANDS[args.command](args) or 0
-    except user_errors() as error:
-        if args.debug:
-            raise
-        print(f"edlm: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("edlm: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        # A user error (bad flag, file or setting) is one line; anything else is a bug: show its traceback.
+        if args.debug or not user_error(error):
+            raise
+        print(f"edlm: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

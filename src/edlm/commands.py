@@ -8,23 +8,19 @@ import sys
 import time
 from pathlib import Path
 
+from edlm.errors import EdlmError
 
-class UserError(ValueError):
+
+class UserError(EdlmError, ValueError):
     """A bad command-line input; the message names the flag or file."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    from edlm.config import ConfigError
-    from edlm.data import DataError
-    from edlm.device import DeviceError
-    from edlm.fileio import FileFormatError
-    from edlm.energy.ar import EnergyMismatchError
-    from edlm.sampling.generate import PromptError
-    from edlm.checkpoint import CheckpointError
-    from edlm.training.loop import TrainingError
-
-    return (UserError, ConfigError, DataError, DeviceError, FileFormatError, CheckpointError, TrainingError, PromptError,
-            EnergyMismatchError, OSError, ValueError)
+def user_error(error: BaseException) -> bool:
+    """True for errors the user can fix: edlm's own (``EdlmError``) and OS errors on a named path (missing file,
+    permission denied, disk full while writing ``--out``). Everything else is a bug and keeps its traceback."""
+    if isinstance(error, EdlmError):
+        return True
+    return isinstance(error, OSError) and getattr(error, "filename", None) is not None
 
 
 def _device(name: str | None) -> str:

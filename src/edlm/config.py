@@ -10,10 +10,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edlm.errors import EdlmError
+
 ModelKind = Literal["mdlm", "ar", "nce"]
 
 
-class ConfigError(ValueError):
+class ConfigError(EdlmError, ValueError):
     """A bad preset, override or config file; the message names the offending key."""
 
 

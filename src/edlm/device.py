@@ -6,8 +6,10 @@ from contextlib import nullcontext
 
 import torch
 
+from edlm.errors import EdlmError
 
-class DeviceError(ValueError):
+
+class DeviceError(EdlmError, ValueError):
     """A device that does not exist on this machine; the message names the flag."""
 
 

@@ -9,8 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edlm.errors import EdlmError
 
-class FileFormatError(ValueError):
+
+class FileFormatError(EdlmError, ValueError):
     """A file that exists but cannot be read as what it should be; the message names the file."""
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import importlib
 
+from edlm.errors import EdlmError
+
+class BenchError(EdlmError, ValueError):
+    """A bad benchmark name or benchmark flag; the message names it."""
+
+
 BENCHES = {
     "throughput": "edlm.bench.throughput",
     "sampling": "edlm.bench.sampling_speed",
@@ -16,5 +22,5 @@ BENCHES = {
 
 def run_bench(name: str, argv: list[str]) -> int:
     if name not in BENCHES:
-        raise ValueError(f"edlm bench {name!r}: unknown benchmark (valid: {', '.join(BENCHES)})")
+        raise BenchError(f"edlm bench {name!r}: unknown benchmark (valid: {', '.join(BENCHES)})")
     return importlib.import_module(BENCHES[name]).main(argv) or 0

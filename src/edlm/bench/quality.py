@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.checkpoint import load_model
 from edlm.sampling.generate import GenerationSpec, generate
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.evaluation.generation import generation_metrics, load_judge
 
     if args.judge.split(":", 1)[-1].rstrip("/") == args.ar.rstrip("/"):
-        raise ValueError("--judge must not be the energy model (--ar): use a separately trained model")
+        raise BenchError("--judge must not be the energy model (--ar): use a separately trained model")
     steps = sorted(int(s) for s in args.steps.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

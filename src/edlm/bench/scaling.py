@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.config import apply_overrides, get_preset
 
@@ -38,7 +39,7 @@ def throughput(run_dir: Path, tokens_per_step: int) -> tuple[float, int]:
     first, last = rows[0], rows[-1]
     steps = int(last["step"]) - int(first["step"])
     if steps <= 0:
-        raise ValueError(f"{run_dir}: too few logged steps to time; raise --steps")
+        raise BenchError(f"{run_dir}: too few logged steps to time; raise --steps")
     return steps * tokens_per_step / (float(last["elapsed_s"]) - float(first["elapsed_s"])), steps
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from edlm.errors import EdlmError
 from edlm.fileio import sha256_file, write_bytes_atomic
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
@@ -58,7 +59,7 @@ _DECODE_TABLE = np.frombuffer((ALPHABET + MASK_CHAR).encode("ascii"), dtype=np.u
 _ASCII_KEEP = bytes(c if chr(c) in ALPHABET else ord(" ") for c in range(256))
 
 
-class DataError(ValueError):
+class DataError(EdlmError, ValueError):
     """A corpus, path, flag or prepared data folder is unusable; the message names the culprit."""
 
 

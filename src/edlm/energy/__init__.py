@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 from edlm.energy.base import Energy, ZeroEnergy, candidate_log_mu
+from edlm.errors import EdlmError
 
 ENERGY_KINDS = ("zero", "ar", "nce")
+
+
+class EnergySpecError(EdlmError, ValueError):
+    """A bad ``--energy`` value; the message names it."""
 
 
 def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32"):
     """Build an energy from ``zero`` | ``ar:RUN_DIR`` | ``nce:RUN_DIR`` for a denoiser with ``denoiser_config``."""
     kind, _, path = spec.partition(":")
     if kind not in ENERGY_KINDS:
-        raise ValueError(f"--energy {spec!r}: unknown energy {kind!r} (valid: zero, ar:RUN_DIR, nce:RUN_DIR)")
+        raise EnergySpecError(f"--energy {spec!r}: unknown energy {kind!r} (valid: zero, ar:RUN_DIR, nce:RUN_DIR)")
     if kind == "zero":
         return ZeroEnergy()
     if not path:
-        raise ValueError(f"--energy {spec!r}: expected {kind}:RUN_DIR")
+        raise EnergySpecError(f"--energy {spec!r}: expected {kind}:RUN_DIR")
     from edlm.energy.ar import check_compatible
     from edlm.checkpoint import load_model
 
     config, model = load_model(path, device=device)
     if config.model.kind != kind:
-        raise ValueError(f"--energy {spec!r}: {path} holds a {config.model.kind!r} model, not {kind!r}")
+        raise EnergySpecError(f"--energy {spec!r}: {path} holds a {config.model.kind!r} model, not {kind!r}")
     check_compatible(config.model, denoiser_config, path)
     if kind == "ar":
         from edlm.energy.ar import AREnergy

@@ -13,12 +13,13 @@ from typing import Literal
 
 import torch
 
+from edlm.errors import EdlmError
 from edlm.energy.base import candidate_log_mu
 from edlm.device import autocast_for
 from edlm.models.ar import ar_log_probs
 
 
-class EnergyMismatchError(ValueError):
+class EnergyMismatchError(EdlmError, ValueError):
     """The energy model cannot score the denoiser's sequences (vocabulary or length differ)."""
 
 

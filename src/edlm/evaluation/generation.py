@@ -27,13 +27,14 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from edlm.errors import EdlmError
 from edlm.data import ALPHABET, MASK_ID
 
 LN2 = math.log(2.0)
 JUDGE_KINDS = ("run", "hf")
 
 
-class GenerationEvalError(ValueError):
+class GenerationEvalError(EdlmError, ValueError):
     """A bad samples file or judge; the message names the flag or file."""
 
 

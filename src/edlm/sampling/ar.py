@@ -21,13 +21,14 @@ import time
 
 import torch
 
+from edlm.errors import EdlmError
 from edlm.data import ALPHABET, decode, normalise
 from edlm.device import autocast_for
 from edlm.sampling.categorical import inverse_cdf, sampling_probs
 from edlm.models.ar import ar_log_probs
 
 
-class ARPromptError(ValueError):
+class ARPromptError(EdlmError, ValueError):
     """A prompt or length the AR sampler cannot use; the message names the flag."""
 
 

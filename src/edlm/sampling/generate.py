@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from edlm.errors import EdlmError
 from edlm.data import ALPHABET, MASK_ID, decode, normalise
 from edlm.diffusion.schedule import make_schedule
 from edlm.diffusion.subs import subs_log_probs
@@ -17,7 +18,7 @@ from edlm.sampling.mdlm import FactorizedProposal, MaskedDiffusionSampler, Sampl
 INFILL_BLANK = "_"
 
 
-class PromptError(ValueError):
+class PromptError(EdlmError, ValueError):
     """A prompt or infill template that cannot be used; the message names the flag."""
 
 

@@ -20,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from edlm.errors import EdlmError
 from edlm.config import RunConfig
 from edlm.data import eval_chunks, load_meta, load_split
 from edlm.diffusion.schedule import make_schedule
@@ -37,7 +38,7 @@ from edlm.training.objectives import mdlm_loss
 Objective = Callable[[torch.nn.Module, GlobalBatch], tuple[torch.Tensor, dict[str, float]]]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(EdlmError, RuntimeError):
     """Training cannot go on (non-finite loss, incompatible resume); the message says why."""
 
 
