@@ -1,0 +1,104 @@
+"""The package's import graph: no cycle, and no import from a lower layer to a higher one.
+
+Layers, bottom to top (an import may go down, or sideways inside one layer):
+config/fileio/device/errors/parallel -> diffusion -> data -> models -> checkpoint -> energy -> sampling ->
+likelihood, evaluation -> training -> bench -> commands -> cli. Every import counts, also the lazy ones inside
+functions: a lazy upward import is still an upward dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "edlm"
+LAYERS = [
+    {"edlm", "config", "fileio", "device", "errors", "parallel"},
+    {"diffusion"},
+    {"data"},
+    {"models"},
+    {"checkpoint"},
+    {"energy"},
+    {"sampling"},
+    {"likelihood", "evaluation"},
+    {"training"},
+    {"bench"},
+    {"commands"},
+    {"cli", "__main__"},
+]
+LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def top_part(module: str) -> str:
+    """``edlm.sampling.mdlm`` -> ``sampling``; ``edlm`` -> ``edlm``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every edlm module imported anywhere in the file (module level and inside functions)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "edlm"}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "edlm":
+            found.add(node.module)
+            # ``from edlm.pkg import sub`` may name a submodule
+            found |= {f"{node.module}.{alias.name}" for alias in node.names
+                      if SRC.parent.joinpath(*f"{node.module}.{alias.name}".split(".")).with_suffix(".py").is_file()}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(path): path for path in SRC.rglob("*.py")}
+    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_every_module_belongs_to_a_layer():
+    unknown = sorted({top_part(name) for name in graph()} - set(LEVEL))
+    assert not unknown, f"modules outside the layer table: {unknown} (add them to LAYERS here and in the README)"
+
+
+def test_no_upward_import():
+    upward = [f"{name} (layer {LEVEL[top_part(name)]}) imports {target} (layer {LEVEL[top_part(target)]})"
+              for name, targets in graph().items() for target in targets
+              if LEVEL.get(top_part(target), -1) > LEVEL.get(top_part(name), 99)]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycle():
+    edges = graph()
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(node: str, stack: list[str]) -> list[str] | None:
+        state[node] = 1
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                return stack + [node, target]
+            if target not in state:
+                cycle = visit(target, stack + [node])
+                if cycle:
+                    return cycle
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            cycle = visit(node, [])
+            assert cycle is None, "import cycle: " + " -> ".join(cycle[cycle.index(cycle[-1]):])
+
+
+@pytest.mark.parametrize("source, expected", [("edlm.sampling.mdlm", "sampling"), ("edlm", "edlm")])
+def test_top_part(source, expected):
+    assert top_part(source) == expected
