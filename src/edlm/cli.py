@@ -7,10 +7,13 @@ Inputs are checked here, once; a bad input exits with status 2 and one line nami
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 
 
@@ -51,6 +54,59 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Help text that shows every flag's default."""
 
 
+def _flag_type(hint, name: str):
+    """argparse ``type``/``choices`` for a dataclass field annotation (int, float, str, bool, Literal, Optional)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return {"type": type(args[0]), "choices": list(args)}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0], name)
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if hint is int:
+        return {"type": _positive_int(name)}
+    if hint is float:
+        return {"type": _finite_float(name)}
+    return {"type": str}
+
+
+def _finite_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} must be finite, got {value}")
+        return value
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class, skip: tuple[str, ...] = (),
+                     types_override: dict | None = None) -> None:
+    """One flag per field of a frozen config dataclass: ``--field-name``, default and help from the field.
+
+    The field's ``metadata["help"]`` is the help text (so each default and explanation is written once, in the
+    config); ``Literal`` fields become choices, bools become ``--x/--no-x``. Range checks stay in the config's own
+    validation (``__post_init__``), which names the flag.
+    """
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = dict(_flag_type(hints[field.name], flag))
+        kwargs.update((types_override or {}).get(field.name, {}))
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        parser.add_argument(flag, dest=field.name, default=default, help=field.metadata.get("help", " "), **kwargs)
+
+
+def config_from_args(config_class, args: argparse.Namespace):
+    """Build ``config_class`` from the parsed flags that ``add_config_flags`` added."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+                           if hasattr(args, f.name)})
+
+
 def _debug_parent() -> argparse.ArgumentParser:
     """``--debug`` accepted after any subcommand too (SUPPRESS: absent there, the top-level value stands)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -83,17 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--path", help="text8 / text8.zip file, or a file or folder for --corpus files")
 
     train = sub.add_parser("train", help="train an MDLM denoiser, an AR model or an NCE energy")
-    train.add_argument("--data", required=True)
-    train.add_argument("--preset", default="char-small")
-    train.add_argument("--model", default="mdlm", help="mdlm | ar | nce")
-    train.add_argument("--out", required=True)
-    train.add_argument("--max-steps", type=_positive_int("--max-steps"))
-    train.add_argument("--max-minutes", type=_float_in("--max-minutes", 0, 1e7, low_open=True))
-    train.add_argument("--resume", action="store_true")
+    train.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
+    train.add_argument("--preset", default="char-small", help="named model + training settings (see README)")
+    train.add_argument("--model", default="mdlm", help="mdlm (denoiser) | ar (autoregressive: energy, judge) | nce (energy network)")
+    train.add_argument("--out", required=True, help="run folder to create (config, metrics, checkpoints)")
+    train.add_argument("--max-steps", type=_positive_int("--max-steps"), help="stop after this many optimiser steps (overrides train.max_steps)")
+    train.add_argument("--max-minutes", type=_float_in("--max-minutes", 0, 1e7, low_open=True), help="stop after this much wall-clock time, with a checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
     train.add_argument("--denoiser", help="NCE only: run folder of the frozen MDLM denoiser")
     train.add_argument("--negatives", type=_positive_int("--negatives"), help="NCE only: negatives per positive")
     train.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.n_layers=4")
 
     ev = sub.add_parser("eval", help="NELBO / NLL of a trained model on a split")
@@ -141,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     eg = sub.add_parser("eval-gen", help="generative perplexity and entropy of samples under a judge")
     eg.add_argument("--samples", required=True, help="JSON written by `edlm sample --json/--out`")
     eg.add_argument("--judge", required=True, help="run:DIR (an edlm AR model) or hf:DIR (local HF causal LM)")
-    eg.add_argument("--batch-size", type=_positive_int("--batch-size"), default=16)
-    eg.add_argument("--device")
-    eg.add_argument("--json", action="store_true")
+    eg.add_argument("--batch-size", type=_positive_int("--batch-size"), default=16, help="texts per judge forward pass")
+    eg.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    eg.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     bench = sub.add_parser("bench", help="benchmarks (quality, throughput, sampling)")
     bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
@@ -156,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.n_heads=12 model.seq_len=1024")
 
     demo = sub.add_parser("demo", help="the README's main job on the embedded corpus")
-    demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--minutes", type=_float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0)
+    demo.add_argument("--out", default="out/demo", help="folder for the corpus, the runs and the results")
+    demo.add_argument("--minutes", type=_float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0, help="training budget per model (three models)")
     demo.add_argument("--quick", action="store_true", help="seconds instead of minutes (smoke test)")
     return parser
 
