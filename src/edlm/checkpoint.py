@@ -215,21 +215,35 @@ def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
     return Checkpoint(path, int(state["step"]), model, ema, optimizer, state)
 
 
+def expected_shapes(model_config) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of the network ``model_config`` builds (on the meta device: nothing is allocated)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}
+
+
+def check_state_dict(expected: dict[str, tuple[int, ...]], weights: dict[str, torch.Tensor], source: str,
+                     against: str, note: str = "") -> None:
+    """The one state-dict check: exactly the names of ``expected``, each with its shape.
+
+    Raises ``CheckpointError`` naming ``source`` (the weights) and ``against`` (what defines the shapes).
+    """
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: does not match {against}{note} (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    for key, shape in expected.items():
+        if tuple(weights[key].shape) != shape:
+            raise CheckpointError(f"{source}: {key} has shape {tuple(weights[key].shape)} but {against} gives "
+                                  f"{shape}{note}")
+
+
 def _check_shapes(path: Path, config: RunConfig, model: dict[str, torch.Tensor],
                   ema: dict[str, torch.Tensor]) -> None:
-    """The weights must have exactly the tensor names and shapes of ``config.model`` (built on the meta
-    device, so nothing is allocated)."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build_model(config.model).state_dict().items()}
+    """The weights must have exactly the tensor names and shapes of ``config.model``."""
+    expected = expected_shapes(config.model)
     for name, weights in (("model.safetensors", model), ("ema.safetensors", ema)):
-        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(f"{path / name}: does not match {path.parent.parent / 'config.json'} "
-                                  f"(incompatible config: missing {missing[:3]}, unexpected {unexpected[:3]})")
-        for key, shape in expected.items():
-            if tuple(weights[key].shape) != shape:
-                raise CheckpointError(f"{path / name}: {key} has shape {tuple(weights[key].shape)} but "
-                                      f"{path.parent.parent / 'config.json'} gives {shape} (incompatible config)")
+        check_state_dict(expected, weights, str(path / name), str(path.parent.parent / "config.json"),
+                         " (incompatible config)")
 
 
 def latest_valid_checkpoint(run_dir: Path, with_optimizer: bool = True,
