@@ -1,32 +1,39 @@
-"""Energies by name: ``zero``, ``ar:RUN_DIR`` (modes coar/full), ``nce:RUN_DIR``."""
+"""Energies by name: ``zero``, ``ar:RUN_DIR`` (modes coar/full), ``hf:DIR`` (modes coar/full), ``nce:RUN_DIR``."""
 
 from __future__ import annotations
 
-from edlm.energy.base import Energy, ZeroEnergy, candidate_log_mu
-from edlm.errors import EdlmError
+from edlm.energy.base import Energy, EnergyError, ZeroEnergy, candidate_log_mu
 
-ENERGY_KINDS = ("zero", "ar", "nce")
+ENERGY_KINDS = ("zero", "ar", "hf", "nce")
+ENERGY_HELP = ("zero | ar:RUN_DIR (an edlm AR run) | hf:DIR (a local Hugging Face causal LM folder, "
+               "safetensors only, sharing the denoiser's tokenizer) | nce:RUN_DIR (a trained energy network)")
+
+EnergySpecError = EnergyError  # the name main used for a bad --energy value
 
 
-class EnergySpecError(EdlmError, ValueError):
-    """A bad ``--energy`` value; the message names it."""
-
-
-def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32"):
-    """Build an energy from ``zero`` | ``ar:RUN_DIR`` | ``nce:RUN_DIR`` for a denoiser with ``denoiser_config``."""
+def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32",
+                tokenizer=None):
+    """Build an energy from ``zero`` | ``ar:RUN_DIR`` | ``hf:DIR`` | ``nce:RUN_DIR`` for a denoiser with
+    ``denoiser_config`` (a ``ModelConfig``). ``tokenizer`` (optional, the denoiser's) lets ``hf:`` compare
+    tokenizers beyond the vocabulary size. Raises ``EnergyError`` naming ``--energy``."""
     kind, _, path = spec.partition(":")
     if kind not in ENERGY_KINDS:
-        raise EnergySpecError(f"--energy {spec!r}: unknown energy {kind!r} (valid: zero, ar:RUN_DIR, nce:RUN_DIR)")
+        raise EnergyError(f"--energy {spec!r}: unknown energy {kind!r} (valid: zero, ar:RUN_DIR, hf:DIR, "
+                          f"nce:RUN_DIR)")
     if kind == "zero":
         return ZeroEnergy()
     if not path:
-        raise EnergySpecError(f"--energy {spec!r}: expected {kind}:RUN_DIR")
+        raise EnergyError(f"--energy {spec!r}: expected {kind}:{'DIR' if kind == 'hf' else 'RUN_DIR'}")
+    if kind == "hf":
+        from edlm.energy.hf import make_hf_energy
+
+        return make_hf_energy(path, denoiser_config, mode, device, precision, tokenizer)
     from edlm.energy.ar import check_compatible
     from edlm.checkpoint import load_model
 
     config, model = load_model(path, device=device)
     if config.model.kind != kind:
-        raise EnergySpecError(f"--energy {spec!r}: {path} holds a {config.model.kind!r} model, not {kind!r}")
+        raise EnergyError(f"--energy {spec!r}: {path} holds a {config.model.kind!r} model, not {kind!r}")
     check_compatible(config.model, denoiser_config, path)
     if kind == "ar":
         from edlm.energy.ar import AREnergy
@@ -37,4 +44,4 @@ def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", pr
     return NCEEnergy(model, precision=precision)
 
 
-__all__ = ["Energy", "ZeroEnergy", "candidate_log_mu", "make_energy", "ENERGY_KINDS"]
+__all__ = ["Energy", "EnergyError", "ZeroEnergy", "candidate_log_mu", "make_energy", "ENERGY_KINDS", "ENERGY_HELP"]

@@ -1,10 +1,11 @@
-"""EDLM-AR: the energy of a pretrained autoregressive model (notes, section 3.1). No training.
+"""EDLM-AR: the energy of a pretrained autoregressive model (docs/method.md §3.1). No training.
 
     full:  E(x0, x_t) = -log p_AR(x0)                      + sum_{i masked} log mu_i(x0_i | x_t)
     coar:  E(x0, x_t) = -sum_{i masked} log p_AR(x0_i | x0_<i) + sum_{i masked} log mu_i(x0_i | x_t)
 
 Both are built from log-probabilities (one teacher-forced AR pass per candidate, no decoding), and the AR
-model scores position 0 too (the start token is the [MASK] id, see ``models.ar.ar_log_probs``).
+model scores position 0 too (edlm's AR model starts from the [MASK] id, see ``models.ar.ar_log_probs``; a
+Hugging Face model starts from its own BOS token, see ``energy.hf``).
 """
 
 from __future__ import annotations
@@ -13,23 +14,42 @@ from typing import Literal
 
 import torch
 
-from edlm.errors import EdlmError
-from edlm.energy.base import candidate_log_mu
 from edlm.device import autocast_for
+from edlm.energy.base import EnergyError, candidate_log_mu
 from edlm.models.ar import ar_log_probs
 
+ARMode = Literal["coar", "full"]
 
-class EnergyMismatchError(EdlmError, ValueError):
+
+class EnergyMismatchError(EnergyError):
     """The energy model cannot score the denoiser's sequences (vocabulary or length differ)."""
 
 
+def ar_energy(token_log_probs: torch.Tensor, candidates: torch.Tensor, x_t: torch.Tensor,
+              log_probs: torch.Tensor, mask_id: int, mode: ARMode) -> torch.Tensor:
+    """Combine AR token log-probs with the denoiser's into the EDLM-AR energy (docs/method.md §3.1).
+
+    token_log_probs (B, k, L) float64 = log p_AR(x0_i | x0_<i) of each candidate; candidates (B, k, L) int64;
+    x_t (B, L) int64; log_probs (B, L, V + 1) the denoiser's SUBS log-probs. Returns (B, k) float64.
+    """
+    if mode == "coar":
+        token_log_probs = token_log_probs * (x_t == mask_id).unsqueeze(1)  # (B, k, L): masked positions only
+    return -token_log_probs.sum(-1) + candidate_log_mu(candidates, x_t, log_probs, mask_id)  # (B, k)
+
+
 class AREnergy:
+    """An edlm AR run (``--energy ar:RUN``) as the energy: (candidates (B, k, L), x_t (B, L), log_probs) -> (B, k).
+
+    Candidates are scored in chunks of ``chunk_rows`` sequences on the model's device under ``precision``
+    (``fp32`` or ``bf16`` autocast); energies come back as float64 on the candidates' device.
+    """
+
     constant = False
 
-    def __init__(self, model: torch.nn.Module, mask_id: int, mode: Literal["coar", "full"] = "coar",
+    def __init__(self, model: torch.nn.Module, mask_id: int, mode: ARMode = "coar",
                  chunk_rows: int = 64, precision: str = "fp32"):
         if mode not in ("coar", "full"):
-            raise ValueError(f"unknown AR energy mode {mode!r} (valid: coar, full)")
+            raise EnergyError(f"--energy-mode {mode!r}: unknown AR energy mode (valid: coar, full)")
         self.model, self.mask_id, self.mode = model, mask_id, mode
         self.chunk_rows, self.precision = chunk_rows, precision
         self.vocab_size = model.config.vocab_size
@@ -37,22 +57,20 @@ class AREnergy:
 
     @torch.no_grad()
     def token_log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
-        """log p_AR(x_i | x_<i) for (N, L) sequences -> (N, L) float64, in chunks of ``chunk_rows``."""
+        """log p_AR(x_i | x_<i) for (N, L) sequences -> (N, L) float64 on their device, in chunks."""
         device = next(self.model.parameters()).device
         out = []
         for start in range(0, sequences.shape[0], self.chunk_rows):
-            rows = sequences[start:start + self.chunk_rows].to(device)
+            rows = sequences[start:start + self.chunk_rows].to(device)  # (n, L)
             with autocast_for(device, self.precision):
-                log_probs = ar_log_probs(self.model, rows, self.mask_id)
-            out.append(log_probs.gather(-1, rows.unsqueeze(-1)).squeeze(-1).double())
+                log_probs = ar_log_probs(self.model, rows, self.mask_id)  # (n, L, V + 1)
+            out.append(log_probs.gather(-1, rows.unsqueeze(-1)).squeeze(-1).double())  # (n, L)
         return torch.cat(out).to(sequences.device)
 
     def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
         B, k, L = candidates.shape
-        ar = self.token_log_probs(candidates.reshape(B * k, L)).view(B, k, L)  # (B, k, L)
-        if self.mode == "coar":
-            ar = ar * (x_t == self.mask_id).unsqueeze(1)
-        return -ar.sum(-1) + candidate_log_mu(candidates, x_t, log_probs, self.mask_id)  # (B, k)
+        token_lp = self.token_log_probs(candidates.reshape(B * k, L)).view(B, k, L)  # (B, k, L)
+        return ar_energy(token_lp, candidates, x_t, log_probs, self.mask_id, self.mode)
 
 
 def check_compatible(energy_config, denoiser_config, source: str) -> None:

@@ -1,7 +1,10 @@
-"""The energy protocol shared by every energy (notes, section 3; STYLE habit 4).
+"""The energy protocol shared by every energy (docs/method.md §3; STYLE habit 4).
 
 An energy scores k candidate clean sequences per row: low energy = more likely under
 p(x0 | x_t) ∝ mu_theta(x0 | x_t) exp(-E(x0, x_t)).
+
+Devices: an energy moves the candidates to its own model's device and returns energies on the candidates'
+device, so a sampler never needs to know where the energy model lives.
 """
 
 from __future__ import annotations
@@ -9,6 +12,12 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+
+from edlm.errors import EdlmError
+
+
+class EnergyError(EdlmError, ValueError):
+    """An energy cannot be built or cannot score the denoiser's sequences; the message names ``--energy``."""
 
 
 class Energy(Protocol):
@@ -18,7 +27,7 @@ class Energy(Protocol):
 
     def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
         """candidates (B, k, L) int64, x_t (B, L) int64, denoiser SUBS log-probs (B, L, V + 1)
-        -> energies (B, k) float32 or float64."""
+        -> energies (B, k) float32 or float64, on the candidates' device."""
 
 
 class ZeroEnergy:

@@ -1,4 +1,4 @@
-"""EDLM-NCE: the learned energy network as an energy (notes, sections 3.2-3.3).
+"""EDLM-NCE: the learned energy network as an energy (docs/method.md §3.2-3.3).
 
 E(x0, x_t) is read directly from the network; the denoiser's log-probs are not needed (the network was
 trained against mu_theta as the noise distribution, so it already models the residual p / mu).

@@ -1,0 +1,155 @@
+"""A local Hugging Face causal LM as the EDLM-AR energy: ``--energy hf:DIR`` (docs/method.md §3.1).
+
+The energy is the one of ``energy.ar`` (coar or full); only the AR token log-probs come from the HF model.
+
+Loading. The folder is read with ``local_files_only=True``, ``use_safetensors=True`` and
+``trust_remote_code=False``: weights come only from ``model.safetensors`` (a pickle-based ``pytorch_model.bin``
+is refused, never unpickled), and no code shipped with the folder runs.
+
+Tokenizer. The HF model must share the denoiser's tokenizer: its vocabulary size (the tokenizer's length when
+the folder holds one, else ``config.vocab_size``) must equal the denoiser's ``vocab_size``, and when the caller
+passes the denoiser's tokenizer, a probe text must encode to the same ids. A model whose output layer is
+padded beyond the vocabulary (e.g. 50304 rows for 50257 tokens) is scored over the real tokens only: the
+log-softmax runs over the first ``vocab_size`` logits.
+
+Start token. The model's own convention: its BOS id (GPT-2: ``<|endoftext|>`` = 50256, also its EOS) is
+prepended, so the logits at input position i predict x0_i and position 0 is scored. The denoiser's [MASK] id
+(= vocab_size) is not a token of the HF model and never reaches it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edlm.device import autocast_for
+from edlm.energy.ar import ARMode, EnergyMismatchError, ar_energy
+from edlm.energy.base import EnergyError
+
+PROBE_TEXT = "The quick brown fox, 1972: naïve café -- done.\n"
+
+
+def load_hf_causal_lm(folder: str | Path, flag: str = "--energy"):
+    """Load ``folder`` as a causal LM on the CPU in float32 (safetensors only, no remote code).
+
+    Returns (model in eval mode, tokenizer or None when the folder has no tokenizer files).
+    Raises ``EnergyError`` naming ``{flag} hf:{folder}``.
+    """
+    folder = Path(folder)
+    where = f"{flag} hf:{folder}"
+    if not (folder / "config.json").is_file():
+        raise EnergyError(f"{where}: no config.json (expected a local Hugging Face model folder)")
+    if not any(folder.glob("*.safetensors")):
+        pickled = [p.name for p in folder.glob("*.bin")]
+        detail = f" (found {pickled[0]}, a pickle-based file edlm does not load)" if pickled else ""
+        raise EnergyError(f"{where}: no model.safetensors{detail}; convert the weights to safetensors")
+    try:
+        import transformers
+    except ImportError:
+        raise EnergyError(f"{where} needs the transformers package; run `pip install transformers`") from None
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(folder), local_files_only=True, use_safetensors=True, trust_remote_code=False,
+            dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EnergyError(f"{where}: cannot load a causal LM ({first})") from None
+    tokenizer = None
+    if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                                                   trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise EnergyError(f"{where}: cannot load its tokenizer ({first})") from None
+    return model.eval(), tokenizer
+
+
+class HFEnergy:
+    """A Hugging Face causal LM as the AR energy: (candidates (B, k, L), x_t (B, L), log_probs) -> (B, k).
+
+    ``model`` is an ``AutoModelForCausalLM``; ``vocab_size`` and ``mask_id`` are the denoiser's; ``start_id`` is
+    the id prepended so position 0 is scored (the model's BOS). The B x k candidates are scored in chunks of
+    ``chunk_rows`` sequences on the model's device; energies come back as float64 on the candidates' device.
+    """
+
+    constant = False
+
+    def __init__(self, model: torch.nn.Module, vocab_size: int, start_id: int, mode: ARMode = "coar",
+                 chunk_rows: int = 32, precision: str = "fp32"):
+        if mode not in ("coar", "full"):
+            raise EnergyError(f"--energy-mode {mode!r}: unknown AR energy mode (valid: coar, full)")
+        self.model, self.vocab_size, self.start_id, self.mode = model, vocab_size, start_id, mode
+        self.mask_id = vocab_size  # the denoiser's [MASK]; never a token of the HF model
+        self.chunk_rows, self.precision = chunk_rows, precision
+        self.seq_len = max_positions(model.config)
+
+    @torch.no_grad()
+    def token_log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
+        """log p_HF(x_i | BOS, x_<i) for (N, L) clean sequences -> (N, L) float64 on their device, in chunks."""
+        if int(sequences.max()) >= self.vocab_size or int(sequences.min()) < 0:
+            raise ValueError(f"HFEnergy scores clean sequences only: found id {int(sequences.max())} "
+                             f"(the denoiser's [MASK] is {self.mask_id}, vocabulary {self.vocab_size})")
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, sequences.shape[0], self.chunk_rows):
+            rows = sequences[start:start + self.chunk_rows].to(device)  # (n, L)
+            inputs = torch.cat([torch.full_like(rows[:, :1], self.start_id), rows[:, :-1]], dim=1)  # (n, L)
+            with autocast_for(device, self.precision):
+                logits = self.model(input_ids=inputs, use_cache=False).logits  # (n, L, V_model)
+            log_probs = torch.log_softmax(logits[..., :self.vocab_size].float(), dim=-1)  # (n, L, V)
+            out.append(log_probs.gather(-1, rows.unsqueeze(-1)).squeeze(-1).double())  # (n, L)
+        return torch.cat(out).to(sequences.device)
+
+    def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+        B, k, L = candidates.shape
+        token_lp = self.token_log_probs(candidates.reshape(B * k, L)).view(B, k, L)  # (B, k, L)
+        return ar_energy(token_lp, candidates, x_t, log_probs, self.mask_id, self.mode)
+
+
+def max_positions(config) -> int | None:
+    """The longest input a HF model accepts (``n_positions`` / ``max_position_embeddings``), None if unbounded."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def make_hf_energy(folder: str | Path, denoiser_config, mode: ARMode = "coar", device="cpu",
+                   precision: str = "fp32", tokenizer=None) -> HFEnergy:
+    """Build the HF energy for a denoiser with ``denoiser_config`` (a ``ModelConfig``), with every check.
+
+    ``tokenizer``: the denoiser's tokenizer (anything with ``encode(str) -> ids``), optional; when given and the
+    folder has a tokenizer, both must encode ``PROBE_TEXT`` to the same ids. Raises ``EnergyError``.
+    """
+    where = f"--energy hf:{folder}"
+    model, hf_tokenizer = load_hf_causal_lm(folder)
+    vocab = len(hf_tokenizer) if hf_tokenizer is not None else int(model.config.vocab_size)
+    if vocab != denoiser_config.vocab_size:
+        source = "its tokenizer has" if hf_tokenizer is not None else "its config.json has vocab_size"
+        raise EnergyMismatchError(f"{where}: {source} {vocab} tokens, the denoiser has "
+                                  f"{denoiser_config.vocab_size}; they must share a tokenizer")
+    rows = model.get_output_embeddings().weight.shape[0]
+    if rows < vocab:
+        raise EnergyMismatchError(f"{where}: its output layer has {rows} rows for {vocab} tokens")
+    if tokenizer is not None and hf_tokenizer is not None:
+        ours = [int(i) for i in tokenizer.encode(PROBE_TEXT)]
+        theirs = list(hf_tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"])
+        if ours != theirs:
+            raise EnergyMismatchError(f"{where}: its tokenizer encodes a probe text differently from the "
+                                      f"denoiser's; they must share a tokenizer")
+    start_id = model.config.bos_token_id
+    if start_id is None:
+        start_id = model.config.eos_token_id
+    if isinstance(start_id, list):
+        start_id = start_id[0] if start_id else None
+    if start_id is None or not 0 <= int(start_id) < vocab:
+        raise EnergyError(f"{where}: config.json has no usable bos_token_id or eos_token_id (got {start_id}); "
+                          f"the energy needs a start token to score position 0")
+    limit = max_positions(model.config)
+    if limit is not None and limit < denoiser_config.seq_len:
+        raise EnergyMismatchError(f"{where}: the model takes {limit} positions, shorter than the denoiser's "
+                                  f"seq_len {denoiser_config.seq_len}")
+    return HFEnergy(model.to(device), denoiser_config.vocab_size, int(start_id), mode, precision=precision)
