@@ -48,6 +48,10 @@ def load_hf_causal_lm(folder: str | Path, flag: str = "--energy"):
         import transformers
     except ImportError:
         raise EnergyError(f"{where} needs the transformers package; run `pip install transformers`") from None
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # library code prints nothing; restored below
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True, trust_remote_code=False,
@@ -55,6 +59,9 @@ def load_hf_causal_lm(folder: str | Path, flag: str = "--energy"):
     except (OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise EnergyError(f"{where}: cannot load a causal LM ({first})") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer = None
     if any((folder / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
         try:

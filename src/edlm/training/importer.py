@@ -1,30 +1,32 @@
 """Import MDLM weights (kuleshov-group/mdlm) into an edlm run folder: ``edlm import-mdlm``.
 
-This is the only place in edlm that reads a pickle-based file, and it reads it only with PyTorch's
-weights-only loader (``weights_only=True``, map_location cpu): a restricted unpickler, which builds
-tensors, numbers, strings and plain containers and refuses every other global, so loading never runs code
-from the file. A file that holds other Python objects is refused (exit 2). A ``.safetensors`` file (e.g. the
-Hugging Face release of MDLM, whose keys carry the same ``backbone.`` prefix) is read with safetensors.
+Two sources:
 
-Key mapping. MDLM's ``DIT`` backbone uses the parameter names of ``edlm.models.transformer.Transformer``:
-``vocab_embed.embedding``, ``sigma_map.mlp.{0,2}``, ``blocks.N.{norm1, attn_qkv, attn_out, norm2, mlp.0, mlp.2,
-adaLN_modulation}``, ``output_layer.{norm_final, linear, adaLN_modulation}``. A Lightning checkpoint stores them
-under ``state_dict`` with the prefix ``backbone.``, which is removed; ``rotary_emb.inv_freq`` (a buffer that
-edlm recomputes) is dropped. MDLM keeps its EMA as ``ema.shadow_params``, a list in ``backbone.parameters()``
-order, which is the order of ``Transformer.parameters()``; it becomes the run's EMA weights when the count and
-every shape agree, otherwise the raw weights are used as EMA too (a note says so).
+- ``--hf DIR``: a local copy of the Hugging Face repository ``kuleshov-group/mdlm-owt`` (``config.json`` with
+  ``model_type mdlm`` + ``model.safetensors``). Only JSON and safetensors are read: the repository's Python code
+  (which needs flash-attn) is never imported or run. Every size comes from ``config.json``; the tokenizer is
+  ``gpt2`` (MDLM-OWT: 50257 GPT-2 tokens + [MASK] = 50258 rows).
+- ``--ckpt FILE``: a Lightning ``.ckpt`` or a bare ``.safetensors`` state dict. This is the only place in edlm
+  that reads a pickle-based file, and it reads it only with PyTorch's weights-only loader
+  (``weights_only=True``, map_location cpu): a restricted unpickler, which builds tensors, numbers, strings and
+  plain containers and refuses every other global, so loading never runs code from the file. Sizes are inferred
+  from shapes; n_heads, seq_len and time conditioning come from ``--preset`` and overrides.
 
-Sizes inferred from shapes: vocab_size (rows - 1; the last row is [MASK]), hidden, n_layers, cond_dim,
-mlp_ratio. Not inferable, taken from ``--preset`` and overrides: n_heads, seq_len, time_conditioning.
-The importer maps weights only: it does not remap vocabularies. MDLM's public checkpoints use their own
-tokenizers (GPT-2 BPE for OpenWebText), so edlm's 27-symbol character pipeline can only use an import whose
-vocabulary is edlm's (ids 0-25 a-z, 26 space, 27 [MASK]).
+Key mapping. MDLM's ``DIT`` backbone uses the parameter names of ``edlm.models.transformer.Transformer``
+(``MDLM_PARAMETER_NAMES`` lists them in MDLM's order) under the prefix ``backbone.``, which is removed;
+``rotary_emb.inv_freq`` (a buffer that edlm recomputes) is checked against edlm's and dropped.
+
+EMA. MDLM's Lightning checkpoint keeps its EMA as ``ema.shadow_params``, a list in the order of
+``backbone.parameters()``: it is mapped by position onto ``MDLM_PARAMETER_NAMES``, after checking the count and
+every shape (a mismatch is refused: a mis-mapped EMA gives garbled samples). Without an EMA the raw weights are
+used as EMA too. The Hugging Face release holds one set of weights, used as both.
+
+The importer maps weights only: it does not remap vocabularies; the run's tokenizer must be the checkpoint's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -34,14 +36,31 @@ from pathlib import Path
 
 import torch
 
-from edlm.config import ModelConfig, RunConfig, apply_overrides, get_preset
+from edlm.config import ConfigError, ModelConfig, RunConfig, apply_overrides, get_preset
 from edlm.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
-from edlm.fileio import write_json_atomic
+from edlm.fileio import FileFormatError, read_json, sha256_file, write_json_atomic
 
 PREFIX = "backbone."
-DROPPED = ("rotary_emb.inv_freq",)  # buffers edlm recomputes
+ROTARY = "rotary_emb.inv_freq"  # a buffer edlm recomputes (base 10000)
 FREQ_DIM = 256  # TimestepEmbedder input size (same in MDLM)
+MDLM_MLP_RATIO = 4  # hard-coded in MDLM's DDiTBlock
+GPT2_VOCAB = 50257  # GPT-2 BPE tokens; MDLM-OWT adds [MASK] = 50257
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def mdlm_parameter_names(n_layers: int) -> list[str]:
+    """MDLM's ``DIT.parameters()`` order (the order of ``ema.shadow_params``), written out from MDLM's modules."""
+    block = ["norm1.weight", "attn_qkv.weight", "attn_out.weight", "norm2.weight", "mlp.0.weight", "mlp.0.bias",
+             "mlp.2.weight", "mlp.2.bias", "adaLN_modulation.weight", "adaLN_modulation.bias"]
+    return (["vocab_embed.embedding", "sigma_map.mlp.0.weight", "sigma_map.mlp.0.bias", "sigma_map.mlp.2.weight",
+             "sigma_map.mlp.2.bias"]
+            + [f"blocks.{i}.{name}" for i in range(n_layers) for name in block]
+            + ["output_layer.norm_final.weight", "output_layer.linear.weight", "output_layer.linear.bias",
+               "output_layer.adaLN_modulation.weight", "output_layer.adaLN_modulation.bias"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
 
 
 def read_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], list[torch.Tensor] | None, int]:
@@ -53,14 +72,7 @@ def read_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], list[torc
     if not path.is_file():
         raise CheckpointError(f"--ckpt {path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return _strip_prefix(load_file(str(path)), path), None, 0
-        except CheckpointError:
-            raise
-        except Exception as error:
-            raise CheckpointError(f"--ckpt {path}: unreadable safetensors file ({error})") from None
+        return _strip_prefix(_load_safetensors(path, "--ckpt"), f"--ckpt {path}"), None, 0
     try:
         with warnings.catch_warnings():  # keep the CLI's error to one line
             warnings.simplefilter("ignore")
@@ -91,52 +103,132 @@ def read_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], list[torc
     ema = content.get("ema")
     shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
     if shadow is not None and not (isinstance(shadow, (list, tuple)) and all(torch.is_tensor(t) for t in shadow)):
-        shadow = None
+        raise CheckpointError(f"--ckpt {path}: ema.shadow_params is not a list of tensors")
     step = content.get("global_step", 0)
-    return _strip_prefix(tensors, path), None if shadow is None else list(shadow), step if isinstance(step, int) else 0
+    return (_strip_prefix(tensors, f"--ckpt {path}"), None if shadow is None else list(shadow),
+            step if isinstance(step, int) else 0)
 
 
-def _strip_prefix(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    """Keep the backbone's tensors under our names: drop ``backbone.`` (if any key has it) and recomputed buffers."""
+def _load_safetensors(path: Path, flag: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as error:
+        raise CheckpointError(f"{flag} {path}: unreadable safetensors file ({error})") from None
+
+
+def _strip_prefix(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """Keep the backbone's tensors under our names: drop ``backbone.`` (if any key has it) and the rotary buffer."""
     if any(k.startswith(PREFIX) for k in tensors):
         tensors = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
-    tensors = {k: v for k, v in tensors.items() if k not in DROPPED}
     if "vocab_embed.embedding" not in tensors:
-        raise CheckpointError(f"--ckpt {path}: no MDLM backbone weights found (looked for "
+        raise CheckpointError(f"{where}: no MDLM backbone weights found (looked for "
                               f"'backbone.vocab_embed.embedding' or 'vocab_embed.embedding')")
     return tensors
 
 
-def infer_model_config(weights: dict[str, torch.Tensor], base: ModelConfig, source: Path) -> ModelConfig:
+def read_hf_folder(hf_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``config.json`` and ``model.safetensors`` of a local MDLM Hugging Face folder (no code is run)."""
+    hf_dir = Path(hf_dir)
+    if not hf_dir.is_dir():
+        raise CheckpointError(f"--hf {hf_dir}: no such folder")
+    try:
+        hf_config = read_json(hf_dir / "config.json", "Hugging Face config")
+    except FileFormatError as error:
+        raise CheckpointError(f"--hf {error}") from None
+    weights = hf_dir / "model.safetensors"
+    if not weights.is_file():
+        other = sorted(p.name for p in hf_dir.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".json")
+                       and p.name != "config.json")
+        raise CheckpointError(f"--hf {hf_dir}: no model.safetensors" + (f" (found {', '.join(other)}; edlm reads "
+                              f"only a single safetensors file here)" if other else ""))
+    return hf_config, _strip_prefix(_load_safetensors(weights, "--hf"), f"--hf {weights}")
+
+
+def model_config_from_hf(hf_config: dict, source: Path) -> ModelConfig:
+    """An edlm ``ModelConfig`` from MDLM's Hugging Face ``config.json`` (``vocab_size`` there counts [MASK])."""
+    where = f"--hf {source}/config.json"
+    if not isinstance(hf_config, dict) or hf_config.get("model_type") != "mdlm":
+        found = hf_config.get("model_type") if isinstance(hf_config, dict) else type(hf_config).__name__
+        raise CheckpointError(f"{where}: model_type is {found!r}, expected 'mdlm' (kuleshov-group/mdlm-owt)")
+    sizes = {}
+    for key in ("vocab_size", "model_length", "hidden_dim", "n_blocks", "n_heads", "cond_dim"):
+        value = hf_config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{where}: {key} must be a positive integer, found {value!r}")
+        sizes[key] = value
+    time_conditioning = hf_config.get("time_conditioning", False)
+    dropout = hf_config.get("dropout", 0.1)
+    if not isinstance(time_conditioning, bool) or not isinstance(dropout, (int, float)):
+        raise CheckpointError(f"{where}: time_conditioning must be true/false and dropout a number")
+    return ModelConfig(kind="mdlm", vocab_size=sizes["vocab_size"] - 1, seq_len=sizes["model_length"],
+                       n_layers=sizes["n_blocks"], hidden=sizes["hidden_dim"], n_heads=sizes["n_heads"],
+                       cond_dim=sizes["cond_dim"], mlp_ratio=MDLM_MLP_RATIO, time_conditioning=time_conditioning,
+                       dropout=float(dropout))
+
+
+def infer_model_config(weights: dict[str, torch.Tensor], base: ModelConfig, where: str) -> ModelConfig:
     """Sizes from tensor shapes; n_heads, seq_len and time conditioning from ``base``."""
     def shape(key: str) -> tuple[int, ...]:
         if key not in weights:
-            raise CheckpointError(f"--ckpt {source}: missing tensor {PREFIX}{key}")
+            raise CheckpointError(f"{where}: missing tensor {PREFIX}{key}")
         return tuple(weights[key].shape)
 
     rows, hidden = shape("vocab_embed.embedding")
     cond_dim, freq_dim = shape("sigma_map.mlp.0.weight")
     if freq_dim != FREQ_DIM:
-        raise CheckpointError(f"--ckpt {source}: sigma_map.mlp.0.weight has input size {freq_dim}, edlm uses "
-                              f"{FREQ_DIM}")
+        raise CheckpointError(f"{where}: sigma_map.mlp.0.weight has input size {freq_dim}, edlm uses {FREQ_DIM}")
     n_layers = len({int(m.group(1)) for k in weights if (m := _BLOCK.match(k))})
     if n_layers == 0:
-        raise CheckpointError(f"--ckpt {source}: no transformer blocks (blocks.N.*) found")
+        raise CheckpointError(f"{where}: no transformer blocks (blocks.N.*) found")
     mlp_ratio = shape("blocks.0.mlp.0.weight")[0] // hidden
     return dataclasses.replace(base, kind="mdlm", vocab_size=rows - 1, hidden=hidden, n_layers=n_layers,
                                cond_dim=cond_dim, mlp_ratio=mlp_ratio)
 
 
-def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
-                overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
-    """Write an edlm run folder ``out`` (config.json + checkpoints/step-N) from an MDLM checkpoint.
+# ----------------------------------------------------------------------------------------------------------
+# checking and writing
 
-    Everything is checked in memory first; the folder is assembled beside ``out`` and renamed into place, so
-    a failure leaves nothing behind. Returns (config, notes for the user).
-    """
+
+def load_backbone(config: ModelConfig, weights: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
+    """An edlm Transformer holding ``weights`` after checking names, shapes and the rotary buffer (float32)."""
     from edlm.models import build_model
 
-    ckpt, out = Path(ckpt), Path(out)
+    model = build_model(config)
+    rotary = weights.pop(ROTARY, None)
+    if rotary is not None and (rotary.shape != model.rotary_emb.inv_freq.shape or not torch.allclose(
+            rotary.float(), model.rotary_emb.inv_freq, rtol=1e-5, atol=0)):
+        raise CheckpointError(f"{where}: {PREFIX}{ROTARY} differs from edlm's rotary frequencies (base 10000, "
+                              f"head size {config.hidden // config.n_heads}); check n_heads")
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: tensors do not match an edlm Transformer (missing "
+                              f"{[PREFIX + k for k in missing[:3]]}, unexpected {[PREFIX + k for k in unexpected[:3]]})")
+    for key, value in expected.items():
+        if weights[key].shape != value.shape:
+            raise CheckpointError(f"{where}: {PREFIX}{key} has shape {tuple(weights[key].shape)}, "
+                                  f"expected {tuple(value.shape)} for the config")
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    return model
+
+
+def ema_from_shadow(shadow: list[torch.Tensor], model: torch.nn.Module, where: str) -> dict[str, torch.Tensor]:
+    """Map MDLM's positional EMA list onto parameter names (MDLM's order), checking count and every shape."""
+    names = mdlm_parameter_names(model.config.n_layers)
+    params = dict(model.named_parameters())
+    if len(shadow) != len(names):
+        raise CheckpointError(f"{where}: ema.shadow_params has {len(shadow)} tensors, the backbone has "
+                              f"{len(names)} parameters; refusing to map the EMA by position")
+    for index, (tensor, name) in enumerate(zip(shadow, names)):
+        if tensor.shape != params[name].shape:
+            raise CheckpointError(f"{where}: ema.shadow_params[{index}] has shape {tuple(tensor.shape)}, but "
+                                  f"parameter {index} ({PREFIX}{name}) is {tuple(params[name].shape)}")
+    return {name: tensor.detach().float().clone() for name, tensor in zip(names, shadow)}
+
+
+def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "holds checkpoints" if list_checkpoints(out) else "is not an empty folder"
         raise CheckpointError(f"--out {out}: {what}; choose a new folder")
@@ -145,52 +237,94 @@ def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise CheckpointError(f"--out {out}: not writable ({probe} is not a writable folder)")
-    weights, shadow, step = read_checkpoint_file(ckpt)
-    config = get_preset(preset)
-    config = dataclasses.replace(config, model=infer_model_config(weights, config.model, ckpt))
-    config = apply_overrides(config, list(overrides or []))  # validates (e.g. hidden divisible by n_heads)
-    model = build_model(config.model)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"--ckpt {ckpt}: tensors do not match an edlm Transformer (missing "
-                              f"{missing[:3]}, unexpected {unexpected[:3]})")
-    for key, value in expected.items():
-        if weights[key].shape != value.shape:
-            raise CheckpointError(f"--ckpt {ckpt}: {PREFIX}{key} has shape {tuple(weights[key].shape)}, "
-                                  f"expected {tuple(value.shape)} for the inferred config")
-    model.load_state_dict(weights)
-    notes = [f"inferred vocab_size={config.model.vocab_size}, hidden={config.model.hidden}, "
-             f"n_layers={config.model.n_layers}, cond_dim={config.model.cond_dim}, "
-             f"mlp_ratio={config.model.mlp_ratio}; from --preset {preset}: n_heads={config.model.n_heads}, "
-             f"seq_len={config.model.seq_len}"]
-    ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
-    params = list(model.named_parameters())
-    if shadow is not None and len(shadow) == len(params) and all(
-            s.shape == p.shape for s, (_, p) in zip(shadow, params)):
-        ema.update({name: s.detach().float().clone() for s, (name, _) in zip(shadow, params)})
-        notes.append("EMA weights taken from ema.shadow_params")
-    else:
-        notes.append("no usable EMA in the file" + ("" if shadow is None else
-                     f" ({len(shadow)} shadow tensors for {len(params)} parameters)")
-                     + "; the EMA weights are the raw weights")
 
+
+def _write_run(out: Path, config: RunConfig, model: torch.nn.Module, ema: dict[str, torch.Tensor], step: int,
+               source: dict) -> None:
+    """Assemble the run folder beside ``out`` and rename it into place: a failure leaves nothing behind."""
     staging = out.with_name(f".{out.name}.import-{os.getpid()}")
     try:
         staging.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         write_json_atomic(staging / "config.json", json.loads(config.to_json()))
-        source = {"file": str(ckpt), "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}
         save_checkpoint(staging, step, model.state_dict(), ema, None,
                         {"history": {}, "preset": config.preset, "imported_from": source}, keep=1)
         if out.exists():
-            out.rmdir()  # empty (checked above)
+            out.rmdir()  # empty (checked before)
         os.replace(staging, out)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError):
             raise CheckpointError(f"--out {out}: cannot write ({error.strerror or error})") from None
         raise
+
+
+def _with_tokenizer(model: ModelConfig, tokenizer: str) -> ModelConfig:
+    """Record the tokenizer in the model config when the config has that field."""
+    if "tokenizer" in {f.name for f in dataclasses.fields(ModelConfig)}:
+        return dataclasses.replace(model, tokenizer=tokenizer)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the two entry points
+
+
+def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
+                overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
+    """Write an edlm run folder ``out`` (config.json + checkpoints/step-N) from an MDLM ``.ckpt``/``.safetensors``.
+
+    Everything is checked in memory first. Returns (config, notes for the user).
+    """
+    ckpt, out = Path(ckpt), Path(out)
+    _check_out(out)
+    weights, shadow, step = read_checkpoint_file(ckpt)
+    where = f"--ckpt {ckpt}"
+    config = get_preset(preset)
+    config = dataclasses.replace(config, model=infer_model_config(weights, config.model, where))
+    config = apply_overrides(config, list(overrides or []))  # validates (e.g. hidden divisible by n_heads)
+    model = load_backbone(config.model, weights, where)
+    notes = [f"inferred vocab_size={config.model.vocab_size}, hidden={config.model.hidden}, "
+             f"n_layers={config.model.n_layers}, cond_dim={config.model.cond_dim}, "
+             f"mlp_ratio={config.model.mlp_ratio}; from --preset {preset}: n_heads={config.model.n_heads}, "
+             f"seq_len={config.model.seq_len}"]
+    if shadow is not None:
+        ema = ema_from_shadow(shadow, model, where)
+        notes.append(f"EMA weights taken from ema.shadow_params ({len(shadow)} tensors mapped by position)")
+    else:
+        ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        notes.append("no EMA in the file; the EMA weights are the raw weights")
+    _write_run(out, config, model, ema, step, {"file": str(ckpt), "sha256": sha256_file(ckpt)})
+    return config, notes
+
+
+def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-paper", tokenizer: str = "gpt2",
+                   overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
+    """Write an edlm run folder ``out`` from a local Hugging Face MDLM folder (``kuleshov-group/mdlm-owt``).
+
+    Model sizes come from its ``config.json``; the training section from ``preset``; ``overrides`` may change
+    either (e.g. ``train.lr=1e-4`` for fine-tuning). ``tokenizer`` names the run's tokenizer (``gpt2`` for
+    MDLM-OWT, whose 50258 rows must then be the 50257 GPT-2 tokens + [MASK]). Returns (config, notes).
+    """
+    hf_dir, out = Path(hf_dir), Path(out)
+    _check_out(out)
+    hf_config, weights = read_hf_folder(hf_dir)
+    model_config = model_config_from_hf(hf_config, hf_dir)
+    if tokenizer == "gpt2" and model_config.vocab_size != GPT2_VOCAB:
+        raise CheckpointError(f"--hf {hf_dir}/config.json: vocab_size {model_config.vocab_size + 1} is not the "
+                              f"gpt2 tokenizer's {GPT2_VOCAB} tokens + [MASK]; name the folder's tokenizer")
+    config = dataclasses.replace(get_preset(preset), model=_with_tokenizer(model_config, tokenizer))
+    try:
+        config = apply_overrides(config, list(overrides or []))  # validates (e.g. hidden divisible by n_heads)
+    except ConfigError as error:
+        raise ConfigError(f"--hf {hf_dir}: {error}") from None
+    model = load_backbone(config.model, weights, f"--hf {hf_dir}/model.safetensors")
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    files = {name: sha256_file(hf_dir / name) for name in ("config.json", "model.safetensors")}
+    _write_run(out, config, model, ema, 0, {"hf_folder": str(hf_dir), "sha256": files, "tokenizer": tokenizer})
+    notes = [f"{config.model.n_layers} layers, hidden {config.model.hidden}, {config.model.n_heads} heads, "
+             f"vocab_size {config.model.vocab_size} + [MASK], seq_len {config.model.seq_len}, tokenizer "
+             f"{tokenizer}; training settings from --preset {preset}",
+             "the Hugging Face weights are used as both the raw and the EMA weights"]
     return config, notes
