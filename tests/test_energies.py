@@ -226,16 +226,27 @@ def test_hf_tokenizer_is_checked_when_both_sides_have_one(tmp_path):
 # devices
 
 
+def device_energy(kind: str, folder):
+    """(energy, its model) for each energy kind with a model, on the CPU."""
+    if kind == "nce":
+        from edlm.energy.nce import NCEEnergy
+
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(kind="nce", vocab_size=V, seq_len=L, n_layers=1, hidden=16, n_heads=2,
+                                        cond_dim=8)).eval()
+        return NCEEnergy(model, chunk_rows=4)
+    return Toy(kind, folder).energy("coar", chunk_rows=4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("kind", ["ar", "hf"])
+@pytest.mark.parametrize("kind", ["ar", "hf", "nce"])
 def test_energy_model_on_cuda_candidates_on_cpu(tmp_path, kind):
     """Inputs go to the model's device; energies come back on the candidates' device, equal to the CPU ones."""
-    toy = Toy(kind, tmp_path)
     sequences = all_sequences(V, L)
     candidates, x_t = sequences[None], torch.tensor([[V, 1, V]])
     log_mu = torch.log_softmax(torch.randn(1, L, V + 1, generator=torch.Generator().manual_seed(0)), -1)
-    energy = toy.energy("coar")
+    energy = device_energy(kind, tmp_path)
     on_cpu = energy(candidates, x_t, log_mu)
     energy.model.to("cuda")
     mixed = energy(candidates, x_t, log_mu)
@@ -244,3 +255,13 @@ def test_energy_model_on_cuda_candidates_on_cpu(tmp_path, kind):
     on_gpu = energy(candidates.cuda(), x_t.cuda(), log_mu.cuda())
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["ar", "hf", "nce"])
+def test_energies_return_float64_on_the_candidates_device(tmp_path, kind):
+    """The CPU half of the device contract (the CUDA half is above): shape (B, k), float64, candidates' device."""
+    candidates = all_sequences(V, L)[torch.tensor([[0, 5, 9], [26, 4, 2]])]  # (2, 3, L)
+    x_t = torch.tensor([[V, 1, V], [V, V, V]])
+    energies = device_energy(kind, tmp_path)(candidates, x_t, torch.zeros(2, L, V + 1))
+    assert energies.shape == (2, 3) and energies.dtype == torch.float64 and energies.device == candidates.device
+    assert bool(torch.isfinite(energies).all())

@@ -170,3 +170,17 @@ def test_hugging_face_models_load_safetensors_only():
             if "use_safetensors=True" not in match.group(1):
                 offenders.append(f"{file.relative_to(SRC)}:{text[:match.start()].count(chr(10)) + 1}")
     assert not offenders, f"from_pretrained without use_safetensors=True: {offenders}"
+
+
+def test_no_code_from_model_folders_runs():
+    """Hugging Face folders may ship Python (auto_map); edlm never asks transformers to run it."""
+    offenders = []
+    for file in sorted(SRC.rglob("*.py")):
+        text = file.read_text()
+        for match in re.finditer(r"\.from_pretrained\(([^()]*(\([^()]*\))?[^()]*)\)", text):
+            line = f"{file.relative_to(SRC)}:{text[:match.start()].count(chr(10)) + 1}"
+            if "trust_remote_code=True" in match.group(1):
+                offenders.append(line)
+            elif file.name == "hf.py" and "trust_remote_code=False" not in match.group(1):
+                offenders.append(line + " (energy/hf.py says trust_remote_code=False explicitly)")
+    assert not offenders, offenders
