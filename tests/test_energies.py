@@ -127,7 +127,8 @@ def test_position_zero_alone_is_scored(toy):
     x_t = torch.tensor([[V, 1, 2]])
     energies = toy.energy("coar")(sequences[None], x_t, torch.zeros(1, L, V + 1))[0]
     torch.testing.assert_close(energies, -first[sequences[:, 0]], atol=1e-5, rtol=0)
-    assert 0.1 < float(first.exp().min()) and float(first.exp().max()) < 0.9  # a non-trivial first-token distribution, so skipping would show
+    # a non-trivial first-token distribution, so skipping position 0 would show
+    assert 0.1 < float(first.exp().min()) and float(first.exp().max()) < 0.9
 
 
 @pytest.mark.parametrize("mode", ["coar", "full"])
@@ -265,3 +266,16 @@ def test_energies_return_float64_on_the_candidates_device(tmp_path, kind):
     energies = device_energy(kind, tmp_path)(candidates, x_t, torch.zeros(2, L, V + 1))
     assert energies.shape == (2, 3) and energies.dtype == torch.float64 and energies.device == candidates.device
     assert bool(torch.isfinite(energies).all())
+
+
+def test_default_chunks_bound_the_logits_and_change_nothing(tmp_path):
+    from edlm.energy.base import LOGIT_BUDGET, rows_per_chunk
+
+    assert rows_per_chunk(None, 1024, 50257) == 5 and rows_per_chunk(7, 1024, 50257) == 7
+    assert rows_per_chunk(None, 10 ** 6, 10 ** 6) == 1 and rows_per_chunk(None, L, V) == LOGIT_BUDGET // (L * V)
+    candidates = all_sequences(V, L)[None]
+    x_t, log_mu = torch.full((1, L), V), torch.zeros(1, L, V + 1)
+    for kind in ("ar", "hf"):
+        toy = Toy(kind, tmp_path / kind)
+        torch.testing.assert_close(toy.energy("full", chunk_rows=None)(candidates, x_t, log_mu),
+                                   toy.energy("full", chunk_rows=1)(candidates, x_t, log_mu), atol=1e-6, rtol=0)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from edlm.device import autocast_for
-from edlm.energy.base import EnergyError, candidate_log_mu
+from edlm.energy.base import EnergyError, candidate_log_mu, rows_per_chunk
 from edlm.models.ar import ar_log_probs
 
 ARMode = Literal["coar", "full"]
@@ -40,14 +40,15 @@ def ar_energy(token_log_probs: torch.Tensor, candidates: torch.Tensor, x_t: torc
 class AREnergy:
     """An edlm AR run (``--energy ar:RUN``) as the energy: (candidates (B, k, L), x_t (B, L), log_probs) -> (B, k).
 
-    Candidates are scored in chunks of ``chunk_rows`` sequences on the model's device under ``precision``
-    (``fp32`` or ``bf16`` autocast); energies come back as float64 on the candidates' device.
+    Candidates are scored in chunks of ``chunk_rows`` sequences (default: as many as keep a chunk's logits
+    under 1 GiB) on the model's device under ``precision`` (``fp32`` or ``bf16`` autocast); energies come back
+    as float64 on the candidates' device.
     """
 
     constant = False
 
     def __init__(self, model: torch.nn.Module, mask_id: int, mode: ARMode = "coar",
-                 chunk_rows: int = 64, precision: str = "fp32"):
+                 chunk_rows: int | None = None, precision: str = "fp32"):
         if mode not in ("coar", "full"):
             raise EnergyError(f"--energy-mode {mode!r}: unknown AR energy mode (valid: coar, full)")
         self.model, self.mask_id, self.mode = model, mask_id, mode
@@ -59,9 +60,10 @@ class AREnergy:
     def token_log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
         """log p_AR(x_i | x_<i) for (N, L) sequences -> (N, L) float64 on their device, in chunks."""
         device = next(self.model.parameters()).device
+        chunk = rows_per_chunk(self.chunk_rows, sequences.shape[1], self.vocab_size + 1)
         out = []
-        for start in range(0, sequences.shape[0], self.chunk_rows):
-            rows = sequences[start:start + self.chunk_rows].to(device)  # (n, L)
+        for start in range(0, sequences.shape[0], chunk):
+            rows = sequences[start:start + chunk].to(device)  # (n, L)
             with autocast_for(device, self.precision):
                 log_probs = ar_log_probs(self.model, rows, self.mask_id)  # (n, L, V + 1)
             out.append(log_probs.gather(-1, rows.unsqueeze(-1)).squeeze(-1).double())  # (n, L)

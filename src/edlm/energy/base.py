@@ -51,3 +51,13 @@ def candidate_log_mu(candidates: torch.Tensor, x_t: torch.Tensor, log_probs: tor
     picked = log_probs.double().gather(-1, candidates.transpose(1, 2))  # (B, L, k)
     masked = (x_t == mask_id).unsqueeze(-1)  # (B, L, 1)
     return (picked * masked).sum(1)  # (B, k)
+
+
+LOGIT_BUDGET = 2 ** 28  # float32 logits per chunk (1 GiB): GPT-2's 50257 x L = 1024 gives 5 rows per chunk
+
+
+def rows_per_chunk(chunk_rows: int | None, seq_len: int, vocab_rows: int) -> int:
+    """``chunk_rows`` if given, else as many sequences as keep one chunk's (n, L, V) logits under ``LOGIT_BUDGET``."""
+    if chunk_rows is not None:
+        return chunk_rows
+    return max(1, LOGIT_BUDGET // max(1, seq_len * vocab_rows))

@@ -25,7 +25,7 @@ import torch
 
 from edlm.device import autocast_for
 from edlm.energy.ar import ARMode, EnergyMismatchError, ar_energy
-from edlm.energy.base import EnergyError
+from edlm.energy.base import EnergyError, rows_per_chunk
 
 PROBE_TEXT = "The quick brown fox, 1972: naïve café -- done.\n"
 
@@ -78,13 +78,14 @@ class HFEnergy:
 
     ``model`` is an ``AutoModelForCausalLM``; ``vocab_size`` and ``mask_id`` are the denoiser's; ``start_id`` is
     the id prepended so position 0 is scored (the model's BOS). The B x k candidates are scored in chunks of
-    ``chunk_rows`` sequences on the model's device; energies come back as float64 on the candidates' device.
+    ``chunk_rows`` sequences (default: as many as keep a chunk's logits under 1 GiB) on the model's device;
+    energies come back as float64 on the candidates' device.
     """
 
     constant = False
 
     def __init__(self, model: torch.nn.Module, vocab_size: int, start_id: int, mode: ARMode = "coar",
-                 chunk_rows: int = 32, precision: str = "fp32"):
+                 chunk_rows: int | None = None, precision: str = "fp32"):
         if mode not in ("coar", "full"):
             raise EnergyError(f"--energy-mode {mode!r}: unknown AR energy mode (valid: coar, full)")
         self.model, self.vocab_size, self.start_id, self.mode = model, vocab_size, start_id, mode
@@ -99,14 +100,18 @@ class HFEnergy:
             raise ValueError(f"HFEnergy scores clean sequences only: found id {int(sequences.max())} "
                              f"(the denoiser's [MASK] is {self.mask_id}, vocabulary {self.vocab_size})")
         device = next(self.model.parameters()).device
+        vocab_rows = self.model.get_output_embeddings().weight.shape[0]
+        chunk = rows_per_chunk(self.chunk_rows, sequences.shape[1], vocab_rows)
         out = []
-        for start in range(0, sequences.shape[0], self.chunk_rows):
-            rows = sequences[start:start + self.chunk_rows].to(device)  # (n, L)
+        for start in range(0, sequences.shape[0], chunk):
+            rows = sequences[start:start + chunk].to(device)  # (n, L)
             inputs = torch.cat([torch.full_like(rows[:, :1], self.start_id), rows[:, :-1]], dim=1)  # (n, L)
             with autocast_for(device, self.precision):
                 logits = self.model(input_ids=inputs, use_cache=False).logits  # (n, L, V_model)
-            log_probs = torch.log_softmax(logits[..., :self.vocab_size].float(), dim=-1)  # (n, L, V)
-            out.append(log_probs.gather(-1, rows.unsqueeze(-1)).squeeze(-1).double())  # (n, L)
+            logits = logits[..., :self.vocab_size].float()  # (n, L, V): padded rows of the output layer dropped
+            # log-softmax of the picked token only, without a second (n, L, V) tensor
+            picked = logits.gather(-1, rows.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n, L)
+            out.append(picked.double())
         return torch.cat(out).to(sequences.device)
 
     def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:

@@ -205,7 +205,8 @@ def load_backbone(config: ModelConfig, weights: dict[str, torch.Tensor], where: 
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{where}: tensors do not match an edlm Transformer (missing "
-                              f"{[PREFIX + k for k in missing[:3]]}, unexpected {[PREFIX + k for k in unexpected[:3]]})")
+                              f"{[PREFIX + k for k in missing[:3]]}, "
+                              f"unexpected {[PREFIX + k for k in unexpected[:3]]})")
     for key, value in expected.items():
         if weights[key].shape != value.shape:
             raise CheckpointError(f"{where}: {PREFIX}{key} has shape {tuple(weights[key].shape)}, "
