@@ -238,7 +238,7 @@ def test_bad_hf_folders_are_refused_without_writing(tmp_path):
          "missing ['backbone.blocks.0.attn_out.weight']"),
         (variant("extra", edit_tensors=extra), CheckpointError, "unexpected ['backbone.blocks.9.norm1.weight']"),
         (variant("shape", edit_tensors=wrong_shape), CheckpointError,
-         "backbone.blocks.1.mlp.0.bias has shape (63,), expected (64,)"),
+         "backbone.blocks.1.mlp.0.bias has shape (63,) but an edlm Transformer of the config gives (64,)"),
     ]
     (tmp_path / "noconfig").mkdir()
     cases.append((tmp_path / "noconfig", CheckpointError, "config.json: missing (Hugging Face config)"))

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from edlm.config import ConfigError, ModelConfig, RunConfig, apply_overrides, get_preset
-from edlm.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
+from edlm.checkpoint import CheckpointError, check_state_dict, list_checkpoints, save_checkpoint
 from edlm.fileio import FileFormatError, read_json, sha256_file, write_json_atomic
 
 PREFIX = "backbone."
@@ -201,16 +201,9 @@ def load_backbone(config: ModelConfig, weights: dict[str, torch.Tensor], where: 
             rotary.float(), model.rotary_emb.inv_freq, rtol=1e-5, atol=0)):
         raise CheckpointError(f"{where}: {PREFIX}{ROTARY} differs from edlm's rotary frequencies (base 10000, "
                               f"head size {config.hidden // config.n_heads}); check n_heads")
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{where}: tensors do not match an edlm Transformer (missing "
-                              f"{[PREFIX + k for k in missing[:3]]}, "
-                              f"unexpected {[PREFIX + k for k in unexpected[:3]]})")
-    for key, value in expected.items():
-        if weights[key].shape != value.shape:
-            raise CheckpointError(f"{where}: {PREFIX}{key} has shape {tuple(weights[key].shape)}, "
-                                  f"expected {tuple(value.shape)} for the config")
+    expected = {PREFIX + k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state_dict(expected, {PREFIX + k: v for k, v in weights.items()}, where,
+                     "an edlm Transformer of the config")
     model.load_state_dict({k: v.float() for k, v in weights.items()})
     return model
 
