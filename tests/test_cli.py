@@ -47,7 +47,7 @@ def test_help_shows_each_flag_with_its_text_and_default():
         assert expected in " ".join(text.split()), expected
 
 
-@pytest.mark.parametrize("command", ["data prepare", "train", "eval", "sample", "eval-gen", "import-mdlm", "demo"])
+@pytest.mark.parametrize("command", ["data prepare", "train", "eval", "sample", "eval-gen", "import-mdlm", "export-hf", "demo"])
 def test_every_flag_of_every_command_has_help(command):
     """No flag without an explanation: `edlm CMD --help` lists a text for each option."""
     parser = build_parser()
@@ -56,3 +56,45 @@ def test_every_flag_of_every_command_has_help(command):
     missing = [a.option_strings[0] for a in parser._actions
                if a.option_strings and a.dest != "help" and not (a.help or "").strip()]
     assert not missing, f"edlm {command}: flags without help: {missing}"
+
+
+def test_export_hf_then_import_hf_through_the_cli_gives_the_same_logits(tmp_path, capsys):
+    import json
+    from dataclasses import replace
+
+    import torch
+
+    from edlm.checkpoint import load_model, save_checkpoint
+    from edlm.cli import main
+    from edlm.config import get_preset
+    from edlm.fileio import write_json_atomic
+    from edlm.models import build_model
+
+    config = get_preset("char-tiny")
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json_atomic(run / "config.json", json.loads(config.to_json()))
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    with torch.no_grad():
+        for parameter in model.parameters():  # zero-initialised layers would make every logit 0
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    save_checkpoint(run, 3, model.state_dict(), model.state_dict(), None, {})
+    assert main(["export-hf", str(run), str(tmp_path / "hf")]) == 0
+    assert main(["import-mdlm", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back"), "--tokenizer", "char",
+                 "--preset", "char-tiny"]) == 0
+    _, original = load_model(run)
+    _, imported = load_model(tmp_path / "back")
+    tokens = torch.randint(0, config.model.vocab_size + 1, (2, config.model.seq_len))
+    with torch.no_grad():
+        assert torch.equal(original(tokens), imported(tokens))
+
+
+def test_import_needs_exactly_one_source(tmp_path):
+    from edlm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import-mdlm", "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["import-mdlm", "--ckpt", "a.ckpt", "--hf", "dir", "--out", str(tmp_path / "x")])

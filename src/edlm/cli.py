@@ -1,4 +1,4 @@
-"""The ``edlm`` command: data | train | eval | sample | eval-gen | bench | demo | import-mdlm.
+"""The ``edlm`` command: data | train | eval | sample | eval-gen | bench | demo | import-mdlm | export-hf.
 
 Inputs are checked here, once; a bad input exits with status 2 and one line naming the flag or file
 (``--debug`` shows the traceback instead).
@@ -205,11 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
-    imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt or .safetensors) into a run folder")
-    imp.add_argument("--ckpt", required=True, help="MDLM checkpoint, read by PyTorch's weights-only loader")
+    imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt, .safetensors, or a local "
+                                             "copy of the Hugging Face repo) into a run folder")
+    source = imp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="MDLM checkpoint file, read by PyTorch's weights-only loader")
+    source.add_argument("--hf", help="local copy of the Hugging Face repo kuleshov-group/mdlm-owt (config.json + "
+                                     "model.safetensors); sizes from its config.json, no remote code")
     imp.add_argument("--out", required=True, help="new run folder to create")
-    imp.add_argument("--preset", default="text8-paper", help="supplies what shapes cannot tell (n_heads, seq_len)")
+    imp.add_argument("--preset", default="text8-paper", help="training settings (and for --ckpt: n_heads, seq_len)")
+    imp.add_argument("--tokenizer", default="gpt2", help="with --hf: the run's tokenizer (MDLM-OWT uses gpt2)")
     imp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.n_heads=12 model.seq_len=1024")
+
+    exp = sub.add_parser("export-hf", help="write an MDLM run as config.json + model.safetensors in the MDLM-OWT "
+                                           "layout")
+    exp.add_argument("run", help="run folder of a trained MDLM denoiser")
+    exp.add_argument("dir", help="new folder to write")
+    exp.add_argument("--weights", default="ema", choices=["ema", "model"],
+                     help="EMA weights (as MDLM releases them) or the raw weights")
 
     demo = sub.add_parser("demo", help="the README's main job on the embedded corpus")
     demo.add_argument("--out", default="out/demo", help="folder for the corpus, the runs and the results")

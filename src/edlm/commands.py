@@ -78,12 +78,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_import_mdlm(args) -> int:
-    from edlm.training.importer import import_mdlm
+    from edlm.training.importer import import_mdlm, import_mdlm_hf
 
-    config, notes = import_mdlm(args.ckpt, args.out, args.preset, args.overrides)
+    if args.hf:
+        config, notes = import_mdlm_hf(args.hf, args.out, args.preset, args.tokenizer, args.overrides)
+    else:
+        config, notes = import_mdlm(args.ckpt, args.out, args.preset, args.overrides)
     for note in notes:
         print(f"edlm: note: {note}", file=sys.stderr)
-    print(f"imported {args.ckpt} into {args.out} ({config.model.n_layers} layers, hidden {config.model.hidden}, "
+    print(f"imported {args.hf or args.ckpt} into {args.out} ({config.model.n_layers} layers, hidden {config.model.hidden}, "
           f"vocab {config.model.vocab_size}); load it with --run {args.out}")
     return 0
 
@@ -208,5 +211,14 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out), args.minutes, args.quick)
 
 
+def cmd_export_hf(args) -> int:
+    from edlm.training.exporter import export_hf
+
+    export_hf(args.run, args.dir, args.weights)
+    print(f"exported {args.run} to {args.dir} (MDLM-OWT layout: config.json, model.safetensors)")
+    return 0
+
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
-            "eval-gen": cmd_eval_gen, "bench": cmd_bench, "demo": cmd_demo, "import-mdlm": cmd_import_mdlm}
+            "eval-gen": cmd_eval_gen, "bench": cmd_bench, "demo": cmd_demo, "import-mdlm": cmd_import_mdlm,
+            "export-hf": cmd_export_hf}
