@@ -586,3 +586,31 @@ def dataclasses_replace_kind(config, kind):
     import dataclasses
 
     return dataclasses.replace(config, model=dataclasses.replace(config.model, kind=kind))
+
+
+def test_bench_likelihood_table_compares_discrete_bounds_only():
+    from edlm.bench.likelihood import add_config_flags, likelihood_table, paired_verdict, settings_from
+    from edlm.config import LikelihoodConfig
+    from edlm.energy.ar import AREnergy
+
+    config, mdlm = _tiny("mdlm", 0)
+    _, ar = _tiny("ar", 1)
+    chunks = torch.randint(0, 27, (4, 8), generator=torch.Generator().manual_seed(1))
+    settings = LikelihoodConfig(steps=3, k=2, window=1.0, is_samples=2, inner=1, batch_size=4, t_samples=2)
+    energies = [("coar", AREnergy(ar, 27, "coar")), ("full", AREnergy(ar, 27, "full"))]
+    rows, raw = likelihood_table(settings, config, mdlm, chunks, energies)
+    names = [row["estimator"] for row in rows]
+    assert names[0] == "AR (exact NLL)" and "continuous time" in names[1] and names[2] == "MDLM NELBO (T = 3)"
+    assert sum("bound" in name for name in names) == 2 and "coar paper estimate (no log Z)" in names
+    assert all(("gap_closed" in row) == (row["kind"] == "upper bound" and i > 2) for i, row in enumerate(rows))
+    assert rows[1]["kind"] == "upper bound, reference only" and set(raw) == {"coar", "full"}
+    assert paired_verdict({"bpc": 0.1, "stderr_bpc": 0.01}) == "+0.1000 [+0.0804, +0.1196]"
+    assert paired_verdict({"bpc": 0.01, "stderr_bpc": 0.01}).endswith("no significant difference")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, defaults={"max_sequences": 64})
+    args = parser.parse_args(["--window", "0.5", "--energy-mode", "full"])
+    assert settings_from(args) == LikelihoodConfig(window=0.5, energy_mode="full", max_sequences=64)
+    assert parser._option_string_actions["--window"].help.endswith("(default: 0.2)")
+    assert parser._option_string_actions["--precision"].choices == ["fp32", "bf16"]
