@@ -576,7 +576,9 @@ def test_likelihood_report_names_every_figure_and_the_sampler():
     assert paper["log_z"] == "monte_carlo" and 1.0 <= paper["mean_ess"] <= 4.0
     assert "paper_estimate_jackknife" in full["estimators"]
     with pytest.raises(ConfigError, match="--is-samples"):
-        likelihood_report(LikelihoodConfig(is_samples=1), config, mdlm, chunks)
+        LikelihoodConfig(is_samples=1)
+    with pytest.raises(ConfigError, match="--window"):
+        LikelihoodConfig(window=1.5)
     nce_config = dataclasses_replace_kind(config, "nce")
     with pytest.raises(LikelihoodError, match="--energy"):
         likelihood_report(settings, nce_config, mdlm, chunks)

@@ -107,7 +107,8 @@ class LikelihoodConfig:
     t_samples: int = field(default=4, metadata={
         "help": "t draws per sequence for the continuous-time MDLM NELBO (its standard error shrinks as "
                 "1/sqrt(sequences * t_samples))"})
-    max_sequences: int = field(default=0, metadata={"help": "evaluate only the first N sequences (0: all)"})
+    max_sequences: int | None = field(default=None, metadata={
+        "help": "evaluate only the first N sequences (default: all)"})
     batch_size: int = field(default=16, metadata={"help": "sequences per forward pass"})
     seed: int = field(default=0, metadata={"help": "seed of every random draw (t, masks, proposals, paths)"})
     energy: str = field(default="", metadata={
@@ -136,11 +137,11 @@ class LikelihoodConfig:
         "help": "a paper estimate whose mean effective sample size of log Z is below this is reported as "
                 "unavailable (ESS ~ 1: one proposal carries all the weight and log Z is biased low)"})
 
-    def check(self) -> None:
-        """Range checks; raises ``ConfigError`` naming the flag (``--field-name``)."""
+    def __post_init__(self) -> None:
+        """Range checks, once, on construction; raises ``ConfigError`` naming the flag (``--field-name``)."""
         checks = [
             (self.t_samples >= 1, "--t-samples must be >= 1"),
-            (self.max_sequences >= 0, "--max-sequences must be >= 0 (0: all)"),
+            (self.max_sequences is None or self.max_sequences >= 1, "--max-sequences must be >= 1"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.is_samples >= 2, "--is-samples must be >= 2 (log Z needs at least two proposals)"),
             (self.inner >= 1, "--inner must be >= 1"),

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from edlm.config import LikelihoodConfig, RunConfig
 from edlm.diffusion.schedule import make_schedule
 from edlm.energy.base import ZeroEnergy
+from edlm.errors import EdlmError
 from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
 from edlm.likelihood.estimators import (
     PaperEstimate,
@@ -36,7 +37,7 @@ from edlm.likelihood.estimators import (
 from edlm.sampling.generate import make_denoiser_fn
 
 
-class LikelihoodError(ValueError):
+class LikelihoodError(EdlmError, ValueError):
     """A likelihood that cannot be computed for this model / energy; the message names the flag."""
 
 
@@ -140,9 +141,9 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
     """``edlm eval``: one JSON-able dict, no printing.
 
     Args:
-        settings: the evaluation knobs (checked with ``settings.check()``).
+        settings: the evaluation knobs (range-checked when the config was built).
         run_config, model: the evaluated run (MDLM denoiser or AR model) on its device.
-        chunks: (N, L) int64 sequences of the split (CPU); the first ``max_sequences`` are used (0: all).
+        chunks: (N, L) int64 sequences of the split (CPU); the first ``max_sequences`` are used (None: all).
         energy: a built energy; if None and ``settings.energy`` is set, it is built with ``make_energy`` on the
             model's device at ``settings.precision``.
         chars_per_token: characters of decoded text per token (1.0 for character models): bits per character
@@ -152,8 +153,7 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
     ``edlm_likelihood``, the headline ``bound`` at top level, every estimator under ``estimators``, and
     ``sampler_bounded`` saying exactly which sampler the bound is for.
     """
-    settings.check()
-    if settings.max_sequences:
+    if settings.max_sequences is not None:
         chunks = chunks[: settings.max_sequences]
     device = next(model.parameters()).device
     kind = run_config.model.kind
