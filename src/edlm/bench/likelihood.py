@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     energies = [(label, make_energy(spec, config.model, mode, device, settings.precision))
                 for label, spec, mode in specs]
     rows, raw = likelihood_table(settings, config, mdlm, chunks, energies, progress=True)
-    table = markdown_table(rows, ["estimator", "kind", "bpc", "stderr_bpc", "gap_closed", "paired_gain_vs_mdlm_T"],
+    table = markdown_table(rows, ["estimator", "kind", "bpc", "stderr_bpc", "gap_closed", "paired_gain_vs_mdlm_T",
+                                  "note"],
                            {"bpc": ".4f", "stderr_bpc": ".4f", "gap_closed": "+.1%"})
     text = (f"Likelihood on {len(chunks)} {settings.split} sequences of {config.model.seq_len} tokens, all rows at "
             f"{settings.precision} (bits per character, ± one standard error over sequences). paired_gain_vs_mdlm_T "
@@ -133,5 +134,5 @@ def main(argv: list[str] | None = None) -> int:
 def _row(name: str, kind: str, summary: dict) -> dict:
     if not summary.get("available", True):
         return {"estimator": name, "kind": kind, "bpc": "unavailable", "stderr_bpc": "",
-                "note": summary["reason"]}
+                "note": f"log Z effective sample size {summary['mean_ess']:.2f} < {summary['min_ess_required']}"}
     return {"estimator": name, "kind": kind, "bpc": summary["bpc"], "stderr_bpc": summary["stderr_bpc"]}
