@@ -1,4 +1,4 @@
-"""Likelihood estimators checked against brute-force enumeration (notes, section 3.4).
+"""Likelihood estimators checked against brute-force enumeration (docs/method.md §3.4).
 
 Tiny problems (V 2-3, L 2-3), float64, fixed seeds. Exact numbers come from ``edlm.likelihood.exact``;
 Monte-Carlo numbers must agree within a few standard errors, and every bound must sit above the exact NLL.
@@ -24,9 +24,12 @@ from toys import (
 
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, nelbo_terms, stratified_times
+from edlm.evaluation.nelbo import summarize
 from edlm.likelihood import (
     StepPlan,
+    all_mask_patterns,
     edlm_bound,
+    effective_sample_size,
     exact_discrete_elbo,
     exact_mdlm_nelbo,
     exact_paper_value,
@@ -38,7 +41,9 @@ from edlm.likelihood import (
     paper_estimate,
     sample_from_denoiser,
     sample_reveal_steps,
+    sequence_index,
 )
+from edlm.likelihood.report import paper_summary
 
 SCHEDULE = LogLinearSchedule(eps=0.0)  # alpha(1) = 0: x_1 is all-[MASK], no prior term
 V, L = 2, 3
@@ -142,14 +147,25 @@ def test_mc_continuous_nelbo_matches_enumeration():
 
 
 def test_step_plan_window_and_final_fill():
-    plan = make_step_plan(SCHEDULE, 4, window=0.5, num_candidates=3)
+    plan = make_step_plan(SCHEDULE, 4, window=0.5, num_candidates=3, t_min=0.0)
     assert plan.num_candidates == (3, 3, 3, 1)  # t_n = 1, 0.75, 0.5 in the window, 0.25 not
-    assert plan.reveal_probs == pytest.approx((0.25, 1 / 3, 0.5, 1.0))
-    greedy_grid = make_step_plan(LogLinearSchedule(eps=1e-3), 4, window=1.0, num_candidates=2, t_min=0.1)
-    assert greedy_grid.num_steps == 5 and greedy_grid.reveal_probs[-1] == 1.0  # stochastic final fill
+    assert plan.reveal_probs == pytest.approx((0.25, 1 / 3, 0.5, 1.0)) and plan.leftover == 0.0
     steps = sample_reveal_steps(200000, 1, plan, torch.Generator().manual_seed(0))
     frequencies = torch.bincount(steps.flatten(), minlength=4).double() / 200000
     assert torch.allclose(frequencies, torch.full((4,), 0.25, dtype=torch.float64), atol=5e-3)
+
+
+def test_step_plan_is_the_sampler_grid_and_the_bound_paths_avoid_the_greedy_fill():
+    # grid 1, 0.6, 0.2 (eps = 0): r = (0.4 - 0) / 1 and (0.8 - 0.4) / 0.6; 20% of positions left for the fill
+    plan = make_step_plan(SCHEDULE, 2, t_min=0.2)
+    assert plan.reveal_probs == pytest.approx((0.4, 2 / 3)) and plan.leftover == pytest.approx(0.2)
+    # conditioned on being revealed within the T steps: P'(n = 0) = 0.4 / 0.8, P'(n = 1) = 0.6 * 2/3 / 0.8
+    assert plan.conditioned_reveal_probs() == pytest.approx((0.5, 1.0))
+    steps = sample_reveal_steps(100000, 2, plan, torch.Generator().manual_seed(1))
+    assert steps.max() == 1 and abs(float((steps == 0).double().mean()) - 0.5) < 5e-3
+    # the default grid ends at t_min = 1e-5 like `edlm sample`: leftover = t_min for every eps
+    for eps in (0.0, 1e-3):
+        assert make_step_plan(LogLinearSchedule(eps=eps), 16, 1.0, 2).leftover == pytest.approx(1e-5, rel=1e-6)
 
 
 SETTINGS = [  # (denoiser, energy, T, window, k)
@@ -261,8 +277,8 @@ def test_edlm_bound_with_one_candidate_is_the_discrete_mdlm_elbo():
     bound = edlm_bound(x0, wrong_denoiser(), pair_energy(1.0), plan, V, torch.Generator().manual_seed(5))
     mdlm = mdlm_discrete_nelbo(x0, wrong_denoiser(), plan, V, torch.Generator().manual_seed(5))
     assert torch.equal(bound, mdlm)
-    outside = make_step_plan(SCHEDULE, 3, window=0.0, num_candidates=4)  # window covers only t = 1
-    assert outside.num_candidates == (4, 1, 1)
+    assert make_step_plan(SCHEDULE, 3, window=0.0, num_candidates=4).num_candidates == (1, 1, 1)  # as sampler
+    assert make_step_plan(SCHEDULE, 3, window=0.1, num_candidates=4).num_candidates == (4, 1, 1)
     mean, stderr = _mc_bound(wrong_denoiser(), None, StepPlan(plan.reveal_probs, (1, 1, 1)), 1, reps=2000)
     exact = exact_discrete_elbo(V, L, wrong_denoiser(), None, plan)
     assert ((mean - exact).abs() < 4 * stderr).all()
@@ -287,7 +303,7 @@ def test_paper_plug_in_is_below_the_true_nll_on_the_copy_example():
     x0 = torch.tensor([[0, 0], [1, 1]]).repeat(2000, 1)
     for log_z in ("mean", "jackknife"):
         values = paper_estimate(x0, denoiser, energy, LogLinearSchedule(eps=1e-3), 2,
-                                torch.Generator().manual_seed(0), num_proposals=64, log_z=log_z) * 2
+                                torch.Generator().manual_seed(0), num_proposals=64, log_z=log_z).per_token * 2
         mean, stderr = mean_and_stderr(values)
         assert abs(float(mean) - 0.5 * math.log(2)) < 4 * float(stderr)
         assert float(mean + 4 * stderr) < float(true_nll(p_star, x0[:1], 2)[0])
@@ -296,10 +312,307 @@ def test_paper_plug_in_is_below_the_true_nll_on_the_copy_example():
 def test_paper_estimate_with_zero_energy_is_the_mdlm_nelbo():
     x0 = all_sequences(V, L).repeat(20, 1)
     schedule = LogLinearSchedule(eps=1e-3)
-    values = paper_estimate(x0, wrong_denoiser(), pair_energy(0.0), schedule, V,
-                            torch.Generator().manual_seed(3), num_proposals=4)
+    estimate = paper_estimate(x0, wrong_denoiser(), pair_energy(0.0), schedule, V,
+                              torch.Generator().manual_seed(3), num_proposals=4)
+    values = estimate.per_token
+    has_log_z = torch.isfinite(estimate.ess)  # nan: nothing masked in the row, no log Z
+    assert has_log_z.sum() > 50 and torch.allclose(estimate.ess[has_log_z], torch.tensor(4.0, dtype=torch.float64))
     generator = torch.Generator().manual_seed(3)  # replay the same t and x_t
     t = stratified_times(x0.shape[0], generator, 1e-3).double()
     x_t = corrupt(x0, t, schedule, V, torch.rand(x0.shape, generator=generator, dtype=torch.float64))
     reference = nelbo_terms(wrong_denoiser()(x_t), x0, x_t, t, schedule, V)
     assert torch.allclose(values, reference, atol=1e-12)
+
+
+# ------------------------------------------------------------------- coAR: self-normalised, no log Z
+
+
+def coar_energy(p_star: torch.Tensor, vocab_size: int, length: int):
+    """The coAR energy of an exact AR model p*: E = -sum_{i masked} log p*(y_i | y_<i) + log mu(y_M | x_t)."""
+    sequences = all_sequences(vocab_size, length)  # (C, L)
+    prefix = torch.stack([torch.stack([p_star[(sequences[:, :i + 1] == y[:i + 1]).all(-1)].sum()
+                                       for i in range(length)]) for y in sequences])  # (C, L) P(y_<=i)
+    previous = torch.cat([torch.ones(len(sequences), 1, dtype=torch.float64), prefix[:, :-1]], 1)
+    conditionals = (prefix / previous).log()  # (C, L) log p*(y_i | y_<i)
+
+    def energy(candidates, x_t, log_probs):
+        ar = conditionals[sequence_index(candidates, vocab_size)]  # (B, k, L)
+        masked = (x_t == vocab_size)[:, None, :]
+        log_mu = torch.where(masked, log_probs.double().gather(-1, candidates.transpose(1, 2)).transpose(1, 2),
+                             torch.zeros_like(ar))
+        return -(ar * masked).sum(-1) + log_mu.sum(-1)
+
+    return energy
+
+
+def test_coar_energy_is_self_normalised_by_enumeration():
+    """sum_{y consistent with x_t} mu(y | x_t) exp(-E(y, x_t)) = 1 for every x_t, even with a wrong mu."""
+    denoiser, energy = wrong_denoiser(), coar_energy(P_STAR, V, L)
+    sequences = all_sequences(V, L)
+    for pattern in all_mask_patterns(L):
+        for x0 in sequences:
+            x_t = torch.where(pattern, torch.full_like(x0, V), x0)[None]  # (1, L)
+            log_probs = denoiser(x_t)
+            log_mu = log_probs[0].gather(-1, sequences.T).T.sum(-1)  # (C,)
+            support = torch.isfinite(log_mu)
+            log_w = -energy(sequences[support][None], x_t, log_probs)[0]
+            assert float(torch.logsumexp(log_mu[support] + log_w, 0)) == pytest.approx(0.0, abs=1e-12)
+    full = exact_energy(P_STAR, V)  # the full-sequence energy is not: Z(x_t) = p*(visible) < 1
+    x_t = torch.tensor([[0, V, V]])
+    log_probs = denoiser(x_t)
+    candidates = all_sequences(V, L)[all_sequences(V, L)[:, 0] == 0][None]
+    log_z = torch.logsumexp(candidates_log_mu(candidates, log_probs) - full(candidates, x_t, log_probs), -1)
+    assert float(log_z) < -0.05
+
+
+def candidates_log_mu(candidates, log_probs):
+    return log_probs.double().gather(-1, candidates.transpose(1, 2)).sum(1)  # (B, k)
+
+
+def test_paper_estimate_without_log_z_for_coar_matches_enumeration():
+    denoiser, energy, schedule = wrong_denoiser(), coar_energy(P_STAR, V, L), LogLinearSchedule(eps=1e-3)
+    exact = exact_paper_value(V, L, denoiser, energy, schedule, t_min=1e-3) / (1 - 1e-3)
+    reps = 3000
+    x0 = all_sequences(V, L).repeat(reps, 1)
+    estimate = paper_estimate(x0, denoiser, energy, schedule, V, torch.Generator().manual_seed(0), log_z="none")
+    assert torch.isnan(estimate.ess).all()  # no log Z, no ESS
+    mean, stderr = mean_and_stderr(estimate.per_token.view(reps, V ** L), 0)
+    assert ((mean - exact).abs() < 4 * stderr).all()
+    # with a Monte-Carlo log Z of 2 proposals the same plug-in is pushed down (log Z_hat biased low)
+    biased = paper_estimate(x0, denoiser, energy, schedule, V, torch.Generator().manual_seed(0), num_proposals=2)
+    assert float(biased.per_token.mean()) < float(estimate.per_token.mean()) - 0.01
+    ess = biased.ess[torch.isfinite(biased.ess)]
+    assert ess.numel() > 0.5 * x0.shape[0] and ((ess >= 1 - 1e-9) & (ess <= 2 + 1e-9)).all()
+
+
+def test_effective_sample_size_formula():
+    log_w = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, -1e9, -1e9, -1e9], [math.log(3), 0.0, 0.0, 0.0]])
+    assert effective_sample_size(log_w).tolist() == pytest.approx([4.0, 1.0, 36 / 12])  # (3+3)^2 / (9+3)
+
+
+def test_paper_estimate_with_ess_near_one_is_refused():
+    """Weights e^{40 j} for proposal j: the last one carries everything (ESS = 1), so no number is reported."""
+    denoiser, schedule = wrong_denoiser(), LogLinearSchedule(eps=1e-3)
+    x0 = all_sequences(V, L).repeat(50, 1)
+
+    def steep(candidates, x_t, log_probs):
+        return -40.0 * torch.arange(candidates.shape[1], dtype=torch.float64).expand(candidates.shape[:2])
+
+    estimate = paper_estimate(x0, denoiser, steep, schedule, V, torch.Generator().manual_seed(0), 16)
+    summary = paper_summary(estimate, L, min_ess=2.0, num_proposals=16)
+    assert summary["available"] is False and "effective sample size" in summary["reason"]
+    assert "bpc" not in summary and summary["mean_ess"] < 1.5
+    mild = paper_estimate(x0, denoiser, pair_energy(0.3), schedule, V, torch.Generator().manual_seed(0), 16)
+    summary = paper_summary(mild, L, min_ess=2.0, num_proposals=16)
+    assert summary["available"] is True and summary["mean_ess"] > 8 and "bpc" in summary
+
+
+# --------------------------------------------------------------- greedy final fill of the real sampler
+
+
+GREEDY = [  # (denoiser, energy, T, window, k, t_min): t_min large so that the greedy fill matters
+    (exact_denoiser, lambda: exact_energy(P_STAR, V), 3, 1.0, 2, 0.3),
+    (wrong_denoiser, lambda: pair_energy(1.0), 2, 0.6, 3, 0.4),
+    (uniform_denoiser, lambda: exact_energy(P_STAR, V), 3, 0.5, 4, 0.2),
+]
+
+
+@pytest.mark.parametrize("denoiser, energy, steps, window, k, t_min", GREEDY)
+def test_bound_with_greedy_fill_is_above_the_exact_nll(denoiser, energy, steps, window, k, t_min):
+    plan = make_step_plan(SCHEDULE, steps, window, k, t_min=t_min)
+    assert plan.leftover == pytest.approx(t_min)
+    distribution = exact_sampler_distribution(V, L, denoiser(), energy(), plan)
+    assert float(distribution.sum()) == pytest.approx(1.0, abs=1e-12)
+    stochastic_fill = StepPlan(plan.reveal_probs[:-1] + (1.0,), plan.num_candidates)
+    assert total_variation(distribution, exact_sampler_distribution(V, L, denoiser(), energy(),
+                                                                    stochastic_fill)) > 0.01  # greedy matters
+    nll = -distribution.log() / L
+    elbo = exact_discrete_elbo(V, L, denoiser(), energy(), plan)
+    jensen = exact_discrete_elbo(V, L, denoiser(), energy(), plan, jensen=True)
+    assert torch.isfinite(elbo).all() and (nll <= elbo + 1e-12).all() and (elbo <= jensen + 1e-12).all()
+    mean, stderr = _mc_bound(denoiser(), energy(), plan, num_inner=1, reps=1500)
+    assert ((mean - jensen).abs() < 4 * stderr).all()
+
+
+def test_greedy_fill_cost_is_minus_log_of_the_unfilled_probability():
+    """With k = 1 the bound over fully revealed paths pays exactly -log(1 - leftover) per token on top of the
+    ELBO of the sampler that reveals the same way and stops at the last step (r_T = 1)."""
+    plan = make_step_plan(SCHEDULE, 2, t_min=0.5)
+    conditioned = StepPlan(plan.conditioned_reveal_probs(), plan.num_candidates)
+    with_fill = exact_discrete_elbo(V, L, wrong_denoiser(), None, plan)
+    plain = exact_discrete_elbo(V, L, wrong_denoiser(), None, conditioned)
+    assert torch.allclose(with_fill - plain, torch.full_like(plain, -math.log(0.5)), atol=1e-12)
+
+
+# ---------------------------------------------------------------- the real sampler vs the exact one
+
+
+@pytest.mark.parametrize("k, cached", [(2, True), (3, False), (4, True)])
+def test_real_importance_sampler_matches_the_exact_distribution(k, cached):
+    """MaskedDiffusionSampler + ImportanceProposal (the code `edlm sample` runs), 60,000 independent rows:
+    the empirical distribution over V^L matches ``exact_sampler_distribution`` (chi-square, 7 dof, p = 1e-3),
+    and is far from the plain MDLM sampler's (so the test can fail)."""
+    from edlm.sampling.importance import ImportanceProposal
+    from edlm.sampling.mdlm import FactorizedProposal, MaskedDiffusionSampler
+
+    steps, window, t_min, rows = 3, 0.6, 0.3, 60000
+    denoiser, energy = wrong_denoiser(), exact_energy(P_STAR, V)
+    proposal = ImportanceProposal(FactorizedProposal(V), energy, num_candidates=k, window=window)
+    sampler = MaskedDiffusionSampler(denoiser, SCHEDULE, V, steps, proposal, cached=cached, t_min=t_min)
+    tokens = sampler.sample(torch.full((rows, L), V), torch.Generator().manual_seed(k)).tokens
+    counts = torch.bincount(sequence_index(tokens, V), minlength=V ** L).double()
+    plan = make_step_plan(SCHEDULE, steps, window, k, t_min=t_min)
+    exact = exact_sampler_distribution(V, L, denoiser, energy, plan)
+    mdlm = exact_sampler_distribution(V, L, denoiser, None, make_step_plan(SCHEDULE, steps, t_min=t_min))
+
+    def chi_square(probs):
+        return float(((counts - rows * probs) ** 2 / (rows * probs)).sum())
+
+    assert chi_square(exact) < 24.3  # chi2(7) 0.999 quantile
+    assert chi_square(mdlm) > 200
+
+
+# ---------------------------------------------------------------------------------- bits per character
+
+
+def test_summarize_bits_per_character():
+    per_sequence = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    char = summarize(per_sequence, 4)
+    assert char["bpc"] == pytest.approx(2.0 / math.log(2)) and char["ppl"] == pytest.approx(math.exp(2.0))
+    assert char == summarize(per_sequence, 4, chars_per_token=1.0)  # a char model's bpc is unchanged
+    subword = summarize(per_sequence, 4, chars_per_token=4.0)  # 4 characters per token
+    assert subword["bpc"] == pytest.approx(char["bpc"] / 4) and subword["nll_nats"] == char["nll_nats"]
+    assert subword["stderr_bpc"] == pytest.approx(char["stderr_bpc"] / 4) and subword["ppl"] == char["ppl"]
+
+
+# ------------------------------------------------------------------------------------------- devices
+
+
+def on_device(function, device: torch.device):
+    """Wrap a toy denoiser / energy: assert its tensor inputs are on ``device``, run on CPU, answer on ``device``."""
+
+    def wrapped(*tensors):
+        assert all(t.device.type == device.type for t in tensors), [t.device for t in tensors]
+        return function(*[t.cpu() for t in tensors]).to(device)
+
+    return wrapped
+
+
+def _run_everything_on(device: torch.device):
+    x0 = all_sequences(V, L).repeat(3, 1)  # CPU input
+    denoiser, energy = on_device(wrong_denoiser(), device), on_device(exact_energy(P_STAR, V), device)
+    plan = make_step_plan(SCHEDULE, 3, 1.0, 2)
+    outputs = [edlm_bound(x0, denoiser, energy, plan, V, torch.Generator().manual_seed(0), 2, device),
+               mdlm_discrete_nelbo(x0, denoiser, plan, V, torch.Generator().manual_seed(0), device)]
+    for log_z in ("none", "mean", "jackknife"):
+        estimate = paper_estimate(x0, denoiser, energy, SCHEDULE, V, torch.Generator().manual_seed(0), 4, log_z,
+                                  device=device)
+        outputs += [estimate.per_token, estimate.ess]
+    assert all(out.device.type == "cpu" for out in outputs)
+    return outputs
+
+
+def test_estimators_run_on_the_denoisers_device_and_return_cpu():
+    outputs = _run_everything_on(torch.device("cpu"))
+    assert all(torch.isfinite(out).all() for out in outputs[:3] + outputs[4::2])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_estimators_on_cuda_equal_cpu():
+    """CPU generators: the same seed gives the same draws on either device, so the values agree."""
+    for cpu, cuda in zip(_run_everything_on(torch.device("cpu")), _run_everything_on(torch.device("cuda"))):
+        assert torch.allclose(cpu, cuda, atol=1e-9, equal_nan=True)
+
+
+# -------------------------------------------------------------------------- the report on real models
+
+
+def _tiny(kind: str, seed: int):
+    import dataclasses
+
+    from edlm.config import get_preset
+    from edlm.models import build_model
+
+    config = get_preset("char-tiny")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=kind, seq_len=8,
+                                                                   n_layers=1, hidden=32, cond_dim=16))
+    torch.manual_seed(seed)
+    model = build_model(config.model)
+    with torch.no_grad():  # zero-initialised output layers would make every model uniform
+        for name, parameter in model.named_parameters():
+            if "adaLN_modulation" in name or "output_layer.linear" in name:
+                parameter.copy_(0.3 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(seed)))
+    return config, model.eval()
+
+
+def test_likelihood_report_names_every_figure_and_the_sampler():
+    from edlm.config import ConfigError, LikelihoodConfig
+    from edlm.energy.ar import AREnergy
+    from edlm.likelihood.report import LikelihoodError, likelihood_report
+
+    config, mdlm = _tiny("mdlm", 0)
+    ar_config, ar = _tiny("ar", 1)
+    chunks = torch.randint(0, 27, (6, 8), generator=torch.Generator().manual_seed(0))
+    settings = LikelihoodConfig(steps=4, k=2, window=1.0, is_samples=4, inner=2, batch_size=4, max_sequences=5)
+    plain = likelihood_report(settings, config, mdlm, chunks)
+    assert plain["kind"] == "mdlm_nelbo_upper_bound" and plain["sequences"] == 5 and plain["precision"] == "fp32"
+    assert plain["t_samples"] == settings.t_samples and plain["eps_t"] == 1e-3
+    ar_only = likelihood_report(settings, ar_config, ar, chunks, chars_per_token=2.0)
+    assert ar_only["kind"] == "ar_exact_nll"
+    assert ar_only["bpc"] == pytest.approx(ar_only["nll_nats"] / 2.0 / math.log(2))
+    coar = likelihood_report(settings, config, mdlm, chunks, energy=AREnergy(ar, config.model.mask_id, "coar"))
+    estimators = coar["estimators"]
+    assert estimators["paper_estimate"]["log_z"] == "none" and "paper_estimate_jackknife" not in estimators
+    assert coar["bpc"] == estimators["bound"]["bpc"] and coar["precision"] == "fp32"
+    bounded = coar["sampler_bounded"]
+    assert bounded["t_min"] == 1e-5 and bounded["temperature"] == 1.0 and "greedy" in bounded["final_step"]
+    assert bounded["greedy_fill_cost_nats_per_token"] == pytest.approx(1e-5, rel=1e-3)
+    paired = estimators["mdlm_discrete_nelbo"]["nll_nats"] - estimators["bound"]["nll_nats"]
+    assert estimators["bound_improvement_over_mdlm_same_T"]["nll_nats"] == pytest.approx(paired)
+    assert "ar_nll" in estimators and estimators["mdlm_nelbo"]["t_samples"] == settings.t_samples
+    full = likelihood_report(settings, config, mdlm, chunks, energy=AREnergy(ar, config.model.mask_id, "full"))
+    paper = full["estimators"]["paper_estimate"]
+    assert paper["log_z"] == "monte_carlo" and 1.0 <= paper["mean_ess"] <= 4.0
+    assert "paper_estimate_jackknife" in full["estimators"]
+    with pytest.raises(ConfigError, match="--is-samples"):
+        LikelihoodConfig(is_samples=1)
+    with pytest.raises(ConfigError, match="--window"):
+        LikelihoodConfig(window=1.5)
+    nce_config = dataclasses_replace_kind(config, "nce")
+    with pytest.raises(LikelihoodError, match="--energy"):
+        likelihood_report(settings, nce_config, mdlm, chunks)
+
+
+def dataclasses_replace_kind(config, kind):
+    import dataclasses
+
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, kind=kind))
+
+
+def test_bench_likelihood_table_compares_discrete_bounds_only():
+    from edlm.bench.likelihood import add_config_flags, likelihood_table, paired_verdict, settings_from
+    from edlm.config import LikelihoodConfig
+    from edlm.energy.ar import AREnergy
+
+    config, mdlm = _tiny("mdlm", 0)
+    _, ar = _tiny("ar", 1)
+    chunks = torch.randint(0, 27, (4, 8), generator=torch.Generator().manual_seed(1))
+    settings = LikelihoodConfig(steps=3, k=2, window=1.0, is_samples=2, inner=1, batch_size=4, t_samples=2)
+    energies = [("coar", AREnergy(ar, 27, "coar")), ("full", AREnergy(ar, 27, "full"))]
+    rows, raw = likelihood_table(settings, config, mdlm, chunks, energies)
+    names = [row["estimator"] for row in rows]
+    assert names[0] == "AR (exact NLL)" and "continuous time" in names[1] and names[2] == "MDLM NELBO (T = 3)"
+    assert sum("bound" in name for name in names) == 2 and "coar paper estimate (no log Z)" in names
+    assert all(("gap_closed" in row) == (row["kind"] == "upper bound" and i > 2) for i, row in enumerate(rows))
+    assert rows[1]["kind"] == "upper bound, reference only" and set(raw) == {"coar", "full"}
+    assert paired_verdict({"bpc": 0.1, "stderr_bpc": 0.01}) == "+0.1000 [+0.0804, +0.1196]"
+    assert paired_verdict({"bpc": 0.01, "stderr_bpc": 0.01}).endswith("no significant difference")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, defaults={"max_sequences": 64})
+    args = parser.parse_args(["--window", "0.5", "--energy-mode", "full"])
+    assert settings_from(args) == LikelihoodConfig(window=0.5, energy_mode="full", max_sequences=64)
+    assert parser._option_string_actions["--window"].help.endswith("(default: 0.2)")
+    assert parser._option_string_actions["--precision"].choices == ["fp32", "bf16"]

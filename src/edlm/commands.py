@@ -110,9 +110,14 @@ def cmd_eval(args) -> int:
     kind = config.model.kind
     progress = not args.json and sys.stderr.isatty()
     if args.energy:
-        from edlm.likelihood.report import edlm_likelihood_report
+        from edlm.config import LikelihoodConfig
+        from edlm.likelihood.report import likelihood_report
 
-        result = edlm_likelihood_report(config, model, chunks, args, device)
+        settings = LikelihoodConfig(split=args.split, t_samples=args.t_samples, batch_size=args.batch_size,
+                                    seed=args.seed, energy=args.energy, energy_mode=args.energy_mode,
+                                    is_samples=args.is_samples, inner=args.inner, steps=args.steps, k=args.k,
+                                    window=args.window)
+        result = likelihood_report(settings, config, model, chunks, progress=progress)
     elif kind == "mdlm":
         per_seq = mdlm_nelbo_per_sequence(model, chunks, make_schedule(eps=config.train.schedule_eps),
                                           config.model.mask_id, args.t_samples, args.batch_size, args.seed,

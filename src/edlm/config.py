@@ -94,6 +94,71 @@ def _build(cls, values: dict[str, Any], prefix: str):
     return cls(**fixed)
 
 
+
+@dataclass(frozen=True)
+class LikelihoodConfig:
+    """Every knob of ``edlm eval``, ``edlm eval --energy`` and ``edlm bench likelihood``, each default written once.
+
+    The EDLM bound is the bound of the sampler ``edlm sample`` runs with the same ``steps``, ``k``, ``window``
+    and ``t_min``, at temperature 1, top-p 1 and energy temperature 1 (see ``edlm.likelihood.estimators``).
+    """
+
+    split: Literal["val", "test"] = field(default="test", metadata={"help": "data split to evaluate"})
+    t_samples: int = field(default=4, metadata={
+        "help": "t draws per sequence for the continuous-time MDLM NELBO (its standard error shrinks as "
+                "1/sqrt(sequences * t_samples))"})
+    max_sequences: int | None = field(default=None, metadata={
+        "help": "evaluate only the first N sequences (default: all)"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per forward pass"})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw (t, masks, proposals, paths)"})
+    energy: str = field(default="", metadata={
+        "help": "EDLM likelihood with this energy: ar:RUN_DIR or nce:RUN_DIR (empty: the model's own NELBO/NLL)"})
+    energy_mode: Literal["coar", "full"] = field(default="coar", metadata={
+        "help": "AR energy: coar scores the masked positions only (self-normalised, no log Z), full the "
+                "whole sequence (needs log Z)"})
+    is_samples: int = field(default=16, metadata={
+        "help": "proposals from the denoiser for the Monte-Carlo log Z of the paper's estimator (>= 2)"})
+    inner: int = field(default=8, metadata={
+        "help": "inner draws N per step of the EDLM bound (the bound tightens as N grows; cost grows as N*k)"})
+    steps: int = field(default=32, metadata={
+        "help": "T, sampler steps of the discrete-time bounds (the bound is for `edlm sample --steps T`)"})
+    k: int = field(default=2, metadata={"help": "importance-sampling candidates per step inside the window"})
+    window: float = field(default=0.2, metadata={
+        "help": "importance sampling for t >= 1 - window; 0.2 as in `edlm sample`, so that by default the "
+                "bound is the default sampler's (1.0: every step)"})
+    precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
+        "help": "one precision for every row of a likelihood table (denoiser, energy, AR model)"})
+    eps_t: float = field(default=1e-3, metadata={
+        "help": "continuous-time NELBO: t ~ U[eps_t, 1] (the same range as training's train.eps_t)"})
+    t_min: float = field(default=1e-5, metadata={
+        "help": "last time of the sampler's grid 1 = t_0 > ... > t_T = t_min; what is still masked there is "
+                "filled greedily (as `edlm sample` does)"})
+    min_ess: float = field(default=2.0, metadata={
+        "help": "a paper estimate whose mean effective sample size of log Z is below this is reported as "
+                "unavailable (ESS ~ 1: one proposal carries all the weight and log Z is biased low)"})
+
+    def __post_init__(self) -> None:
+        """Range checks, once, on construction; raises ``ConfigError`` naming the flag (``--field-name``)."""
+        checks = [
+            (self.t_samples >= 1, "--t-samples must be >= 1"),
+            (self.max_sequences is None or self.max_sequences >= 1, "--max-sequences must be >= 1"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.is_samples >= 2, "--is-samples must be >= 2 (log Z needs at least two proposals)"),
+            (self.inner >= 1, "--inner must be >= 1"),
+            (self.steps >= 1, "--steps must be >= 1"),
+            (self.k >= 1, "--k must be >= 1"),
+            (0.0 <= self.window <= 1.0, "--window must be in [0, 1]"),
+            (0.0 < self.eps_t < 1.0, "--eps-t must be in (0, 1)"),
+            (0.0 <= self.t_min < 1.0, "--t-min must be in [0, 1)"),
+            (self.min_ess >= 1.0, "--min-ess must be >= 1"),
+            (self.split in ("val", "test"), "--split must be val or test"),
+            (self.energy_mode in ("coar", "full"), "--energy-mode must be coar or full"),
+            (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
 PRESETS: dict[str, RunConfig] = {
     # Trains in seconds: for tests and smoke runs.
     "char-tiny": RunConfig(

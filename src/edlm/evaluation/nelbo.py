@@ -1,7 +1,7 @@
 """Likelihood evaluation over a whole split: MDLM NELBO (upper bound) and exact AR NLL.
 
-Both report nats per token, bits per character (= nats / ln 2) and perplexity, with a standard error over
-sequences (the sequences are the independent units; several t draws per sequence reduce variance).
+Both report nats per token, perplexity per token and bits per character (= nats per token / characters per
+token / ln 2), with a standard error over sequences (the sequences are the independent units; several t draws per sequence reduce variance).
 """
 
 from __future__ import annotations
@@ -18,15 +18,20 @@ from edlm.device import autocast_for
 from edlm.models.ar import ar_loss
 
 
-def summarize(per_sequence: torch.Tensor, seq_len: int) -> dict[str, float]:
-    """per_sequence (N,) nats per token -> summary dict with the standard error of the mean."""
-    values = per_sequence.double()
+def summarize(per_sequence: torch.Tensor, seq_len: int, chars_per_token: float = 1.0) -> dict[str, float]:
+    """per_sequence (N,) nats per token -> summary dict with the standard error of the mean.
+
+    nll_nats and ppl are per token; bpc is bits per character of the decoded text, total nats / characters /
+    ln 2 = nats per token / ``chars_per_token`` / ln 2 (1.0 for character models: bpc = nats / ln 2).
+    """
+    values = per_sequence.double().cpu()
     n = values.numel()
     mean = float(values.mean())
     stderr = float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
-    return {"nll_nats": mean, "bpc": mean / math.log(2), "ppl": math.exp(mean),
-            "stderr_nats": stderr, "stderr_bpc": stderr / math.log(2), "tokens": n * seq_len,
-            "sequences": n}
+    per_char = chars_per_token * math.log(2)
+    return {"nll_nats": mean, "bpc": mean / per_char, "ppl": math.exp(mean),
+            "stderr_nats": stderr, "stderr_bpc": stderr / per_char, "tokens": n * seq_len,
+            "sequences": n, "chars_per_token": chars_per_token}
 
 
 @torch.no_grad()

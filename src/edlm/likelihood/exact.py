@@ -163,8 +163,8 @@ def exact_sampler_distribution(vocab_size: int, length: int, log_probs_fn: LogPr
     """Exact distribution of the EDLM sampler's output over all V^L sequences; (V^L,) float64, sums to 1.
 
     State z = x_t. Step n: pick y by SIR with k_n candidates (exact ``sir_choice_probs``), reveal each masked
-    position independently w.p. r_n to y's token. Summed over every reveal subset R and every y. The plan's
-    last step reveals everything (see ``make_step_plan`` for the final fill).
+    position independently w.p. r_n to y's token. Summed over every reveal subset R and every y. Positions
+    still masked after the last step are filled with the argmax of mu(. | z) (greedy fill, as ``edlm sample``).
     """
     mask_id = vocab_size if mask_id is None else mask_id
     oracle = _Oracle(vocab_size, length, log_probs_fn, energy, mask_id)
@@ -193,9 +193,10 @@ def exact_sampler_distribution(vocab_size: int, length: int, log_probs_fn: LogPr
         states = new_states
     out = torch.zeros(vocab_size ** length, dtype=torch.float64)
     for state, prob in states.items():
-        if mask_id in state:
-            raise ValueError("plan leaves positions masked: its last reveal probability must be 1")
-        out[int(sequence_index(torch.tensor(state), vocab_size))] += prob
+        tokens = torch.tensor(state)
+        if mask_id in state:  # greedy fill: argmax of mu at every position (visible ones are one-hot)
+            tokens = log_probs_fn(tokens[None])[0].argmax(-1)
+        out[int(sequence_index(tokens, vocab_size))] += prob
     return out
 
 
@@ -220,7 +221,8 @@ def _step_coefficients(plan: StepPlan, length: int) -> dict[int, np.ndarray]:
 
 def exact_discrete_elbo(vocab_size: int, length: int, log_probs_fn: LogProbsFn, energy: EnergyFn | None,
                         plan: StepPlan, mask_id: int | None = None, jensen: bool = False) -> torch.Tensor:
-    """Exact E_q[ sum_n -log p_k(x0_{R_n} | z_n) ] / L for every x0; (V^L,) float64 nats per token.
+    """Exact -log(1 - leftover) + E_q'[ sum_n -log p_k(x0_{R_n} | z_n) ] / L for every x0; (V^L,) float64
+    nats per token, q' the forward path conditioned on no leftover for the greedy fill (``edlm_bound``).
 
     ``jensen=False``: the exact discrete-time ELBO, the N -> infinity limit of ``edlm_bound``.
     ``jensen=True``: the exact expectation of ``edlm_bound`` with ``num_inner = 1``,
@@ -229,8 +231,8 @@ def exact_discrete_elbo(vocab_size: int, length: int, log_probs_fn: LogProbsFn, 
     mask_id = vocab_size if mask_id is None else mask_id
     oracle = _Oracle(vocab_size, length, log_probs_fn, energy, mask_id)
     sequences = oracle.sequences  # (C_all, L)
-    coefficients = _step_coefficients(plan, length)
-    out = torch.zeros(len(sequences), dtype=torch.float64)
+    coefficients = _step_coefficients(StepPlan(plan.conditioned_reveal_probs(), plan.num_candidates), length)
+    out = torch.full((len(sequences),), -length * math.log1p(-plan.leftover), dtype=torch.float64)
     for x_index, x0 in enumerate(sequences.tolist()):
         for masked in all_mask_patterns(length).tolist():
             state = _masked_state(tuple(x0), tuple(masked), mask_id)

@@ -1,74 +1,201 @@
-"""``edlm eval --energy``: every likelihood figure for a denoiser + energy, each named for what it is.
+"""Every likelihood figure of ``edlm eval`` (with and without ``--energy``), each named for what it is.
 
-- ``mdlm_nelbo``: continuous-time MDLM NELBO (a valid upper bound on the denoiser's NLL).
-- ``mdlm_discrete_nelbo``: the T-step discrete-time MDLM ELBO (upper bound on the T-step sampler's NLL).
-- ``paper_estimate`` / ``paper_estimate_jackknife``: the EDLM paper's plug-in estimator with log Z from N
-  proposals (log-mean-exp, and its leave-one-out/jackknife correction). NOT a bound in general.
-- ``bound``: valid upper bound on the NLL of the EDLM sampler with T steps, k candidates and window w
-  (discrete-time ELBO on the step marginals, each step Jensen-bounded with N inner draws; errs upward, and
-  is loose for N = 1 as k grows: it then pays KL(mu || p) on the unrevealed positions, so N >= 8 by default).
-- ``ar_nll`` (AR energies only): the AR model's own exact NLL, for reference.
-All in nats/token and bits per character with standard errors over sequences.
+- ``mdlm_nelbo``: continuous-time MDLM NELBO (a valid upper bound on the denoiser's NLL), ``t_samples`` t
+  draws per sequence.
+- ``ar_nll``: an AR model's exact NLL (an AR run, or the AR model inside an AR energy).
+- ``mdlm_discrete_nelbo``: the T-step MDLM ELBO (upper bound on the NLL of ``edlm sample`` without energy).
+- ``bound``: valid upper bound on the NLL of the EDLM sampler ``edlm sample --steps T --k k --window w`` runs
+  (temperature 1, top-p 1, energy temperature 1, grid down to t_min, greedy final fill); discrete-time ELBO on
+  the step marginals, each step Jensen-bounded with N inner draws (errs upward; loose for N = 1 as k grows).
+- ``paper_estimate`` (and ``paper_estimate_jackknife`` when log Z is estimated): the EDLM paper's plug-in.
+  NOT a bound in general. No log Z for a self-normalised energy (coAR); otherwise reported with the effective
+  sample size of its log Z, and marked unavailable when that ESS is near 1.
+All rows are in nats/token, perplexity per token and bits per character, with standard errors over sequences,
+computed at ONE precision (``LikelihoodConfig.precision``), stated in the output.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
 from tqdm.auto import tqdm
 
+from edlm.config import LikelihoodConfig, RunConfig
 from edlm.diffusion.schedule import make_schedule
+from edlm.energy.base import ZeroEnergy
+from edlm.errors import EdlmError
 from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
-from edlm.likelihood.estimators import edlm_bound, make_step_plan, mdlm_discrete_nelbo, paper_estimate
+from edlm.likelihood.estimators import (
+    PaperEstimate,
+    edlm_bound,
+    make_step_plan,
+    mdlm_discrete_nelbo,
+    paper_estimate,
+)
 from edlm.sampling.generate import make_denoiser_fn
 
 
-def edlm_likelihood(config, model, chunks: torch.Tensor, energy, *, steps: int = 32, k: int = 2,
-                    window: float = 1.0, is_samples: int = 16, inner: int = 8, batch_size: int = 16,
-                    seed: int = 0, precision: str = "fp32", progress: bool = False) -> dict[str, dict]:
-    """All estimators on ``chunks`` (N, L); returns {name: summary dict (bpc, stderr_bpc, ...)}."""
-    schedule = make_schedule(eps=config.train.schedule_eps)
-    mask_id, L = config.model.mask_id, config.model.seq_len
-    denoiser = make_denoiser_fn(model, mask_id, precision)
-    plan = make_step_plan(schedule, steps, window, k, t_min=0.0)
-    values: dict[str, list[torch.Tensor]] = {name: [] for name in (
-        "paper_estimate", "paper_estimate_jackknife", "bound", "mdlm_discrete_nelbo")}
-    for start in tqdm(range(0, chunks.shape[0], batch_size), desc="edlm likelihood", disable=not progress):
-        x0 = chunks[start:start + batch_size]
-        # the same generator seed for paired estimators: differences are not drowned in path noise
-        for name, log_z in (("paper_estimate", "mean"), ("paper_estimate_jackknife", "jackknife")):
-            generator = torch.Generator().manual_seed(seed + start)
-            values[name].append(paper_estimate(x0, denoiser, energy, schedule, mask_id, generator,
-                                               max(is_samples, 2), log_z, config.train.eps_t).cpu())
-        generator = torch.Generator().manual_seed(seed + start + 1)
-        values["bound"].append(edlm_bound(x0, denoiser, energy, plan, mask_id, generator, inner).cpu())
-        generator = torch.Generator().manual_seed(seed + start + 1)
-        values["mdlm_discrete_nelbo"].append(mdlm_discrete_nelbo(x0, denoiser, plan, mask_id, generator).cpu())
-    result = {name: summarize(torch.cat(v), L) for name, v in values.items()}
-    # bound and T-step MDLM ELBO share their reveal paths (same seed): their difference is paired
-    paired = torch.cat(values["mdlm_discrete_nelbo"]) - torch.cat(values["bound"])
-    result["bound_improvement_over_mdlm_same_T"] = summarize(paired, L)
-    result["mdlm_nelbo"] = summarize(mdlm_nelbo_per_sequence(model, chunks, schedule, mask_id, 1, batch_size,
-                                                             seed), L)
+class LikelihoodError(EdlmError, ValueError):
+    """A likelihood that cannot be computed for this model / energy; the message names the flag."""
+
+
+def is_self_normalised(energy) -> bool:
+    """True when sum_{x0_M} mu(x0 | x_t) exp(-E(x0, x_t)) = 1 exactly, so log Z = 0 needs no estimate.
+
+    An energy may declare it (``self_normalised`` attribute); otherwise: the zero energy, and the coAR energy
+    (mu exp(-E) = prod_{i masked} p_AR(x0_i | x0_<i), which sums to 1 over the masked tokens).
+    """
+    declared = getattr(energy, "self_normalised", None)
+    if declared is not None:
+        return bool(declared)
+    if isinstance(energy, ZeroEnergy):
+        return True
+    return getattr(energy, "mode", None) == "coar" and hasattr(energy, "token_log_probs")
+
+
+def paper_summary(estimate: PaperEstimate, seq_len: int, min_ess: float, chars_per_token: float = 1.0,
+                  num_proposals: int | None = None) -> dict:
+    """Summary of a paper estimate, or ``{"available": False, "reason": ...}`` when its log Z is not to be trusted.
+
+    The mean ESS is taken over the rows with a Monte-Carlo log Z (nan ESS = no log Z: self-normalised energy,
+    or nothing masked). ESS near 1 means a single proposal carries the weight: log Z_hat is then biased low by
+    an unknown amount (tens of nats in practice) and the "estimate" can even go negative.
+    """
+    ess = estimate.ess[torch.isfinite(estimate.ess)]
+    if ess.numel() == 0:  # log Z = 0 exactly (self-normalised): nothing to check
+        return dict(summarize(estimate.per_token, seq_len, chars_per_token), available=True, log_z="none")
+    mean_ess = float(ess.mean())
+    base = {"log_z": "monte_carlo", "mean_ess": mean_ess, "min_ess_required": min_ess,
+            "num_proposals": num_proposals}
+    if mean_ess < min_ess:
+        return dict(base, available=False,
+                    reason=f"mean effective sample size of log Z is {mean_ess:.2f} < {min_ess} (one proposal "
+                           f"carries the weight): log Z is biased low by an unknown amount; no estimate")
+    return dict(base, available=True, **summarize(estimate.per_token, seq_len, chars_per_token))
+
+
+def sampler_description(settings: LikelihoodConfig, leftover: float) -> dict:
+    """What the bound bounds, for the JSON: the exact ``edlm sample`` settings."""
+    return {"command": f"edlm sample --steps {settings.steps} --k {settings.k} --window {settings.window}",
+            "steps": settings.steps, "k": settings.k, "window": settings.window, "t_min": settings.t_min,
+            "temperature": 1.0, "top_p": 1.0, "energy_temperature": 1.0,
+            "final_step": "greedy argmax fill of the positions still masked at t_min",
+            "leftover_prob_per_position": leftover,
+            "greedy_fill_cost_nats_per_token": -math.log1p(-leftover),
+            "how": "discrete-time ELBO over reveal paths that reveal every position within the T steps (the "
+                   "greedy fill's paths are dropped, which only lowers the sampler's probability: still an "
+                   "upper bound on its NLL), costing -log(1 - leftover) nats per token"}
+
+
+def edlm_likelihood(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor, energy,
+                    chars_per_token: float = 1.0, progress: bool = False) -> dict[str, dict]:
+    """All estimators for a denoiser + energy on ``chunks`` (N, L) int64.
+
+    Returns {name: summary dict}; see the module docstring for the names. Runs on the model's device with CPU
+    generators seeded from ``settings.seed``; the bound and the T-step MDLM ELBO share their reveal paths,
+    so ``bound_improvement_over_mdlm_same_T`` is a paired difference.
+    """
+    device = next(model.parameters()).device
+    schedule = make_schedule(eps=run_config.train.schedule_eps)
+    mask_id, L = run_config.model.mask_id, chunks.shape[1]
+    denoiser = make_denoiser_fn(model, mask_id, settings.precision)
+    plan = make_step_plan(schedule, settings.steps, settings.window, settings.k, t_min=settings.t_min)
+    normalised = is_self_normalised(energy)
+    variants = (("paper_estimate", "none"),) if normalised else (
+        ("paper_estimate", "mean"), ("paper_estimate_jackknife", "jackknife"))
+    paper: dict[str, list[PaperEstimate]] = {name: [] for name, _ in variants}
+    paths: dict[str, list[torch.Tensor]] = {"bound": [], "mdlm_discrete_nelbo": []}
+    for start in tqdm(range(0, chunks.shape[0], settings.batch_size), desc="edlm likelihood",
+                      disable=not progress):
+        x0 = chunks[start:start + settings.batch_size].to(device)
+        for name, log_z in variants:  # the same seed for paired estimators
+            generator = torch.Generator().manual_seed(settings.seed + start)
+            paper[name].append(paper_estimate(x0, denoiser, energy, schedule, mask_id, generator,
+                                              settings.is_samples, log_z, settings.eps_t, device))
+        generator = torch.Generator().manual_seed(settings.seed + start + 1)
+        paths["bound"].append(edlm_bound(x0, denoiser, energy, plan, mask_id, generator, settings.inner, device))
+        generator = torch.Generator().manual_seed(settings.seed + start + 1)
+        paths["mdlm_discrete_nelbo"].append(mdlm_discrete_nelbo(x0, denoiser, plan, mask_id, generator, device))
+    result: dict[str, dict] = {}
+    for name, parts in paper.items():
+        joined = PaperEstimate(torch.cat([p.per_token for p in parts]), torch.cat([p.ess for p in parts]))
+        result[name] = paper_summary(joined, L, settings.min_ess, chars_per_token, settings.is_samples)
+    for name, parts in paths.items():
+        result[name] = summarize(torch.cat(parts), L, chars_per_token)
+    paired = torch.cat(paths["mdlm_discrete_nelbo"]) - torch.cat(paths["bound"])
+    result["bound_improvement_over_mdlm_same_T"] = summarize(paired, L, chars_per_token)
+    result["mdlm_nelbo"] = dict(summarize(mdlm_nelbo_per_sequence(
+        model, chunks, schedule, mask_id, settings.t_samples, settings.batch_size, settings.seed,
+        settings.eps_t, settings.precision), L, chars_per_token), t_samples=settings.t_samples)
     ar_model = getattr(energy, "model", None)
     if ar_model is not None and getattr(ar_model, "causal", False):
-        result["ar_nll"] = summarize(ar_nll_per_sequence(ar_model, chunks, mask_id, batch_size), L)
+        result["ar_nll"] = summarize(ar_nll_per_sequence(ar_model, chunks, mask_id, settings.batch_size,
+                                                         settings.precision), L, chars_per_token)
     return result
 
 
-def edlm_likelihood_report(config, model, chunks, args, device) -> dict:
-    """CLI entry (``edlm eval --energy``): builds the energy and returns one JSON-able dict."""
-    from edlm.energy import make_energy
+def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor,
+                      energy=None, chars_per_token: float = 1.0, progress: bool = False) -> dict:
+    """``edlm eval``: one JSON-able dict, no printing.
 
-    energy = make_energy(args.energy, config.model, args.energy_mode, device)
-    result = edlm_likelihood(config, model, chunks, energy, steps=args.steps, k=args.k, window=args.window,
-                             is_samples=args.is_samples, inner=args.inner, batch_size=args.batch_size, seed=args.seed,
-                             progress=not args.json)
+    Args:
+        settings: the evaluation knobs (range-checked when the config was built).
+        run_config, model: the evaluated run (MDLM denoiser or AR model) on its device.
+        chunks: (N, L) int64 sequences of the split (CPU); the first ``max_sequences`` are used (None: all).
+        energy: a built energy; if None and ``settings.energy`` is set, it is built with ``make_energy`` on the
+            model's device at ``settings.precision``.
+        chars_per_token: characters of decoded text per token (1.0 for character models): bits per character
+            = nats per token / chars_per_token / ln 2.
+    Returns: without energy, the model's own figure (``kind`` = ``mdlm_nelbo_upper_bound`` or
+    ``ar_exact_nll``) with nll_nats, bpc, ppl, their standard errors; with an energy, ``kind`` =
+    ``edlm_likelihood``, the headline ``bound`` at top level, every estimator under ``estimators``, and
+    ``sampler_bounded`` saying exactly which sampler the bound is for.
+    """
+    if settings.max_sequences is not None:
+        chunks = chunks[: settings.max_sequences]
+    device = next(model.parameters()).device
+    kind = run_config.model.kind
+    L = chunks.shape[1]
+    common = {"precision": settings.precision, "chars_per_token": chars_per_token, "split": settings.split,
+              "seed": settings.seed}
+    if energy is None and settings.energy:
+        from edlm.energy import make_energy
+
+        energy = make_energy(settings.energy, run_config.model, settings.energy_mode, device, settings.precision)
+    if energy is None:
+        if kind == "mdlm":
+            schedule = make_schedule(eps=run_config.train.schedule_eps)
+            per_seq = mdlm_nelbo_per_sequence(model, chunks, schedule, run_config.model.mask_id,
+                                              settings.t_samples, settings.batch_size, settings.seed,
+                                              settings.eps_t, settings.precision, progress)
+            return dict(summarize(per_seq, L, chars_per_token), kind="mdlm_nelbo_upper_bound",
+                        t_samples=settings.t_samples, eps_t=settings.eps_t, **common)
+        if kind == "ar":
+            per_seq = ar_nll_per_sequence(model, chunks, run_config.model.mask_id, settings.batch_size,
+                                          settings.precision, progress)
+            return dict(summarize(per_seq, L, chars_per_token), kind="ar_exact_nll", **common)
+        raise LikelihoodError(f"an {kind!r} model has no likelihood of its own: evaluate its denoiser with "
+                              f"--energy nce:RUN_DIR")
+    if kind != "mdlm":
+        raise LikelihoodError(f"--energy needs an MDLM denoiser run, got an {kind!r} model")
+    if run_config.model.time_conditioning:
+        raise LikelihoodError("--energy: the EDLM bound calls the denoiser without t; a time-conditioned "
+                              "denoiser (model.time_conditioning=true) is not supported")
+    result = edlm_likelihood(settings, run_config, model, chunks, energy, chars_per_token, progress)
+    plan = make_step_plan(make_schedule(eps=run_config.train.schedule_eps), settings.steps, settings.window,
+                          settings.k, t_min=settings.t_min)
     headline = result["bound"]
-    return {"kind": "edlm_likelihood", "energy": args.energy, "energy_mode": args.energy_mode,
-            "steps": args.steps, "k": args.k, "window": args.window, "is_samples": args.is_samples,
-            "inner": args.inner,
-            **{key: headline[key] for key in ("nll_nats", "bpc", "ppl", "stderr_bpc", "tokens")},
+    return {"kind": "edlm_likelihood", **common,
+            **{key: headline[key] for key in ("nll_nats", "bpc", "ppl", "stderr_nats", "stderr_bpc", "tokens",
+                                              "sequences")},
+            "settings": dataclasses.asdict(settings),
+            "sampler_bounded": sampler_description(settings, plan.leftover),
             "estimators": result,
-            "notes": {"bound": "valid upper bound on the NLL of the T-step EDLM sampler (errs upward)",
-                      "paper_estimate": "the EDLM paper's plug-in estimator: not a bound in general",
-                      "mdlm_nelbo": "continuous-time MDLM NELBO (upper bound for the denoiser alone)"}}
+            "notes": {"bound": "valid upper bound on the NLL of the sampler in sampler_bounded (errs upward)",
+                      "paper_estimate": "the EDLM paper's plug-in estimator: not a bound in general"
+                                        + ("; no log Z (self-normalised energy)" if is_self_normalised(energy)
+                                           else "; log Z by Monte Carlo, see mean_ess"),
+                      "mdlm_nelbo": "continuous-time MDLM NELBO (upper bound for the denoiser alone); compare "
+                                    "the bound with mdlm_discrete_nelbo (same T, paired), not with this row"}}
