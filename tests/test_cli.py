@@ -8,7 +8,8 @@ from typing import Literal
 
 import pytest
 
-from edlm.cli import add_config_flags, build_parser, config_from_args
+from edlm.cli import build_parser
+from edlm.flags import add_config_flags, config_from_args
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def test_flags_override_fields_with_types_and_choices():
     with pytest.raises(SystemExit):
         parser_for(ToyConfig).parse_args(["--mode", "half"])
     with pytest.raises(SystemExit):
-        parser_for(ToyConfig).parse_args(["--steps", "0"])
+        parser_for(ToyConfig).parse_args(["--steps", "eight"])
 
 
 def test_help_shows_each_flag_with_its_text_and_default():

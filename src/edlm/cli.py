@@ -7,40 +7,14 @@ Inputs are checked here, once; a bad input exits with status 2 and one line nami
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
-import types
-import typing
 from pathlib import Path
 
-
-def _positive_int(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
-        return value
-    return parse
-
-
-def _float_in(name, low, high, low_open=False):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        bad_low = value <= low if low_open else value < low
-        if bad_low or value > high or not math.isfinite(value):
-            bracket = "(" if low_open else "["
-            raise argparse.ArgumentTypeError(f"{name} must be in {bracket}{low}, {high}], got {value}")
-        return value
-    return parse
+from edlm.config import LikelihoodConfig
+from edlm.flags import add_config_flags, config_from_args, float_in, positive_int  # noqa: F401
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,60 +25,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Help text that shows every flag's default."""
+    """Help text that shows every flag's default (unless there is none to show: None or an off switch)."""
 
-
-def _flag_type(hint, name: str):
-    """argparse ``type``/``choices`` for a dataclass field annotation (int, float, str, bool, Literal, Optional)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is typing.Literal:
-        return {"type": type(args[0]), "choices": list(args)}
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
-        return _flag_type(args[0], name)
-    if hint is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if hint is int:
-        return {"type": _positive_int(name)}
-    if hint is float:
-        return {"type": _finite_float(name)}
-    return {"type": str}
-
-
-def _finite_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{name} must be finite, got {value}")
-        return value
-    return parse
-
-
-def add_config_flags(parser: argparse.ArgumentParser, config_class, skip: tuple[str, ...] = (),
-                     types_override: dict | None = None) -> None:
-    """One flag per field of a frozen config dataclass: ``--field-name``, default and help from the field.
-
-    The field's ``metadata["help"]`` is the help text (so each default and explanation is written once, in the
-    config); ``Literal`` fields become choices, bools become ``--x/--no-x``. Range checks stay in the config's own
-    validation (``__post_init__``), which names the flag.
-    """
-    hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
-        if field.name in skip:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        kwargs = dict(_flag_type(hints[field.name], flag))
-        kwargs.update((types_override or {}).get(field.name, {}))
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        parser.add_argument(flag, dest=field.name, default=default, help=field.metadata.get("help", " "), **kwargs)
-
-
-def config_from_args(config_class, args: argparse.Namespace):
-    """Build ``config_class`` from the parsed flags that ``add_config_flags`` added."""
-    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
-                           if hasattr(args, f.name)})
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _debug_parent() -> argparse.ArgumentParser:
@@ -143,52 +69,40 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="char-small", help="named model + training settings (see README)")
     train.add_argument("--model", default="mdlm", help="mdlm (denoiser) | ar (autoregressive: energy, judge) | nce (energy network)")
     train.add_argument("--out", required=True, help="run folder to create (config, metrics, checkpoints)")
-    train.add_argument("--max-steps", type=_positive_int("--max-steps"), help="stop after this many optimiser steps (overrides train.max_steps)")
-    train.add_argument("--max-minutes", type=_float_in("--max-minutes", 0, 1e7, low_open=True), help="stop after this much wall-clock time, with a checkpoint")
+    train.add_argument("--max-steps", type=positive_int("--max-steps"), help="stop after this many optimiser steps (overrides train.max_steps)")
+    train.add_argument("--max-minutes", type=float_in("--max-minutes", 0, 1e7, low_open=True), help="stop after this much wall-clock time, with a checkpoint")
     train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
     train.add_argument("--denoiser", help="NCE only: run folder of the frozen MDLM denoiser")
-    train.add_argument("--negatives", type=_positive_int("--negatives"), help="NCE only: negatives per positive")
+    train.add_argument("--negatives", type=positive_int("--negatives"), help="NCE only: negatives per positive")
     train.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.n_layers=4")
 
-    ev = sub.add_parser("eval", help="NELBO / NLL of a trained model on a split")
-    ev.add_argument("--run", required=True)
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--split", default="test", choices=["val", "test"])
-    ev.add_argument("--t-samples", type=_positive_int("--t-samples"), default=1)
-    ev.add_argument("--max-sequences", type=_positive_int("--max-sequences"))
-    ev.add_argument("--batch-size", type=_positive_int("--batch-size"), default=32)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--energy", help="EDLM likelihood: ar:RUN_DIR or nce:RUN_DIR")
-    ev.add_argument("--energy-mode", default="coar", choices=["coar", "full"])
-    ev.add_argument("--is-samples", type=_positive_int("--is-samples"), default=16,
-                    help="proposals for log Z in the paper's estimator")
-    ev.add_argument("--inner", type=_positive_int("--inner"), default=8,
-                    help="inner draws N per step of the EDLM bound (tighter as N grows)")
-    ev.add_argument("--steps", type=_positive_int("--steps"), default=64, help="T for discrete-time bounds")
-    ev.add_argument("--k", type=_positive_int("--k"), default=2)
-    ev.add_argument("--window", type=_float_in("--window", 0.0, 1.0), default=1.0)
-    ev.add_argument("--device")
-    ev.add_argument("--json", action="store_true")
+    ev = sub.add_parser("eval", help="likelihood of a trained model on a split: MDLM NELBO, AR NLL, or EDLM "
+                                     "bounds and estimates with --energy")
+    ev.add_argument("--run", required=True, help="run folder of the evaluated model (MDLM denoiser or AR model)")
+    ev.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
+    add_config_flags(ev, LikelihoodConfig)
+    ev.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     sa = sub.add_parser("sample", help="generate text (MDLM, EDLM or the AR baseline)")
     sa.add_argument("--run", required=True)
-    sa.add_argument("--num", type=_positive_int("--num"), default=4)
-    sa.add_argument("--steps", type=_positive_int("--steps"), default=256)
-    sa.add_argument("--length", type=_positive_int("--length"))
+    sa.add_argument("--num", type=positive_int("--num"), default=4)
+    sa.add_argument("--steps", type=positive_int("--steps"), default=256)
+    sa.add_argument("--length", type=positive_int("--length"))
     sa.add_argument("--sampler", default="cached", choices=["ancestral", "cached"])
     sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--temperature", type=_float_in("--temperature", 0.0, 100.0, low_open=True), default=1.0)
-    sa.add_argument("--top-p", type=_float_in("--top-p", 0.0, 1.0, low_open=True), default=1.0)
+    sa.add_argument("--temperature", type=float_in("--temperature", 0.0, 100.0, low_open=True), default=1.0)
+    sa.add_argument("--top-p", type=float_in("--top-p", 0.0, 1.0, low_open=True), default=1.0)
     sa.add_argument("--prompt")
     sa.add_argument("--infill", help="template with _ for each blank character")
     sa.add_argument("--energy", help="zero | ar:RUN_DIR | nce:RUN_DIR (importance sampling)")
     sa.add_argument("--energy-mode", default="coar", choices=["coar", "full"])
-    sa.add_argument("--k", type=_positive_int("--k"), default=2)
-    sa.add_argument("--window", type=_float_in("--window", 0.0, 1.0), default=0.2)
-    sa.add_argument("--energy-temp", type=_float_in("--energy-temp", 0.0, 1e6, low_open=True), default=1.0)
-    sa.add_argument("--batch-size", type=_positive_int("--batch-size"), default=16)
+    sa.add_argument("--k", type=positive_int("--k"), default=2)
+    sa.add_argument("--window", type=float_in("--window", 0.0, 1.0), default=0.2)
+    sa.add_argument("--energy-temp", type=float_in("--energy-temp", 0.0, 1e6, low_open=True), default=1.0)
+    sa.add_argument("--batch-size", type=positive_int("--batch-size"), default=16)
     sa.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     sa.add_argument("--device")
     sa.add_argument("--out", help="also write the JSON result to this file")
@@ -197,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     eg = sub.add_parser("eval-gen", help="generative perplexity and entropy of samples under a judge")
     eg.add_argument("--samples", required=True, help="JSON written by `edlm sample --json/--out`")
     eg.add_argument("--judge", required=True, help="run:DIR (an edlm AR model) or hf:DIR (local HF causal LM)")
-    eg.add_argument("--batch-size", type=_positive_int("--batch-size"), default=16, help="texts per judge forward pass")
+    eg.add_argument("--batch-size", type=positive_int("--batch-size"), default=16, help="texts per judge forward pass")
     eg.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     eg.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -225,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the README's main job on the embedded corpus")
     demo.add_argument("--out", default="out/demo", help="folder for the corpus, the runs and the results")
-    demo.add_argument("--minutes", type=_float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0, help="training budget per model (three models)")
+    demo.add_argument("--minutes", type=float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0, help="training budget per model (three models)")
     demo.add_argument("--quick", action="store_true", help="seconds instead of minutes (smoke test)")
     return parser
 

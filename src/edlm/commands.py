@@ -92,54 +92,29 @@ def cmd_import_mdlm(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
-
-    from edlm.data import DataError, eval_chunks, load_split
-    from edlm.diffusion.schedule import make_schedule
-    from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
     from edlm.checkpoint import load_model
+    from edlm.config import LikelihoodConfig
+    from edlm.data import DataError, eval_chunks, load_split
+    from edlm.flags import config_from_args
+    from edlm.likelihood.report import likelihood_report
 
-    device = _device(args.device)
-    config, model = load_model(args.run, device=device)
+    settings = config_from_args(LikelihoodConfig, args)
+    config, model = load_model(args.run, device=_device(args.device))
     try:
-        chunks = eval_chunks(load_split(args.data, args.split), config.model.seq_len)
+        chunks = eval_chunks(load_split(args.data, settings.split), config.model.seq_len)
     except DataError as error:
-        raise DataError(f"--data {args.data}, {args.split} split: {error}") from None
-    if args.max_sequences:
-        chunks = chunks[: args.max_sequences]
-    kind = config.model.kind
+        raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
     progress = not args.json and sys.stderr.isatty()
-    if args.energy:
-        from edlm.config import LikelihoodConfig
-        from edlm.likelihood.report import likelihood_report
-
-        settings = LikelihoodConfig(split=args.split, t_samples=args.t_samples, batch_size=args.batch_size,
-                                    seed=args.seed, energy=args.energy, energy_mode=args.energy_mode,
-                                    is_samples=args.is_samples, inner=args.inner, steps=args.steps, k=args.k,
-                                    window=args.window)
-        result = likelihood_report(settings, config, model, chunks, progress=progress)
-    elif kind == "mdlm":
-        per_seq = mdlm_nelbo_per_sequence(model, chunks, make_schedule(eps=config.train.schedule_eps),
-                                          config.model.mask_id, args.t_samples, args.batch_size, args.seed,
-                                          progress=progress)
-        result = dict(summarize(per_seq, config.model.seq_len), kind="mdlm_nelbo_upper_bound",
-                      t_samples=args.t_samples)
-    elif kind == "ar":
-        per_seq = ar_nll_per_sequence(model, chunks, config.model.mask_id, args.batch_size, progress=progress)
-        result = dict(summarize(per_seq, config.model.seq_len), kind="ar_exact_nll")
-    else:
-        raise UserError(f"--run {args.run}: an {kind!r} model has no likelihood of its own; evaluate the "
-                        f"denoiser with --energy nce:{args.run}")
-    result.update(split=args.split, run=str(args.run))
+    result = likelihood_report(settings, config, model, chunks, progress=progress)
+    result.update(run=str(args.run))
     if args.json:
         print(json.dumps(result))
+    elif "bpc" in result:
+        print(f"{result['kind']}: {result['bpc']:.4f} ± {result['stderr_bpc']:.4f} bpc "
+              f"({result['nll_nats']:.4f} nats/token, ppl {result['ppl']:.3f}) over {result['tokens']:,} "
+              f"tokens of {settings.split}")
     else:
-        if "bpc" in result:
-            print(f"{result['kind']}: {result['bpc']:.4f} ± {result['stderr_bpc']:.4f} bpc "
-                  f"({result['nll_nats']:.4f} nats/token, ppl {result['ppl']:.3f}) over {result['tokens']:,} "
-                  f"tokens of {args.split}")
-        else:
-            print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
     return 0
 
 

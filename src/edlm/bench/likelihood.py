@@ -16,35 +16,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import typing
 from pathlib import Path
 
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.config import LikelihoodConfig
+from edlm.flags import add_config_flags, config_from_args
 
 #: the full test split is too slow for the EDLM bound on a CPU; the bench's only default of its own
 BENCH_MAX_SEQUENCES = 64
 Z_95 = 1.96
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls=LikelihoodConfig, defaults: dict | None = None) -> None:
-    """One flag per field of ``cls`` (``--field-name``), its type, choices, default and help from the field.
-    (The bench sits below the CLI and cannot import its generator; range checks are the config's own.)"""
-    hints = typing.get_type_hints(cls)
-    for spec in dataclasses.fields(cls):
-        default = (defaults or {}).get(spec.name, spec.default)
-        hint = hints[spec.name]
-        kwargs: dict = {"default": default, "help": f"{spec.metadata.get('help', '')} (default: {default})"}
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if typing.get_origin(hint) is typing.Literal:
-            kwargs["choices"] = options
-        else:
-            kwargs["type"] = options[0] if options else hint
-        parser.add_argument("--" + spec.name.replace("_", "-"), **kwargs)
-
-
-def settings_from(args: argparse.Namespace, cls=LikelihoodConfig):
-    return cls(**{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(cls)})
 
 
 def paired_verdict(gain: dict) -> str:
@@ -95,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nce")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--out", default="bench/results")
-    add_config_flags(parser, defaults={"max_sequences": BENCH_MAX_SEQUENCES})
+    add_config_flags(parser, LikelihoodConfig, defaults={"max_sequences": BENCH_MAX_SEQUENCES})
     args = parser.parse_args(argv)
-    settings = settings_from(args)
+    settings = config_from_args(LikelihoodConfig, args)
     from edlm.checkpoint import load_model
     from edlm.data import eval_chunks, load_split
     from edlm.device import resolve_device

@@ -1,0 +1,103 @@
+"""Command-line flags generated from frozen config dataclasses, and the argparse value checks they use.
+
+Used by the ``edlm`` command and by the benchmarks, so each default and each help text is written once, in the
+config field (``metadata["help"]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+
+
+def positive_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
+        return value
+    return parse
+
+
+def float_in(name, low, high, low_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        bad_low = value <= low if low_open else value < low
+        if bad_low or value > high or not math.isfinite(value):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+        return value
+    return parse
+
+
+def _flag_type(hint, name: str):
+    """argparse ``type``/``choices`` for a dataclass field annotation (int, float, str, bool, Literal, Optional)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return {"type": type(args[0]), "choices": list(args)}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0], name)
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if hint is int:
+        return {"type": integer(name)}
+    if hint is float:
+        return {"type": _finite_float(name)}
+    return {"type": str}
+
+
+def integer(name):
+    """Any whole number (range checks belong to the config, which names the flag)."""
+    def parse(text):
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+    return parse
+
+
+def _finite_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} must be finite, got {value}")
+        return value
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class, skip: tuple[str, ...] = (),
+                     types_override: dict | None = None, defaults: dict | None = None) -> None:
+    """One flag per field of a frozen config dataclass: ``--field-name``, default and help from the field.
+
+    The field's ``metadata["help"]`` is the help text (so each default and explanation is written once, in the
+    config); ``Literal`` fields become choices, bools become ``--x/--no-x``. Range checks stay in the config's own
+    validation (``__post_init__``), which names the flag.
+    """
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = dict(_flag_type(hints[field.name], flag))
+        kwargs.update((types_override or {}).get(field.name, {}))
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        default = (defaults or {}).get(field.name, default)
+        parser.add_argument(flag, dest=field.name, default=default, help=field.metadata.get("help", " "), **kwargs)
+
+
+def config_from_args(config_class, args: argparse.Namespace):
+    """Build ``config_class`` from the parsed flags that ``add_config_flags`` added."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+                           if hasattr(args, f.name)})
