@@ -239,7 +239,9 @@ class BpeTokenizer:
     def __post_init__(self) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
-        object.__setattr__(self, "_backend", HFTokenizer.from_str(self.json_text))
+        backend = HFTokenizer.from_str(self.json_text)
+        backend.encode_special_tokens = True  # literal '<|endoftext|>' in text is text, as in tiktoken's ordinary
+        object.__setattr__(self, "_backend", backend)
 
     def __reduce__(self):
         return (BpeTokenizer, (self.requested, self.json_text))
