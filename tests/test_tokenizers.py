@@ -233,7 +233,8 @@ def test_check_same_tokenizer(small_bpe: BpeTokenizer) -> None:
     with pytest.raises(TokenizerMismatchError) as caught:
         check_same_tokenizer("char", small_bpe.to_meta(), "run R (model.tokenizer)", "data dir D")
     message = str(caught.value)
-    assert "\n" not in message and "run R (model.tokenizer) uses char" in message and "data dir D uses bpe:300" in message
+    assert "\n" not in message and "run R (model.tokenizer) uses char" in message
+    assert "data dir D uses bpe:300" in message
     changed = {**char.to_meta(), "fingerprint": "0" * 64}
     with pytest.raises(TokenizerMismatchError, match="fingerprint 000000000000"):
         check_same_tokenizer(char, changed, "energy", "denoiser")

@@ -98,7 +98,8 @@ class _ChunkEncoder:
             try:
                 return encode_bytes(text.encode("ascii", errors="replace"), source=self.where)
             except ValueError as error:
-                raise DataError(f"{error}; text8 must already be normalised (use corpus 'files' for raw text)") from None
+                hint = "text8 must already be normalised (use corpus 'files' for raw text)"
+                raise DataError(f"{error}; {hint}") from None
         return self.tokenizer.encode(text)
 
 
@@ -170,7 +171,9 @@ def _dtype_for(tokenizer: Tokenizer) -> np.dtype:
     return np.dtype(np.uint16) if tokenizer.vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def _write_split(out: Path, stream: np.ndarray, start: int, stop: int, char_counts: np.ndarray) -> tuple[Path, str, int]:
+def _write_split(
+    out: Path, stream: np.ndarray, start: int, stop: int, char_counts: np.ndarray
+) -> tuple[Path, str, int]:
     """Copy ``stream[start:stop]`` into a temporary file in ``out``; returns (temp path, sha256, characters)."""
     digest, characters = hashlib.sha256(), 0
     handle = tempfile.NamedTemporaryFile(dir=out, prefix=".split-", suffix=".tmp", delete=False)
@@ -254,7 +257,8 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
     cuts: list[int] = []
     if subword:
         with reading("counting characters") as bar:
-            characters = sum(len(text) + int(end) for text, end in iter_chunks(files, chunk_chars, ReadStats(), bar.update))
+            chunks = iter_chunks(files, chunk_chars, ReadStats(), bar.update)
+            characters = sum(len(text) + int(ends_document) for text, ends_document in chunks)
         if characters == 0:
             raise DataError(f"{where}: corpus is empty")
         cuts = list(np.cumsum(split_sizes(characters, fractions))[:2])
@@ -284,11 +288,10 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
                     bounds.append(written)
                 stream.write(np.asarray([tokenizer.eos_id], dtype=dtype).tobytes())
                 written += 1
-    while len(bounds) < 3:
-        bounds.append(written)
-    if not subword:
-        bounds = [0, *np.cumsum(split_sizes(written, fractions))[:2].tolist()]
-    bounds.append(written)
+    if subword:  # the token offsets where the val and test text begin (padded when a split got no text)
+        bounds = (bounds + [written] * 3)[:3] + [written]
+    else:
+        bounds = [0, *np.cumsum(split_sizes(written, fractions)).tolist()]
     sizes = [stop - start for start, stop in zip(bounds[:-1], bounds[1:])]
     if written == 0:
         raise DataError(f"{where}: corpus is empty after normalisation")
@@ -322,7 +325,7 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
         "mask_id": tokenizer.mask_id,
         "eos_id": tokenizer.eos_id,
         "dtype": dtype.name,
-        "normalisation": (TEXT8_NORMALISATION if mode == "text8" else NORMALISATION) if not subword else "none: raw text",
+        "normalisation": {"char": NORMALISATION, "text8": TEXT8_NORMALISATION, "subword": "none: raw text"}[mode],
         "split_fractions": list(fractions),
         "split_unit": "characters" if subword else "tokens",
         "sizes": dict(zip(SPLITS, sizes)),

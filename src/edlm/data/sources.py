@@ -153,7 +153,7 @@ class _Utf8Decoder:
 
 
 def _genuine_replacements(data: bytes) -> int:
-    """U+FFFD characters written as valid UTF-8 (EF BF BD) in ``data``; a block edge may miss one (a rare undercount)."""
+    """U+FFFD characters written as valid UTF-8 (EF BF BD) in ``data`` (one cut by a block edge is missed)."""
     return data.count(b"\xef\xbf\xbd")
 
 

@@ -217,7 +217,7 @@ def _decode_with_mask(ids: np.ndarray, mask_id: int, decode_part) -> str:
 
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's printable stand-in character -> byte (the byte-level alphabet of Hugging Face ``ByteLevel``)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
     shifted, extra = [], 0
     for byte in range(256):
         if byte not in printable:
@@ -368,24 +368,26 @@ def check_same_tokenizer(
     first, second = _describe(expected), _describe(actual)
     for key in ("name", "vocab_size", "fingerprint"):
         if key in first and key in second and first[key] != second[key]:
-            def show(info: dict) -> str:
-                parts = [str(info.get("name", "?"))]
-                if "vocab_size" in info:
-                    parts.append(f"{info['vocab_size']} tokens")
-                if "fingerprint" in info:
-                    parts.append(f"fingerprint {str(info['fingerprint'])[:12]}")
-                return ", ".join(parts)
-
             raise TokenizerMismatchError(
-                f"tokenizer mismatch: {expected_what} uses {show(first)} but {actual_what} uses {show(second)}"
+                f"tokenizer mismatch: {expected_what} uses {_show(first)} but {actual_what} uses {_show(second)}"
             )
+
+
+def _show(info: Mapping[str, Any]) -> str:
+    """``"gpt2, 50257 tokens, fingerprint 1a2b3c4d5e6f"`` from whichever fields ``info`` has."""
+    parts = [str(info.get("name", "?"))]
+    if "vocab_size" in info:
+        parts.append(f"{info['vocab_size']} tokens")
+    if "fingerprint" in info:
+        parts.append(f"fingerprint {str(info['fingerprint'])[:12]}")
+    return ", ".join(parts)
 
 
 def parse_infill(template: str, tokenizer: Tokenizer) -> list[int | None]:
     """Text with ``[blank:N]`` placeholders -> ids, with N ``None`` entries (positions to fill) per blank.
 
     Pieces between blanks are encoded separately (char: normalised keeping their edge spaces, so positions are
-    kept; subword: a space belongs to the next word, so write ``"the cat[blank:2] on"`` rather than ``"cat [blank:2]"``).
+    kept; subword: a space belongs to the next word, so write ``"the cat[blank:2] on"``, not ``"cat [blank:2]"``).
     """
     result: list[int | None] = []
     start = 0
