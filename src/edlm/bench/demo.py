@@ -17,7 +17,7 @@ def run_demo(out: Path, minutes: float, quick: bool) -> int:
     from edlm.bench import quality
     from edlm.config import resolve_train_config
     from edlm.data import prepare_corpus
-    from edlm.data.corpus import DataError, load_meta
+    from edlm.data import DataError, load_meta
     from edlm.diffusion.schedule import make_schedule
     from edlm.data import eval_chunks, load_split
     from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence, summarize
