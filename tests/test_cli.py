@@ -99,3 +99,31 @@ def test_import_needs_exactly_one_source(tmp_path):
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
         main(["import-mdlm", "--ckpt", "a.ckpt", "--hf", "dir", "--out", str(tmp_path / "x")])
+
+
+def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path, capsys):
+    """gpt2 data: a char preset is refused in one line; a gpt2 model trains, evaluates and reports bits per
+    character beside bits per token (chars per token > 1)."""
+    import json
+
+    from edlm.cli import main
+
+    text = tmp_path / "docs.jsonl"
+    text.write_text("\n".join(json.dumps({"text": f"Document {i}: The cat sat on the mat, again and again."})
+                              for i in range(60)))
+    data = tmp_path / "data"
+    assert main(["data", "prepare", "--corpus", "files", "--path", str(text), "--tokenizer", "gpt2", "--out",
+                 str(data), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--preset", "char-tiny", "--out", str(tmp_path / "bad")]) == 2
+    assert "--preset char-tiny is for the char tokenizer" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--preset", "char-tiny", "--out", str(run), "--max-steps", "2",
+                 "--no-progress", "model.tokenizer=gpt2", "model.seq_len=16", "model.hidden=32",
+                 "train.batch_size=4", "train.eval_batches=1", "train.precision=fp32"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--data", str(data), "--split", "val", "--t-samples", "1",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["chars_per_token"] > 2.0
+    assert abs(result["bpc"] * result["chars_per_token"] - result["nll_nats"] / 0.6931471805599453) < 1e-6

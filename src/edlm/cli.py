@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from edlm.config import LikelihoodConfig
+from edlm.data.tokenizers import TOKENIZER_HELP
 from edlm.flags import add_config_flags, config_from_args, float_in, positive_int  # noqa: F401
 
 
@@ -59,10 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = _subparsers(parser, "command")
 
     data = _subparsers(sub.add_parser("data", help="prepare a corpus"), "data_command")
-    prep = data.add_parser("prepare", help="normalise a corpus into train/val/test splits")
-    prep.add_argument("--corpus", required=True, help="shakespeare | text8 | files")
+    prep = data.add_parser("prepare", help="tokenize a corpus into train/val/test splits")
+    prep.add_argument("--corpus", required=True, help="shakespeare (embedded) | text8 | files")
     prep.add_argument("--out", required=True, help="output data folder")
-    prep.add_argument("--path", help="text8 / text8.zip file, or a file or folder for --corpus files")
+    prep.add_argument("--path", help="text8[.zip] for --corpus text8; a file or folder of .txt/.jsonl (a `text` "
+                                     "field per line) for --corpus files")
+    prep.add_argument("--tokenizer", default="char", help=TOKENIZER_HELP)
+    prep.add_argument("--workers", type=positive_int("--workers"),
+                      help="tokenizing processes (default: CPU count, at most 8)")
+    prep.add_argument("--chunk-chars", type=positive_int("--chunk-chars"), default=65536,
+                      help="characters read per chunk; bounds memory")
+    prep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     train = sub.add_parser("train", help="train an MDLM denoiser, an AR model or an NCE energy")
     train.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")

@@ -38,13 +38,44 @@ def _check_writable(folder: Path, flag: str, value: str | Path | None = None) ->
         raise UserError(f"{flag} {value or folder}: not writable ({probe} is not a writable folder)")
 
 
+def _check_tokenizer(config, data_dir, flag: str, run) -> None:
+    """The run's model must use the data folder's tokenizer (one line naming both when not)."""
+    from edlm.data import load_meta
+    from edlm.data.tokenizers import check_same_tokenizer
+
+    check_same_tokenizer({"name": config.model.tokenizer, "vocab_size": config.model.vocab_size},
+                         load_meta(data_dir)["tokenizer"], f"{flag} {run}", f"--data {data_dir}")
+
+
+def _adapt_to_data(config, data_dir, preset: str):
+    """Take the vocabulary size from the data folder when the preset's tokenizer is the data's (a trained
+    ``bpe:N`` may end with fewer than N tokens); refuse a preset made for another tokenizer."""
+    import dataclasses
+
+    from edlm.data import load_meta
+
+    tokenizer = load_meta(data_dir)["tokenizer"]
+    if tokenizer["name"] != config.model.tokenizer:
+        raise UserError(f"--preset {preset} is for the {config.model.tokenizer} tokenizer but --data {data_dir} "
+                        f"uses {tokenizer['name']}; pick a {tokenizer['name']} preset or override "
+                        f"model.tokenizer={tokenizer['name']}")
+    if tokenizer["vocab_size"] != config.model.vocab_size:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                        vocab_size=tokenizer["vocab_size"]))
+    return config
+
+
 def cmd_data(args) -> int:
     from edlm.data import prepare_corpus
 
     started = time.perf_counter()
-    meta = prepare_corpus(args.corpus, args.out, args.path)
-    sizes = ", ".join(f"{k} {v:,}" for k, v in meta["sizes"].items())
-    print(f"prepared {args.corpus} in {args.out} ({sizes} characters) in {time.perf_counter() - started:.1f}s")
+    meta = prepare_corpus(args.corpus, args.out, args.path, tokenizer=args.tokenizer, workers=args.workers,
+                          chunk_chars=args.chunk_chars, progress=not args.no_progress and sys.stderr.isatty())
+    for note in meta.get("notes", []):
+        print(f"edlm: note: {note}", file=sys.stderr)
+    sizes = ", ".join(f"{k} {v:,} tokens / {meta['chars'][k]:,} characters" for k, v in meta["sizes"].items())
+    print(f"prepared {args.corpus} with the {meta['tokenizer']['name']} tokenizer in {args.out} ({sizes}) in "
+          f"{time.perf_counter() - started:.1f}s")
     return 0
 
 
@@ -53,6 +84,7 @@ def cmd_train(args) -> int:
     from edlm.training.loop import train
 
     config = resolve_train_config(args.preset, args.model, args.overrides, args.max_steps, args.negatives)
+    config = _adapt_to_data(config, args.data, args.preset)
     out = Path(args.out)
     _check_writable(out, "--out")
     denoiser = init_state = None
@@ -95,6 +127,7 @@ def cmd_eval(args) -> int:
     from edlm.checkpoint import load_model
     from edlm.config import LikelihoodConfig
     from edlm.data import DataError, eval_chunks, load_split
+    from edlm.data.splits import chars_per_token
     from edlm.flags import config_from_args
     from edlm.likelihood.report import likelihood_report
 
@@ -105,7 +138,9 @@ def cmd_eval(args) -> int:
     except DataError as error:
         raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
     progress = not args.json and sys.stderr.isatty()
-    result = likelihood_report(settings, config, model, chunks, progress=progress)
+    _check_tokenizer(config, args.data, "--run", args.run)
+    result = likelihood_report(settings, config, model, chunks, progress=progress,
+                               chars_per_token=chars_per_token(args.data, settings.split))
     result.update(run=str(args.run))
     if args.json:
         print(json.dumps(result))

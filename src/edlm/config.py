@@ -179,6 +179,21 @@ PRESETS: dict[str, RunConfig] = {
         train=TrainConfig(batch_size=512, warmup_steps=2500, max_steps=1_000_000, eval_every=5000,
                           ckpt_every=5000, eval_batches=32, ema_decay=0.9999),
         preset="text8-paper"),
+    # A CPU preset for subword text: a byte-level BPE of 4096 tokens trained on the corpus (about 7M parameters).
+    "bpe-small": RunConfig(
+        model=ModelConfig(vocab_size=4096, tokenizer="bpe:4096", seq_len=256, n_layers=5, hidden=256, n_heads=4,
+                          cond_dim=128),
+        train=TrainConfig(batch_size=32, lr=1e-3, warmup_steps=100, lr_schedule="cosine", max_steps=900,
+                          eval_every=100, ckpt_every=100, eval_batches=8),
+        preset="bpe-small"),
+    # MDLM's OpenWebText model: GPT-2 BPE (50257 tokens + [MASK]), L = 1024, 12 x 768, 12 heads, the papers'
+    # optimiser settings (AdamW 3e-4, 2,500 warm-up steps then constant, EMA 0.9999, global batch 512).
+    "owt-paper": RunConfig(
+        model=ModelConfig(vocab_size=50257, tokenizer="gpt2", seq_len=1024, n_layers=12, hidden=768, n_heads=12,
+                          cond_dim=128),
+        train=TrainConfig(batch_size=512, warmup_steps=2500, max_steps=1_000_000, eval_every=5000,
+                          ckpt_every=5000, eval_batches=32, ema_decay=0.9999),
+        preset="owt-paper"),
 }
 
 
