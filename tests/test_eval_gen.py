@@ -1,4 +1,5 @@
-"""Generation metrics: closed forms for perplexity, bpc, entropy, distinct-n; the run: and hf: judges; the CLI."""
+"""Generation metrics: closed forms for perplexity, bpc, entropy, distinct-n, repetition, self-BLEU; intervals;
+MAUVE plumbing; the degenerate-sampler check; the run: and hf: judges and their features; the CLI."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from edlm.config import get_preset
 from edlm.data import ALPHABET, MASK_ID, encode
-from edlm.evaluation.generation import (GenerationEvalError, distinct_n, generation_metrics, load_judge,
-                                        make_judge, read_samples, unigram_entropy)
+from edlm.evaluation.diversity import repetition_rate, self_bleu
+from edlm.evaluation.generation import (GenerationEvalError, distinct_n, evaluate_samples, generation_metrics,
+                                        load_judge, make_judge, read_samples, report_lines, unigram_entropy)
+from edlm.evaluation.mauve_score import mauve_from_features, reference_texts
 from edlm.models import build_model
 from edlm.checkpoint import save_checkpoint, write_json_atomic
 from edlm.models.ar import ar_loss
@@ -109,6 +113,107 @@ def test_distinct_n_closed_form():
     assert metrics["distinct"]["word_1"] == pytest.approx(3 / 4)
     assert metrics["distinct"]["word_2"] == 1.0
     assert generation_metrics(["ab"], UniformJudge())["distinct"]["char_3"] is None  # JSON null, not NaN
+
+
+def test_repetition_rate_closed_form():
+    assert repetition_rate(["abcdef"], 4) == 0.0  # abcd, bcde, cdef: no repeat
+    assert repetition_rate(["aaaaaa"], 4) == pytest.approx(2 / 3)  # aaaa x 3: two repeat the first
+    assert repetition_rate(["abcd", "abcd"], 4) == 0.0  # repeats are counted inside a sample, not across
+    assert math.isnan(repetition_rate(["abc"], 4))
+    words = "the cat sat on the cat sat on".split()  # 5 word 4-grams, 4 distinct
+    assert repetition_rate([words], 4) == pytest.approx(1 / 5)
+
+
+def test_self_bleu_identical_vs_different_samples():
+    pytest.importorskip("sacrebleu")
+    same = self_bleu(["the cat sat on the mat"] * 4)
+    assert same["self_bleu"] == pytest.approx(100.0) and same["samples"] == 4
+    different = self_bleu(["the cat sat on the mat", "a dog ran in my park", "every bird flew over hills"])
+    assert different["self_bleu"] < 20.0
+    assert self_bleu(["only one"])["self_bleu"] is None
+
+
+def test_metrics_keep_per_sample_scores_and_intervals():
+    texts = ["abc", "hello world", "zz"]
+    metrics = generation_metrics(texts, UniformJudge(), num_resamples=200)
+    assert metrics["per_sample"]["nll"] == pytest.approx([len(t) * math.log(27) for t in texts])
+    assert metrics["per_sample"]["tokens"] == [3, 11, 2] and metrics["per_sample"]["characters"] == [3, 11, 2]
+    assert metrics["per_sample"]["entropy_bits"][2] == 0.0
+    # every sample costs log 27 nats per character: the gen-PPL and bpc intervals collapse to the value
+    assert metrics["ci95"]["gen_ppl"] == pytest.approx([27.0, 27.0])
+    assert metrics["ci95"]["judge_bpc"] == pytest.approx([math.log2(27)] * 2)
+    low, high = metrics["ci95"]["entropy_bits"]
+    assert low < metrics["entropy_bits"] < high  # entropies differ between samples
+    assert metrics["bootstrap"]["resamples"] == 200
+    json.dumps(metrics)  # JSON-able
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MAUVE and the degenerate sampler
+
+
+def test_mauve_on_toy_features_identical_is_one_disjoint_is_zero():
+    pytest.importorskip("mauve")
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(100, 8))
+    same = mauve_from_features(p, p, seeds=(0, 1, 2))
+    assert same["mauve"] > 0.99 and same["seeds"] == [0, 1, 2] and len(same["per_seed"]) == 3
+    disjoint = mauve_from_features(p, rng.normal(size=(100, 8)) + 50.0, seeds=(0,))
+    assert disjoint["mauve"] < 0.05
+
+
+def test_mauve_reports_unavailable_with_the_reason(monkeypatch):
+    from edlm.evaluation import mauve_score
+
+    monkeypatch.setattr(mauve_score, "mauve_unavailable_reason", lambda: "mauve-text is not importable (test)")
+    result = mauve_from_features(np.zeros((4, 2)), np.zeros((4, 2)))
+    assert result["mauve"] is None and "not importable" in result["unavailable"]
+    evaluated = evaluate_samples(["abc", "abd"], CharStatsJudge(), references=["abc", "abe"])
+    assert evaluated["mauve"]["mauve"] is None and "MAUVE unavailable" in evaluated["warnings"][0]
+
+
+ENGLISH = ("to be or not to be that is the question whether tis nobler in the mind to suffer the slings and "
+           "arrows of outrageous fortune or to take arms against a sea of troubles and by opposing end them ")
+
+
+class CharStatsJudge:
+    """A unigram character judge fitted on English; features = character-bigram histogram of the text."""
+
+    name = "char-unigram"
+
+    def __init__(self):
+        counts = np.array([ENGLISH.count(c) + 0.5 for c in ALPHABET])
+        self.log_probs = dict(zip(ALPHABET, np.log(counts / counts.sum())))
+
+    def nll(self, texts):
+        return [(-sum(self.log_probs[c] for c in text), len(text), len(text)) for text in texts]
+
+    def features(self, texts):
+        index = {a + b: i for i, (a, b) in enumerate((a, b) for a in ALPHABET for b in ALPHABET)}
+        out = np.zeros((len(texts), len(index)))
+        for row, text in enumerate(texts):
+            for a, b in zip(text, text[1:]):
+                out[row, index[a + b]] += 1
+        return out / np.maximum(out.sum(1, keepdims=True), 1)
+
+
+def test_degenerate_sampler_has_low_gen_ppl_but_is_flagged_by_entropy_and_mauve():
+    """Always the most frequent word: a lower gen-PPL than real text, but entropy and MAUVE expose it."""
+    pytest.importorskip("mauve")
+    rng = np.random.default_rng(0)
+    words = ENGLISH.split()
+    real = [" ".join(rng.choice(words, 8)) for _ in range(60)]
+    references = [" ".join(rng.choice(words, 8)) for _ in range(60)]
+    degenerate = ["the " * 8 for _ in range(60)]
+    judge = CharStatsJudge()
+    good = evaluate_samples(real, judge, references, mauve_seeds=(0, 1, 2), num_resamples=300)
+    bad = evaluate_samples(degenerate, judge, references, mauve_seeds=(0, 1, 2), num_resamples=300)
+    assert bad["gen_ppl"] < good["gen_ppl"] and bad["ci95"]["gen_ppl"][1] < good["ci95"]["gen_ppl"][0]
+    assert bad["entropy_bits"] < 0.7 * good["entropy_bits"]
+    assert bad["ci95"]["entropy_bits"][1] < good["ci95"]["entropy_bits"][0]
+    assert bad["mauve"]["mauve"] < 0.2 < 0.8 < good["mauve"]["mauve"]
+    assert bad["repetition_4"]["word"] > 0.5 and bad["distinct"]["word_1"] < 0.01
+    assert bad["self_bleu"] > good["self_bleu"]
 
 
 def test_empty_inputs_are_user_errors():

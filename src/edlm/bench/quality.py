@@ -1,13 +1,23 @@
-"""Generation quality vs steps and vs wall-clock: MDLM, EDLM-AR (coar/full), EDLM-NCE and the AR model.
+"""``edlm bench quality``: sample quality vs wall-clock over sampler x energy x steps, with 95% intervals.
 
-    edlm bench quality --mdlm RUN --ar RUN --judge run:DIR [--nce RUN] [--steps 8,16,32,64,128,256]
-                       [--num 16] [--grid cpu|full] [--out bench/results/quality]
+    edlm bench quality --mdlm RUN --ar RUN --judge run:DIR|hf:DIR [--nce RUN] [--samplers cached,...]
+                       [--steps 8,16,32,64,128,256] [--num 16] [--grid cpu|full] [--device D]
+                       [--metric judge_bpc|gen_ppl] [--out bench/results/quality]
 
-Every configuration samples the same number of sequences with the same seed; a separate judge (never the
-energy model) scores them. Writes quality.json / quality.md and PNG plots (gen-PPL vs steps, gen-PPL vs
-seconds per sample, entropy vs steps), and states the speed-up at matched quality: the wall-clock ratio
-MDLM / EDLM at the gen-PPL MDLM reaches with T = L steps, interpolated between measured points (log T),
-with the entropy at that point compared to MDLM's (flagged if more than 2% lower).
+Every setting samples ``--num`` sequences with the same seed, so sample i of every setting starts from the
+same random stream and two settings are compared with a paired bootstrap over sample indices
+(``edlm.evaluation.stats``). A separate judge (never the energy model) scores them. Outputs in ``--out``:
+
+    quality.jsonl  one row per setting, with EVERY sample text and the per-sample judge scores (any judge can
+                   re-score them later; ``--resume`` keeps the rows already there)
+    quality.json   the summary (rows without texts, comparisons, speed-ups, Pareto front, IS effects)
+    quality.md     the tables; quality.png the plots
+
+Rules (docs/method.md §2): a difference is stated ("X% lower (95% CI a..b)") only when its 95% paired
+interval excludes 0, else "no significant difference". A setting counts as better than the baseline
+(MDLM with the first ``--samplers`` entry) only where its interval clears the baseline's at equal or lower
+seconds per sample, with entropy within 3% of the baseline's. A matched-quality speed-up is declared only
+for a point that is significantly better than the baseline at T = L and faster; it is then a lower bound.
 """
 
 from __future__ import annotations
@@ -15,20 +25,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
-from edlm.checkpoint import load_model
-from edlm.sampling.generate import GenerationSpec, generate
+from edlm.evaluation.stats import SampleScores, paired_difference, verdict
+
+ENTROPY_TOLERANCE = 0.03  # a setting whose entropy is more than 3% below the baseline's never counts as better
+BASELINE_METHOD = "mdlm"
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
+    """One energy setting of the sweep (``energy`` None: plain MDLM)."""
+
     name: str
     energy: str | None = None  # None (MDLM), "ar" or "nce"
     mode: str = "coar"
@@ -43,7 +55,7 @@ def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list
     at L/8 and L/4 (it costs 8 AR passes per step)."""
     few = tuple(T for T in steps if T in (length // 8, length // 4, length)) or tuple(steps)
     fewer = tuple(T for T in few if T != length) or few
-    methods = [Method("mdlm")]
+    methods = [Method(BASELINE_METHOD)]
     if grid == "full":
         for mode in ("coar", "full"):
             for k in (2, 4, 8):
@@ -62,86 +74,188 @@ def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list
     return methods
 
 
-def interpolate_match(points: list[dict], target: float) -> dict | None:
-    """First crossing of gen_ppl below ``target`` along increasing T, interpolated in log T.
+# ----------------------------------------------------------------------------------------------------------
+# the one place that turns a setting into samples (sampler configs are being reworked: change only this)
 
-    Returns {"steps", "seconds", "entropy_bits", "exact": bool}; ``exact`` False means the curve was already
-    below target at its smallest T (the time there is an upper bound, the speed-up a lower bound).
+
+def draw_samples(model, config, sampler: str, steps: int, method: Method, energy, num: int, seed: int,
+                 batch_size: int, precision: str) -> tuple[list[str], dict]:
+    """Sample ``num`` texts of the model's length with one setting -> (texts, timing/NFE stats)."""
+    from edlm.sampling.generate import GenerationSpec, generate
+
+    spec = GenerationSpec(num=num, steps=steps, length=config.model.seq_len, sampler=sampler, seed=seed,
+                          num_candidates=method.k, window=method.window, batch_size=batch_size,
+                          precision=precision)
+    texts, result = generate(model, config, spec, energy)
+    return texts, {"seconds": result.seconds, "nfe": result.nfe, "nfe_per_sequence": result.nfe_rows,
+                   **{f"energy_{key}": value for key, value in result.extra.items()}}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# verdicts (pure functions of rows; a row holds "setting", "sampler", "method", "steps",
+# "seconds_per_sample", the metrics, "ci95" and "per_sample")
+
+
+def scores(row: dict) -> SampleScores:
+    return SampleScores.from_metrics(row)
+
+
+def compare(row: dict, base: dict, metric: str, num_resamples: int, seed: int = 0) -> dict:
+    """``row`` against ``base`` on the same sample indices: relative difference of ``metric`` and of entropy."""
+    quality = paired_difference(scores(base), scores(row), metric, True, num_resamples, seed)
+    entropy = paired_difference(scores(base), scores(row), "entropy_bits", True, num_resamples, seed)
+    return {"setting": row["setting"], "steps": row["steps"], "baseline": base["setting"],
+            "baseline_steps": base["steps"], "metric": metric, "change": quality.estimate,
+            "ci95": [quality.low, quality.high], "significant": quality.significant,
+            "verdict": verdict(quality), "entropy_change": entropy.estimate,
+            "entropy_ci95": [entropy.low, entropy.high], "entropy_verdict": verdict(entropy)}
+
+
+def better_than(row: dict, baseline_rows: list[dict], metric: str, num_resamples: int) -> dict | None:
+    """The first baseline point that ``row`` beats under the ranking rule, as a ``compare`` dict; else None.
+
+    Rule: the paired 95% interval of (row / baseline - 1) on ``metric`` lies below 0, the row is no slower
+    (seconds per sample <= the baseline point's) and its entropy is no more than 3% below the baseline's.
     """
-    points = sorted(points, key=lambda p: p["steps"])
-    if points[0]["gen_ppl"] <= target:
-        p = points[0]
-        return {"steps": p["steps"], "seconds": p["seconds_per_sample"], "entropy_bits": p["entropy_bits"],
-                "exact": False}
-    for a, b in zip(points, points[1:]):
-        if a["gen_ppl"] > target >= b["gen_ppl"]:
-            f = (a["gen_ppl"] - target) / (a["gen_ppl"] - b["gen_ppl"])
-            log_steps = math.log(a["steps"]) + f * (math.log(b["steps"]) - math.log(a["steps"]))
-            lerp = lambda key: a[key] + f * (b[key] - a[key])  # noqa: E731
-            return {"steps": math.exp(log_steps), "seconds": lerp("seconds_per_sample"),
-                    "entropy_bits": lerp("entropy_bits"), "exact": True}
+    for base in sorted(baseline_rows, key=lambda r: r["seconds_per_sample"]):
+        if row["seconds_per_sample"] > base["seconds_per_sample"]:
+            continue
+        if row["entropy_bits"] < (1 - ENTROPY_TOLERANCE) * base["entropy_bits"]:
+            continue
+        result = compare(row, base, metric, num_resamples)
+        if result["significant"] and result["change"] < 0:
+            return result
     return None
 
 
-def matched_speedups(rows: list[dict], length: int) -> list[dict]:
-    mdlm = [r for r in rows if r["method"] == "mdlm"]
-    reference = next((r for r in mdlm if r["steps"] == length), max(mdlm, key=lambda r: r["steps"]))
+def rank_settings(rows: list[dict], baseline: str, metric: str, num_resamples: int) -> list[dict]:
+    """Every row, best first: rows that count as better than the baseline (by ``metric``), then the
+    baseline's own rows, then the rest; each group by ``metric``. ``beats`` names the beaten point."""
+    baseline_rows = [r for r in rows if r["setting"] == baseline]
+    ranked = []
+    for row in rows:
+        beaten = None if row["setting"] == baseline else better_than(row, baseline_rows, metric, num_resamples)
+        group = 0 if beaten else 1 if row["setting"] == baseline else 2
+        ranked.append((group, row[metric], row, beaten))
+    ranked.sort(key=lambda item: (item[0], item[1]))
+    return [{"setting": row["setting"], "steps": row["steps"], metric: value,
+             "seconds_per_sample": row["seconds_per_sample"], "entropy_bits": row["entropy_bits"],
+             "counts_as_better": group == 0,
+             "beats": f"{beaten['baseline']} T={beaten['baseline_steps']}: {beaten['verdict']}" if beaten else ""}
+            for group, value, row, beaten in ranked]
+
+
+def matched_speedups(rows: list[dict], baseline: str, length: int, metric: str, num_resamples: int) -> list[dict]:
+    """Speed-up at matched quality against the baseline at T = L (or its largest T).
+
+    A setting's speed-up is baseline seconds / the seconds of its fastest point that is faster than the
+    target AND significantly better on ``metric`` (paired 95% interval below 0) with entropy within 3%:
+    a lower bound, since a slower-but-equal point is not claimed. Otherwise no speed-up is stated.
+    """
+    base_rows = [r for r in rows if r["setting"] == baseline]
+    target = next((r for r in base_rows if r["steps"] == length), max(base_rows, key=lambda r: r["steps"]))
     out = []
-    for method in sorted({r["method"] for r in rows} - {"mdlm", "ar"}):
-        points = [r for r in rows if r["method"] == method]
-        if len(points) < 2:
-            continue
-        match = interpolate_match(points, reference["gen_ppl"])
-        entry = {"method": method, "target_gen_ppl": reference["gen_ppl"],
-                 "mdlm_seconds": reference["seconds_per_sample"], "mdlm_entropy_bits": reference["entropy_bits"]}
-        if match is None:
-            entry.update(speedup=None, note="never reaches MDLM's quality at T = L in the sweep")
+    for setting in sorted({r["setting"] for r in rows} - {baseline}):
+        points = sorted((r for r in rows if r["setting"] == setting and "per_sample" in r
+                         and len(r["per_sample"]["nll"]) == len(target["per_sample"]["nll"])),
+                        key=lambda r: r["seconds_per_sample"])
+        entry = {"setting": setting, "target": f"{baseline} T={target['steps']}",
+                 "target_seconds": target["seconds_per_sample"], "speedup": None}
+        faster = [p for p in points if p["seconds_per_sample"] < target["seconds_per_sample"]]
+        for point in faster:
+            result = compare(point, target, metric, num_resamples)
+            if (result["significant"] and result["change"] < 0
+                    and point["entropy_bits"] >= (1 - ENTROPY_TOLERANCE) * target["entropy_bits"]):
+                entry.update(steps=point["steps"], seconds=point["seconds_per_sample"],
+                             speedup=target["seconds_per_sample"] / point["seconds_per_sample"],
+                             verdict=result["verdict"], note="lower bound: significantly better and faster")
+                break
         else:
-            drop = 1 - match["entropy_bits"] / reference["entropy_bits"]
-            entry.update(matched_steps=match["steps"], edlm_seconds=match["seconds"],
-                         speedup=reference["seconds_per_sample"] / match["seconds"],
-                         entropy_bits=match["entropy_bits"], entropy_drop=drop,
-                         note=("" if match["exact"] else "already below target at the smallest T: speed-up is "
-                               "a lower bound; ") + ("entropy within 2%" if drop <= 0.02 else
-                                                     "ENTROPY MORE THAN 2% BELOW MDLM"))
+            closest = [compare(p, target, metric, num_resamples) for p in faster[-1:]]
+            entry["verdict"] = closest[0]["verdict"] if closest else "no faster point"
+            entry["note"] = ("no significant difference: no speed-up at matched quality" if closest and
+                             not closest[0]["significant"] else "no faster point is significantly better")
         out.append(entry)
     return out
 
 
-def plot(rows: list[dict], out: Path) -> list[str]:
+def pareto_front(rows: list[dict], metric: str) -> list[dict]:
+    """Rows no other row dominates (<= seconds and <= ``metric``, one strictly), by point estimates, fastest
+    first. Points on the front can still be within each other's intervals: read the verdicts beside it."""
+    front = []
+    for row in rows:
+        dominated = any(other["seconds_per_sample"] <= row["seconds_per_sample"] and other[metric] <= row[metric]
+                        and (other["seconds_per_sample"] < row["seconds_per_sample"] or other[metric] < row[metric])
+                        for other in rows)
+        if not dominated:
+            front.append(row)
+    return sorted(front, key=lambda r: r["seconds_per_sample"])
+
+
+def importance_effects(rows: list[dict], metric: str, num_resamples: int) -> list[dict]:
+    """For each sampler and energy setting: does importance sampling move the sampler's quality at each T?
+    Paired against the same sampler without energy at the same T."""
+    out = []
+    for row in rows:
+        if row["method"] == BASELINE_METHOD or row["setting"] == "ar":
+            continue
+        plain = next((r for r in rows if r["sampler"] == row["sampler"] and r["method"] == BASELINE_METHOD
+                      and r["steps"] == row["steps"]), None)
+        if plain is not None:
+            out.append({"sampler": row["sampler"], **compare(row, plain, metric, num_resamples)})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# plots
+
+
+def plot(rows: list[dict], front: list[dict], metric: str, out: Path) -> list[str]:
+    """quality.png: (1) ``metric`` vs seconds per sample with the Pareto front, (2) gen-PPL vs T,
+    (3) entropy vs T; 95% intervals as error bars; log axes, T axes labelled at the sampled T values."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FixedLocator, NullLocator
     except ImportError:
-        print("matplotlib not installed: no plots (pip install 'edlm[plot]')")
         return []
-    methods = sorted({r["method"] for r in rows if r["method"] != "ar"}, key=lambda m: (m != "mdlm", m))
-    ar = [r for r in rows if r["method"] == "ar"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    for method in methods:
-        points = sorted((r for r in rows if r["method"] == method), key=lambda r: r["steps"])
-        style = dict(marker="o", linewidth=2.5 if method == "mdlm" else 1.3, color="black" if method == "mdlm"
-                     else None)
-        axes[0].plot([p["steps"] for p in points], [p["gen_ppl"] for p in points], label=method, **style)
-        axes[1].plot([p["seconds_per_sample"] for p in points], [p["gen_ppl"] for p in points], label=method,
-                     **style)
-        axes[2].plot([p["steps"] for p in points], [p["entropy_bits"] for p in points], label=method, **style)
-    for r in ar:
-        axes[0].axhline(r["gen_ppl"], color="gray", linestyle="--", label="AR model")
-        axes[1].axhline(r["gen_ppl"], color="gray", linestyle="--", label="AR model")
-        axes[2].axhline(r["entropy_bits"], color="gray", linestyle="--", label="AR model")
-    titles = [("sampling steps T", "generative perplexity (judge)"),
-              ("seconds per sample (wall-clock)", "generative perplexity (judge)"),
-              ("sampling steps T", "unigram entropy (bits)")]
-    for axis, (xlabel, ylabel) in zip(axes, titles):
+    settings = sorted({r["setting"] for r in rows if r["setting"] != "ar"}, key=lambda s: (BASELINE_METHOD not in s, s))
+    steps = sorted({r["steps"] for r in rows if r["setting"] != "ar"})
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
+
+    def errorbar(axis, points, x_key, y_key, **style):
+        ys = [p[y_key] for p in points]
+        lows = [p[y_key] - p["ci95"][y_key][0] for p in points]
+        highs = [p["ci95"][y_key][1] - p[y_key] for p in points]
+        axis.errorbar([p[x_key] for p in points], ys, yerr=[lows, highs], capsize=2, marker="o", **style)
+
+    for setting in settings:
+        points = sorted((r for r in rows if r["setting"] == setting), key=lambda r: r["steps"])
+        style = dict(linewidth=2.5 if setting.endswith(BASELINE_METHOD) else 1.2, label=setting)
+        errorbar(axes[0], points, "seconds_per_sample", metric, **style)
+        errorbar(axes[1], points, "steps", "gen_ppl", **style)
+        errorbar(axes[2], points, "steps", "entropy_bits", **style)
+    axes[0].plot([p["seconds_per_sample"] for p in front], [p[metric] for p in front], color="black",
+                 linestyle=":", linewidth=1, label="Pareto front (point estimates)")
+    for row in (r for r in rows if r["setting"] == "ar"):
+        axes[1].axhline(row["gen_ppl"], color="gray", linestyle="--", label="AR model")
+        axes[2].axhline(row["entropy_bits"], color="gray", linestyle="--", label="AR model")
+    label = {"judge_bpc": "judge NLL, bits per character", "gen_ppl": "generative perplexity (judge)"}[metric]
+    for axis, xlabel, ylabel in ((axes[0], "seconds per sample (wall-clock, log)", f"{label} (lower is better)"),
+                                 (axes[1], "sampling steps T (log)", "generative perplexity (lower is better)"),
+                                 (axes[2], "sampling steps T (log)", "unigram entropy, bits (higher = more diverse)")):
         axis.set_xscale("log")
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
+    for axis in axes[1:]:
+        axis.xaxis.set_major_locator(FixedLocator(steps))
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xticklabels([str(T) for T in steps])
     axes[0].legend(fontsize=7)
-    fig.suptitle("MDLM vs EDLM: quality vs steps and vs wall-clock (float64 sampling)")
+    fig.suptitle("quality vs wall-clock and steps (95% bootstrap intervals; judge != energy model)")
     fig.tight_layout()
     path = out / "quality.png"
     fig.savefig(path, dpi=110)
@@ -149,119 +263,149 @@ def plot(rows: list[dict], out: Path) -> list[str]:
     return [str(path)]
 
 
+# ----------------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def make_row(setting: str, sampler: str, method: Method, steps: int, texts: list[str], stats: dict,
+             metrics: dict, num: int, seed: int) -> dict:
+    """One JSONL row: the setting, timing, summary metrics with intervals, per-sample scores, every text."""
+    keep = ("gen_ppl", "judge_bpc", "entropy_bits", "entropy_nats", "ci95", "distinct", "repetition_4",
+            "self_bleu", "per_sample")
+    return {"setting": setting, "sampler": sampler, "method": method.name, "steps": steps, "k": method.k,
+            "window": method.window, "energy": method.energy or "none",
+            "mode": method.mode if method.energy else "", "seconds_per_sample": stats["seconds"] / num,
+            **{key: value for key, value in stats.items() if key != "seconds"},
+            **{key: metrics[key] for key in keep if key in metrics}, "seed": seed, "samples": texts}
+
+
+def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, num_resamples: int) -> tuple[dict, str]:
+    """Every comparison of the benchmark -> (JSON-able dict, markdown)."""
+    swept = [r for r in rows if r["setting"] != "ar"]
+    comparisons = [compare(r, base, metric, num_resamples) for r in swept if r["setting"] != baseline
+                   for base in [next((b for b in swept if b["setting"] == baseline and b["steps"] == r["steps"]),
+                                     None)] if base is not None]
+    speedups = matched_speedups(swept, baseline, length, metric, num_resamples)
+    front = pareto_front(swept, metric)
+    effects = importance_effects(swept, metric, num_resamples)
+    ranking = rank_settings(swept, baseline, metric, num_resamples)
+    for row in rows:
+        row["ci_text"] = {key: f"{row[key]:.4g} [{row['ci95'][key][0]:.4g}, {row['ci95'][key][1]:.4g}]"
+                          for key in ("gen_ppl", "judge_bpc", "entropy_bits")}
+    flat = [{**r, **{f"{key} [95% CI]": text for key, text in r["ci_text"].items()}} for r in rows]
+    table = markdown_table(flat, ["setting", "steps", "judge_bpc [95% CI]", "gen_ppl [95% CI]",
+                                  "entropy_bits [95% CI]", "nfe", "seconds_per_sample"],
+                           {"seconds_per_sample": ".4f"})
+    table += (f"\n\nAgainst {baseline} at the same T, paired over samples ({metric}; entropy):\n\n"
+              + markdown_table(comparisons, ["steps", "setting", "verdict", "entropy_verdict"]))
+    table += (f"\n\nSpeed-up at matched quality (target: {baseline} at T = {length}; declared only where the "
+              f"95% interval clears):\n\n"
+              + markdown_table(speedups, ["setting", "target", "steps", "seconds", "speedup", "verdict", "note"],
+                               {"speedup": ".2f", "seconds": ".4f"}))
+    table += (f"\n\nPareto front of {metric} vs seconds per sample (point estimates, fastest first):\n\n"
+              + markdown_table(front, ["setting", "steps", metric, "seconds_per_sample", "entropy_bits"],
+                               {metric: ".4f", "seconds_per_sample": ".4f", "entropy_bits": ".4f"}))
+    table += ("\n\nDoes importance sampling move each sampler? (against the same sampler without energy, "
+              "same T)\n\n" + markdown_table(effects, ["sampler", "setting", "steps", "verdict", "entropy_verdict"]))
+    table += (f"\n\nRanking (better than {baseline} = interval clears at equal or lower seconds, entropy within "
+              f"{ENTROPY_TOLERANCE:.0%}):\n\n"
+              + markdown_table(ranking[:10], ["setting", "steps", metric, "counts_as_better", "beats"],
+                               {metric: ".4f"}))
+    return {"comparisons": comparisons, "speedups": speedups, "pareto_front": [
+        {"setting": r["setting"], "steps": r["steps"]} for r in front], "importance_effects": effects,
+        "ranking": ranking}, table
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench quality")
-    parser.add_argument("--mdlm", required=True)
+    parser = argparse.ArgumentParser(prog="edlm bench quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mdlm", required=True, help="MDLM run folder (the denoiser)")
     parser.add_argument("--ar", required=True, help="AR run used as the energy and as the AR baseline")
     parser.add_argument("--judge", required=True, help="run:DIR or hf:DIR (must not be the energy model)")
-    parser.add_argument("--nce")
-    parser.add_argument("--steps", default="8,16,32,64,128,256")
-    parser.add_argument("--num", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grid", default="cpu", choices=["cpu", "full"])
+    parser.add_argument("--nce", help="EDLM-NCE energy run folder (optional)")
+    parser.add_argument("--samplers", default="cached",
+                        help="comma-separated samplers to sweep; the first one's MDLM is the baseline "
+                             "(default: %(default)s)")
+    parser.add_argument("--steps", default="8,16,32,64,128,256", help="comma-separated T values (default: %(default)s)")
+    parser.add_argument("--num", type=int, default=16, help="samples per setting (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every setting")
+    parser.add_argument("--grid", default="cpu", choices=["cpu", "full"], help="energy settings (default: %(default)s)")
     parser.add_argument("--methods", help="comma-separated subset of method names")
+    parser.add_argument("--metric", default="judge_bpc", choices=["judge_bpc", "gen_ppl"],
+                        help="quality metric of the verdicts and the Pareto front (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
                         help="network precision (categorical draws are float64 either way)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     parser.add_argument("--out", default="bench/results/quality")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in OUT/quality.jsonl")
     args = parser.parse_args(argv)
+    from edlm.checkpoint import load_model
+    from edlm.device import resolve_device
     from edlm.energy.ar import AREnergy, check_compatible
     from edlm.evaluation.generation import generation_metrics, load_judge
 
-    if args.judge.split(":", 1)[-1].rstrip("/") == args.ar.rstrip("/"):
+    if Path(args.judge.split(":", 1)[-1]).resolve() == Path(args.ar).resolve():
         raise BenchError("--judge must not be the energy model (--ar): use a separately trained model")
+    device = resolve_device(args.device)
     steps = sorted(int(s) for s in args.steps.split(","))
+    samplers = [s for s in args.samplers.split(",") if s]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config, mdlm = load_model(args.mdlm)
-    ar_config, ar_model = load_model(args.ar)
+    config, mdlm = load_model(args.mdlm, device=device)
+    ar_config, ar_model = load_model(args.ar, device=device)
     check_compatible(ar_config.model, config.model, args.ar)
     energies = {("ar", mode): AREnergy(ar_model, config.model.mask_id, mode, precision=args.precision)
                 for mode in ("coar", "full")}
     if args.nce:
         from edlm.energy import make_energy
 
-        energies[("nce", "coar")] = make_energy(f"nce:{args.nce}", config.model, precision=args.precision)
-    judge = load_judge(args.judge, "cpu")
+        energies[("nce", "coar")] = make_energy(f"nce:{args.nce}", config.model, device=device,
+                                                precision=args.precision)
+    judge = load_judge(args.judge, device)
     length = config.model.seq_len
     methods = method_grid(args.grid, steps, bool(args.nce), length)
     if args.methods:
         wanted = set(args.methods.split(","))
         methods = [m for m in methods if m.name in wanted]
-    jobs = [(m, T) for m in methods for T in (m.steps or steps)]
+    jobs = [(sampler, m, T) for sampler in samplers for m in methods for T in (m.steps or steps)]
     results_file = out / "quality.jsonl"
     rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()] \
         if args.resume and results_file.exists() else []
-    done = {(r["method"], r["steps"]) for r in rows}
+    done = {(r["setting"], r["steps"]) for r in rows}
     if not args.resume:
         results_file.write_text("")
-    for method, T in tqdm([job for job in jobs if (job[0].name, job[1]) not in done], desc="quality sweep"):
-        energy = energies[(method.energy, method.mode)] if method.energy else None
-        spec = GenerationSpec(num=args.num, steps=T, length=length, sampler="cached", seed=args.seed,
-                              num_candidates=method.k, window=method.window, batch_size=args.num,
-                              precision=args.precision)
-        texts, result = generate(mdlm, config, spec, energy)
-        row = {"method": method.name, "steps": T, "k": method.k, "window": method.window,
-               "energy": method.energy or "none", "mode": method.mode if method.energy else "",
-               "seconds_per_sample": result.seconds / args.num, "nfe": result.nfe,
-               "nfe_per_sequence": result.nfe_rows, **{f"energy_{k}": v for k, v in result.extra.items()},
-               **_metrics(generation_metrics(texts, judge)), "seed": args.seed, "sample": texts[0][:120]}
+
+    def keep(row: dict) -> None:
         rows.append(row)
         with open(results_file, "a") as handle:
             handle.write(json.dumps(row) + "\n")
-    from edlm.sampling.ar import generate_ar
 
-    if not any(r["method"] == "ar" for r in rows):
+    todo = [job for job in jobs if (f"{job[0]}:{job[1].name}", job[2]) not in done]
+    for sampler, method, T in tqdm(todo, desc="quality sweep"):
+        energy = energies[(method.energy, method.mode)] if method.energy else None
+        texts, stats = draw_samples(mdlm, config, sampler, T, method, energy, args.num, args.seed, args.num,
+                                    args.precision)
+        metrics = generation_metrics(texts, judge, args.bootstrap, args.seed)
+        keep(make_row(f"{sampler}:{method.name}", sampler, method, T, texts, stats, metrics, args.num, args.seed))
+    if not any(r["setting"] == "ar" for r in rows):
+        from edlm.sampling.ar import generate_ar
+
         texts, stats = generate_ar(ar_model, ar_config, args.num, length, args.seed, batch_size=args.num)
-        rows.append({"method": "ar", "steps": length, "k": 1, "window": 0.0, "energy": "", "mode": "",
-                     "seconds_per_sample": stats["seconds"] / args.num, "nfe": stats["nfe"],
-                     "nfe_per_sequence": stats["nfe"], **_metrics(generation_metrics(texts, judge)),
-                     "seed": args.seed, "sample": texts[0][:120]})
-        with open(results_file, "a") as handle:
-            handle.write(json.dumps(rows[-1]) + "\n")
-    speedups = matched_speedups(rows, length)
-    comparisons = compare_at(rows, [length // 8, length // 4, length])
-    plots = plot(rows, out)
-    columns = ["method", "steps", "gen_ppl", "judge_bpc", "entropy_bits", "nfe", "seconds_per_sample"]
-    table = markdown_table(rows, columns, {"gen_ppl": ".3f", "judge_bpc": ".3f", "entropy_bits": ".4f",
-                                           "seconds_per_sample": ".3f"})
-    table += "\n\nMDLM vs EDLM at matched steps (relative gen-PPL reduction, entropy change):\n\n"
-    table += markdown_table(comparisons, ["steps", "method", "mdlm_gen_ppl", "gen_ppl", "reduction",
-                                          "mdlm_entropy", "entropy", "entropy_change"],
-                            {"reduction": ".1%", "entropy_change": "+.1%", "mdlm_gen_ppl": ".3f",
-                             "gen_ppl": ".3f", "mdlm_entropy": ".4f", "entropy": ".4f"})
-    table += "\n\nSpeed-up at matched quality (MDLM at T = L as the target):\n\n"
-    table += markdown_table(speedups, ["method", "target_gen_ppl", "matched_steps", "mdlm_seconds",
-                                       "edlm_seconds", "speedup", "entropy_drop", "note"],
-                            {"speedup": ".2f", "entropy_drop": "+.1%", "target_gen_ppl": ".3f",
-                             "matched_steps": ".1f", "mdlm_seconds": ".3f", "edlm_seconds": ".3f"})
-    payload = {"rows": rows, "speedups": speedups, "comparisons": comparisons, "plots": plots,
-               "settings": vars(args), "methods": [dataclasses.asdict(m) for m in methods],
+        metrics = generation_metrics(texts, judge, args.bootstrap, args.seed)
+        row = make_row("ar", "ar", Method("ar"), length, texts, stats, metrics, args.num, args.seed)
+        keep({**row, "sampler": "ar", "nfe_per_sequence": stats["nfe"]})
+    baseline = f"{samplers[0]}:{BASELINE_METHOD}"
+    summary, table = summary_tables(rows, baseline, length, args.metric, args.bootstrap)
+    front_rows = [r for r in rows if {"setting": r["setting"], "steps": r["steps"]} in summary["pareto_front"]]
+    plots = plot(rows, front_rows, args.metric, out)
+    if not plots:
+        table += "\n\n(matplotlib not installed: no plots; pip install 'edlm[plot]')"
+    brief = [{key: value for key, value in r.items() if key not in ("samples", "per_sample", "ci_text")}
+             for r in rows]
+    payload = {"rows": brief, **summary, "plots": plots, "baseline": baseline, "metric": args.metric,
+               "samples_file": str(results_file), "settings": vars(args),
+               "methods": [dataclasses.asdict(m) for m in methods],
                "models": {"mdlm": json.loads(config.to_json()), "ar": json.loads(ar_config.to_json())},
                "environment": environment()}
     write_results(out, "quality", payload, table)
     return 0
-
-
-def _metrics(metrics: dict) -> dict:
-    """The row's quality figures; ``gen_ppl_rel_stderr`` ≈ the relative standard error of gen-PPL, from the
-    spread of the judge's per-sample NLL per token (std / sqrt(n) nats, so exp of it minus 1)."""
-    spread = metrics["nll_spread"]
-    return {"gen_ppl": metrics["gen_ppl"], "judge_bpc": metrics.get("judge_bpc", float("nan")),
-            "entropy_bits": metrics["entropy_bits"], "entropy_nats": metrics["entropy_nats"],
-            "gen_ppl_rel_stderr": math.expm1(spread["std"] / math.sqrt(metrics["num_samples"]))}
-
-
-def compare_at(rows: list[dict], steps: list[int]) -> list[dict]:
-    out = []
-    for T in steps:
-        base = next((r for r in rows if r["method"] == "mdlm" and r["steps"] == T), None)
-        if base is None:
-            continue
-        for r in rows:
-            if r["steps"] == T and r["method"] not in ("mdlm", "ar"):
-                out.append({"steps": T, "method": r["method"], "mdlm_gen_ppl": base["gen_ppl"],
-                            "gen_ppl": r["gen_ppl"], "reduction": 1 - r["gen_ppl"] / base["gen_ppl"],
-                            "mdlm_entropy": base["entropy_bits"], "entropy": r["entropy_bits"],
-                            "entropy_change": r["entropy_bits"] / base["entropy_bits"] - 1})
-    return out

@@ -10,17 +10,19 @@ A judge is any object with ``name`` and ``nll(texts) -> [(total_nll_nats, num_ju
               re-tokenised; as in the MDLM/EDLM protocol the BOS token (else EOS) is put in front, so every
               real token is scored; long texts go in windows of the model's maximum positions, each with BOS.
 
-Per-token generative perplexity depends on how the judge splits text (notes, section 2), so the judge's NLL
-per character (bpc) and the samples' entropy are always reported beside it. A judge must never be the energy
-model that produced the samples: ``eval_gen_command`` warns when it is.
+Per-token generative perplexity depends on how the judge splits text (docs/method.md §2), so the judge's NLL
+per character (bpc) and the samples' entropy are always reported beside it, each with a 95% bootstrap
+interval, and the per-sample scores are kept so that two sample sets can be compared later, paired
+(``edlm.evaluation.stats``). A judge must never be the energy model that produced the samples:
+``evaluate_samples`` warns when it is.
+
+Judges with ``features(texts) -> (n, H)`` (both here) also feed MAUVE (``edlm.evaluation.mauve_score``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
-from collections import Counter
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -29,6 +31,9 @@ import torch
 
 from edlm.errors import EdlmError
 from edlm.data import ALPHABET, MASK_ID
+from edlm.evaluation.diversity import distinct_n  # noqa: F401 (re-exported: tests and older callers)
+from edlm.evaluation.diversity import diversity_metrics, mean_entropy, unigram_entropy
+from edlm.evaluation.stats import DEFAULT_RESAMPLES, METRICS, SampleScores, bootstrap_ci
 
 LN2 = math.log(2.0)
 JUDGE_KINDS = ("run", "hf")
@@ -64,16 +69,13 @@ class RunJudge:
                                       f"not in the judge's alphabet {ALPHABET!r}")
         return torch.tensor(ids, dtype=torch.long)
 
-    @torch.no_grad()
-    def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]:
-        from edlm.models.ar import ar_log_probs
-
+    def _batches(self, texts: Sequence[str]):
+        """Yield (text index per row, x0 (b, n) long on the model's device, real (b, n) bool on CPU)."""
         device = next(self.model.parameters()).device
         windows = []  # (text index, (n,) ids) with n <= seq_len
         for index, text in enumerate(texts):
             ids = self.encode(index, text)
             windows += [(index, ids[start:start + self.seq_len]) for start in range(0, len(ids), self.seq_len)]
-        totals = [0.0] * len(texts)
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start:start + self.batch_size]
             width = max(len(ids) for _, ids in batch)
@@ -82,13 +84,50 @@ class RunJudge:
             real = torch.zeros(len(batch), width, dtype=torch.bool)
             for row, (_, ids) in enumerate(batch):
                 x0[row, :len(ids)], real[row, :len(ids)] = ids, True
-            x0 = x0.to(device)
+            yield [index for index, _ in batch], x0.to(device), real
+
+    @torch.no_grad()
+    def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]:
+        from edlm.models.ar import ar_log_probs
+
+        totals = [0.0] * len(texts)
+        for rows, x0, real in self._batches(texts):
             log_probs = ar_log_probs(self.model, x0, self.mask_id)  # (b, n, V + 1)
             token_lp = log_probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (b, n)
             sums = (token_lp.double().cpu() * real).sum(-1)  # (b,)
-            for row, (index, _) in enumerate(batch):
+            for row, index in enumerate(rows):
                 totals[index] -= float(sums[row])
         return [(totals[i], len(text), len(text)) for i, text in enumerate(texts)]
+
+    @torch.no_grad()
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, H) float32: the input of the output layer (last hidden state), mean over every scored position.
+
+        Position i holds the state that predicts character i from the characters before it (the AR input is
+        shifted behind the start token), so the last character of each window enters only through the
+        scores, not the features. An empty text gets the zero vector.
+        """
+        from edlm.models.ar import ar_inputs
+
+        captured: list[torch.Tensor] = []
+        hook = self.model.output_layer.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+        sums: dict[int, torch.Tensor] = {}
+        counts = [0] * len(texts)
+        try:
+            for rows, x0, real in self._batches(texts):
+                captured.clear()
+                self.model(ar_inputs(x0, self.mask_id))
+                hidden = captured[0].double().cpu() * real.unsqueeze(-1)  # (b, n, H)
+                for row, index in enumerate(rows):
+                    sums[index] = sums.get(index, 0) + hidden[row].sum(0)
+                    counts[index] += int(real[row].sum())
+        finally:
+            hook.remove()
+        width = self.model.output_layer.linear.in_features
+        out = np.zeros((len(texts), width), dtype=np.float32)
+        for index, total in sums.items():
+            out[index] = (total / max(counts[index], 1)).numpy()
+        return out
 
 
 class HFJudge:
@@ -123,20 +162,19 @@ class HFJudge:
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
 
-    @torch.no_grad()
-    def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]:
+    def _batches(self, texts: Sequence[str]):
+        """Yield (text index per row, ids (b, n), attention (b, n) long on CPU); also returns scored counts.
+
+        Each window is [BOS] + up to max_positions - 1 tokens; without BOS/EOS the first token of each
+        window has no context and is not scored.
+        """
         has_start = self.start_id is not None
         chunk = self.max_positions - 1 if has_start else self.max_positions
-        windows = []  # (text index, ids fed to the model, number of scored tokens)
-        scored = [0] * len(texts)
+        windows = []  # (text index, ids fed to the model)
         for index, ids in enumerate(self.token_ids(texts)):
             for start in range(0, len(ids), chunk):
                 piece = ids[start:start + chunk]
-                # without BOS/EOS the first token of each window has no context and is not scored
-                fed = [self.start_id] + piece if has_start else piece
-                windows.append((index, fed))
-                scored[index] += len(fed) - 1
-        totals = [0.0] * len(texts)
+                windows.append((index, [self.start_id] + piece if has_start else piece))
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start:start + self.batch_size]
             width = max(len(fed) for _, fed in batch)
@@ -145,14 +183,44 @@ class HFJudge:
             for row, (_, fed) in enumerate(batch):
                 ids[row, :len(fed)] = torch.tensor(fed)
                 attention[row, :len(fed)] = 1
+            yield [index for index, _ in batch], ids, attention
+
+    @torch.no_grad()
+    def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]:
+        totals, scored = [0.0] * len(texts), [0] * len(texts)
+        for rows, ids, attention in self._batches(texts):
             logits = self.model(input_ids=ids.to(self.device), attention_mask=attention.to(self.device)).logits
             log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (b, n - 1, V)
             targets = ids[:, 1:].to(log_probs.device)
             token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (b, n - 1)
             sums = (token_lp.double().cpu() * attention[:, 1:]).sum(-1)  # (b,)
-            for row, (index, _) in enumerate(batch):
+            for row, index in enumerate(rows):
                 totals[index] -= float(sums[row])
+                scored[index] += int(attention[row, 1:].sum())
         return [(totals[i], scored[i], len(text)) for i, text in enumerate(texts)]
+
+    @torch.no_grad()
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, H) float32: the last hidden state, mean over every token position behind BOS (all positions
+        without one); an empty text gets the zero vector."""
+        skip = 1 if self.start_id is not None else 0
+        sums: dict[int, torch.Tensor] = {}
+        counts = [0] * len(texts)
+        width = 0
+        for rows, ids, attention in self._batches(texts):
+            out = self.model(input_ids=ids.to(self.device), attention_mask=attention.to(self.device),
+                             output_hidden_states=True)
+            hidden = out.hidden_states[-1][:, skip:].double().cpu()  # (b, n - skip, H)
+            weights = attention[:, skip:].double()  # (b, n - skip)
+            width = hidden.shape[-1]
+            for row, index in enumerate(rows):
+                sums[index] = sums.get(index, 0) + (hidden[row] * weights[row, :, None]).sum(0)
+                counts[index] += int(weights[row].sum())
+        width = width or int(getattr(self.model.config, "hidden_size", 0) or self.model.config.n_embd)
+        out = np.zeros((len(texts), width), dtype=np.float32)
+        for index, total in sums.items():
+            out[index] = (total / max(counts[index], 1)).numpy()
+        return out
 
 
 def make_judge(spec: str, device: str | torch.device = "cpu", batch_size: int = 16) -> Judge:
@@ -186,32 +254,18 @@ load_judge = make_judge  # the name ``edlm bench quality`` imports
 
 
 # ----------------------------------------------------------------------------------------------------------
-# metrics (pure functions)
+# metrics
 
 
-def unigram_entropy(symbols: Sequence) -> float:
-    """Entropy in nats of the empirical distribution of ``symbols`` (characters or token ids); 0 if empty."""
-    if len(symbols) == 0:
-        return 0.0
-    counts = np.array(list(Counter(symbols).values()), dtype=np.float64)
-    probs = counts / counts.sum()
-    return float(-(probs * np.log(probs)).sum())
+def generation_metrics(texts: Sequence[str], judge: Judge, num_resamples: int = DEFAULT_RESAMPLES,
+                       seed: int = 0) -> dict:
+    """All generation metrics of ``texts`` under ``judge``; one JSON-able dict.
 
-
-def distinct_n(sequences: Sequence[Sequence], n: int) -> float:
-    """Unique n-grams / total n-grams, pooled over all sequences (n-grams never cross sequences); nan if none."""
-    grams = [tuple(seq[i:i + n]) for seq in sequences for i in range(len(seq) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else float("nan")
-
-
-def _mean_entropy(sequences: Sequence[Sequence]) -> tuple[float, float]:
-    """Mean per-sample unigram entropy (bits, nats) over the non-empty samples."""
-    nats = float(np.mean([unigram_entropy(seq) for seq in sequences if len(seq) > 0]))
-    return nats / LN2, nats
-
-
-def generation_metrics(texts: Sequence[str], judge: Judge) -> dict:
-    """All generation metrics of ``texts`` under ``judge`` (see the module docstring); one JSON-able dict."""
+    ``per_sample`` keeps each sample's judge NLL (nats), judge tokens, characters and character entropy
+    (bits), in sample order, so two sets drawn with the same seeds can be compared later, paired
+    (``edlm.evaluation.stats.compare_sets``). ``ci95`` holds 95% bootstrap intervals [low, high] of gen-PPL,
+    judge bpc and entropy (``num_resamples`` resamples of the samples, numpy seed ``seed``).
+    """
     texts = list(texts)
     if not texts:
         raise GenerationEvalError("no samples to evaluate")
@@ -222,8 +276,10 @@ def generation_metrics(texts: Sequence[str], judge: Judge) -> dict:
     if total_tokens == 0:
         raise GenerationEvalError("every sample is empty: the judge scored no tokens")
     per_token = np.array([t[0] / t[1] for t in triples if t[1] > 0])  # per-sample NLL, nats per judge token
-    entropy_bits, entropy_nats = _mean_entropy(texts)
-    words = [text.split() for text in texts]
+    entropy_bits, entropy_nats = mean_entropy(texts)
+    sample_entropy = [unigram_entropy(text) / LN2 if text else None for text in texts]
+    scores = SampleScores.from_lists([t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples],
+                                     sample_entropy)
     result = {
         "num_samples": len(texts),
         "judge": judge.name,
@@ -236,21 +292,83 @@ def generation_metrics(texts: Sequence[str], judge: Judge) -> dict:
         "entropy_bits": entropy_bits,
         "entropy_nats": entropy_nats,
         "entropy_unit": "character",
-        # None (JSON null) where a sample set has no n-gram of that order
-        "distinct": {name: None if math.isnan(value) else value for name, value in
-                     [*((f"char_{n}", distinct_n(texts, n)) for n in range(1, 5)),
-                      ("word_1", distinct_n(words, 1)), ("word_2", distinct_n(words, 2))]},
+        "ci95": {metric: [interval.low, interval.high] for metric in METRICS
+                 for interval in [bootstrap_ci(scores, metric, num_resamples, seed)]},
+        "bootstrap": {"resamples": num_resamples, "seed": seed, "interval": "percentile, resampling samples"},
+        **diversity_metrics(texts),
         "nll_spread": {"mean": float(per_token.mean()), "std": float(per_token.std()),
                        "min": float(per_token.min()), "max": float(per_token.max())},
+        "per_sample": {"nll": [t[0] for t in triples], "tokens": [t[1] for t in triples],
+                       "characters": [t[2] for t in triples], "entropy_bits": sample_entropy},
     }
     if hasattr(judge, "token_ids"):
-        token_bits, token_nats = _mean_entropy(judge.token_ids(texts))
+        token_bits, token_nats = mean_entropy(judge.token_ids(texts))
         result.update(token_entropy_bits=token_bits, token_entropy_nats=token_nats)
     return result
 
 
+def evaluate_samples(texts: Sequence[str], judge: Judge, references: Sequence[str] | None = None,
+                     mauve_seeds: Sequence[int] = (0,), energy: str | None = None, judge_spec: str | None = None,
+                     num_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """``generation_metrics`` plus MAUVE against ``references`` (when given) and a ``warnings`` list.
+
+    ``energy`` is the sampler's ``--energy`` setting (e.g. ``ar:DIR``) and ``judge_spec`` the judge's
+    (``run:DIR``): when both name one folder, a warning says the judge is not independent. MAUVE is
+    averaged over ``mauve_seeds`` (k-means seeds); ``result["mauve"]`` is None when it was not asked for.
+    """
+    result = generation_metrics(texts, judge, num_resamples, seed)
+    warnings = []
+    if energy and judge_spec and _same_folder(energy.partition(":")[2], judge_spec.partition(":")[2]):
+        warnings.append(f"the judge {judge_spec} is the energy model that produced these samples; its "
+                        f"perplexity is not an independent measure (docs/method.md §2)")
+    result["mauve"] = None
+    if references is not None:
+        from edlm.evaluation.mauve_score import judge_mauve
+
+        result["mauve"] = judge_mauve(judge, texts, references, mauve_seeds)
+        if result["mauve"]["mauve"] is None:
+            warnings.append(f"MAUVE unavailable: {result['mauve']['unavailable']}")
+    result["warnings"] = warnings
+    return result
+
+
+def _interval_text(result: dict, metric: str, digits: int) -> str:
+    low, high = result["ci95"][metric]
+    return f"{result[metric]:.{digits}f} (95% CI {low:.{digits}f}..{high:.{digits}f})"
+
+
+def report_lines(result: dict) -> list[str]:
+    """The human-readable table of an ``evaluate_samples`` result, one string per line (no printing)."""
+    rows = [("samples", f"{result['num_samples']}"),
+            ("judge", result["judge"]),
+            ("gen PPL (per judge token)", _interval_text(result, "gen_ppl", 3)),
+            ("gen PPL (mean per sample)", f"{result['gen_ppl_mean_per_sample']:.3f}"),
+            ("judge NLL (bits per character)", _interval_text(result, "judge_bpc", 4)),
+            ("entropy per sample (characters)", _interval_text(result, "entropy_bits", 4)
+             + f" bits, {result['entropy_nats']:.4f} nats")]
+    if "token_entropy_bits" in result:
+        rows.append(("entropy per sample (judge tokens)", f"{result['token_entropy_bits']:.4f} bits"))
+    shown = {name: "-" if value is None else f"{value:.3f}" for name, value in result["distinct"].items()}
+    rows.append(("distinct char 1/2/3/4", " / ".join(shown[f"char_{n}"] for n in range(1, 5))))
+    rows.append(("distinct word 1/2/3", " / ".join(shown[f"word_{n}"] for n in range(1, 4))))
+    repeat = {name: "-" if value is None else f"{value:.3f}" for name, value in result["repetition_4"].items()}
+    rows.append(("repeated 4-grams (char / word)", f"{repeat['char']} / {repeat['word']}"))
+    bleu = result.get("self_bleu")
+    rows.append(("self-BLEU (sacrebleu)", f"{bleu:.2f}" if bleu is not None else
+                 f"unavailable ({result.get('unavailable', '')})"))
+    mauve = result.get("mauve")
+    if mauve is not None:
+        rows.append(("MAUVE", f"{mauve['mauve']:.4f} (k-means seeds {mauve['seeds']}, std {mauve['std']:.4f})"
+                     if mauve["mauve"] is not None else f"unavailable ({mauve['unavailable']})"))
+    spread = result["nll_spread"]
+    rows.append(("NLL per token, per sample", f"mean {spread['mean']:.4f}, std {spread['std']:.4f}, "
+                                              f"min {spread['min']:.4f}, max {spread['max']:.4f} nats"))
+    width = max(len(name) for name, _ in rows)
+    return [f"{name:<{width}}  {value}" for name, value in rows]
+
+
 # ----------------------------------------------------------------------------------------------------------
-# command line
+# samples files
 
 
 def read_samples(path: str | Path) -> tuple[list[str], dict]:
@@ -275,43 +393,15 @@ def read_samples(path: str | Path) -> tuple[list[str], dict]:
     return samples, record
 
 
-def _same_folder(a: str | None, b: str) -> bool:
+def sampler_energy(record: dict) -> str | None:
+    """The ``--energy`` setting recorded in a samples file, if any."""
+    settings = record.get("settings")
+    energy = settings.get("energy") if isinstance(settings, dict) else None
+    return energy if isinstance(energy, str) else None
+
+
+def _same_folder(a: str | None, b: str | None) -> bool:
     try:
-        return a is not None and Path(a).resolve() == Path(b).resolve()
+        return bool(a) and bool(b) and Path(a).resolve() == Path(b).resolve()
     except OSError:
         return False
-
-
-def eval_gen_command(args, device) -> int:
-    """``edlm eval-gen --samples FILE --judge run:DIR|hf:DIR [--batch-size N] [--json]``."""
-    texts, record = read_samples(args.samples)
-    judge = make_judge(args.judge, device, args.batch_size)
-    judge_folder = args.judge.partition(":")[2]
-    energy = (record.get("settings") or {}).get("energy") if isinstance(record.get("settings"), dict) else None
-    if _same_folder(energy.partition(":")[2] if isinstance(energy, str) else None, judge_folder):
-        print(f"edlm: warning: the judge {args.judge} is the energy model that produced these samples; its "
-              f"perplexity is not an independent measure (notes, section 2)", file=sys.stderr)
-    result = generation_metrics(texts, judge)
-    result.update(samples_file=str(args.samples), sampler_run=record.get("run"), sampler_model=record.get("model"))
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    rows = [("samples", f"{result['num_samples']}"),
-            ("judge", result["judge"]),
-            ("gen PPL (per judge token)", f"{result['gen_ppl']:.3f}"),
-            ("gen PPL (mean per sample)", f"{result['gen_ppl_mean_per_sample']:.3f}"),
-            ("judge NLL (bits per character)", f"{result['judge_bpc']:.4f}"),
-            ("entropy per sample (characters)",
-             f"{result['entropy_bits']:.4f} bits, {result['entropy_nats']:.4f} nats")]
-    if "token_entropy_bits" in result:
-        rows.append(("entropy per sample (judge tokens)", f"{result['token_entropy_bits']:.4f} bits"))
-    shown = {name: "-" if value is None else f"{value:.3f}" for name, value in result["distinct"].items()}
-    rows.append(("distinct char 1/2/3/4", " / ".join(shown[f"char_{n}"] for n in range(1, 5))))
-    rows.append(("distinct word 1/2", f"{shown['word_1']} / {shown['word_2']}"))
-    spread = result["nll_spread"]
-    rows.append(("NLL per token, per sample", f"mean {spread['mean']:.4f}, std {spread['std']:.4f}, "
-                                              f"min {spread['min']:.4f}, max {spread['max']:.4f} nats"))
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    return 0
