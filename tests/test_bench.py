@@ -1,40 +1,86 @@
-"""The numbers the benchmarks report: matched-quality interpolation, FLOP counting, tables."""
+"""The numbers the benchmarks report: verdicts with paired intervals, matched-quality speed-ups, the ranking
+rule (a degenerate sampler never ranks first), the Pareto front, FLOP counting, tables, and a tiny end-to-end
+quality sweep that keeps every sample."""
 
+import dataclasses
+import json
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from edlm.bench.common import markdown_table
-from edlm.bench.quality import interpolate_match, matched_speedups
+from edlm.bench.quality import (importance_effects, main as quality_main, matched_speedups, pareto_front,
+                                rank_settings)
 from edlm.bench.throughput import flops_per_token
 from edlm.config import get_preset
 from edlm.models import build_model
 
-
-def point(method, steps, ppl, seconds, entropy=4.0):
-    return {"method": method, "steps": steps, "gen_ppl": ppl, "seconds_per_sample": seconds,
-            "entropy_bits": entropy}
+N = 40
 
 
-def test_interpolation_in_log_steps():
-    points = [point("e", 16, 12.0, 1.0, 4.0), point("e", 64, 8.0, 3.0, 3.8)]
-    match = interpolate_match(points, 10.0)  # halfway in gen-PPL -> halfway in log T
-    assert match["exact"] and math.isclose(match["steps"], 32.0)
-    assert math.isclose(match["seconds"], 2.0) and math.isclose(match["entropy_bits"], 3.9)
-    assert interpolate_match(points, 5.0) is None
-    early = interpolate_match(points, 20.0)
-    assert not early["exact"] and early["steps"] == 16
+def row(setting, steps, seconds, bpc_per_sample, entropy_per_sample, sampler="cached"):
+    """A quality row with per-sample scores: 10 characters (= judge tokens) per sample."""
+    chars = np.full(N, 10.0)
+    nll = np.asarray(bpc_per_sample) * chars * math.log(2)
+    entropy = np.asarray(entropy_per_sample, dtype=float)
+    bpc = nll.sum() / chars.sum() / math.log(2)
+    return {"setting": f"{sampler}:{setting}", "sampler": sampler, "method": setting, "steps": steps,
+            "seconds_per_sample": seconds, "judge_bpc": bpc, "gen_ppl": math.exp(nll.sum() / chars.sum()),
+            "entropy_bits": float(entropy.mean()),
+            "per_sample": {"nll": list(nll), "tokens": list(chars), "characters": list(chars),
+                           "entropy_bits": list(entropy)}}
 
 
-def test_matched_speedup_against_mdlm_at_t_equals_l():
-    rows = [point("mdlm", 64, 14.0, 1.0), point("mdlm", 256, 10.0, 4.0, 4.0),
-            point("edlm", 64, 11.0, 1.5, 3.98), point("edlm", 256, 9.0, 6.0, 3.9)]
-    (entry,) = matched_speedups(rows, 256)
-    # EDLM reaches 10.0 halfway between T = 64 and 256 (T = 128), at 3.75 s: speed-up 4 / 3.75
-    assert math.isclose(entry["matched_steps"], 128.0)
-    assert math.isclose(entry["speedup"], 4.0 / 3.75)
-    assert math.isclose(entry["entropy_drop"], 1 - 3.94 / 4.0)
-    assert "within 2%" in entry["note"]
+@pytest.fixture
+def base():
+    """Per-sample bpc of MDLM (shared by the settings below: the paired design) and its entropies."""
+    rng = np.random.default_rng(0)
+    return rng.normal(2.5, 0.3, N), rng.normal(4.0, 0.1, N), rng
+
+
+def test_speedup_only_where_the_interval_clears(base):
+    bpc, entropy, rng = base
+    rows = [row("mdlm", 64, 1.0, bpc + 0.3, entropy), row("mdlm", 256, 4.0, bpc, entropy),
+            # 1% lower on average but with per-sample noise of 0.3 bpc: inside the noise
+            row("edlm-noisy", 64, 1.5, bpc * 0.99 + rng.normal(0, 0.3, N), entropy),
+            # 10% lower on every sample
+            row("edlm-clear", 64, 1.5, bpc * 0.9, entropy - 0.02)]
+    entries = {e["setting"]: e for e in matched_speedups(rows, "cached:mdlm", 256, "judge_bpc", 500)}
+    noisy, clear = entries["cached:edlm-noisy"], entries["cached:edlm-clear"]
+    assert noisy["speedup"] is None and noisy["note"].startswith("no significant difference")
+    assert noisy["verdict"].startswith("no significant difference")
+    assert clear["speedup"] == pytest.approx(4.0 / 1.5) and clear["verdict"].startswith("10.00% lower")
+
+
+def test_degenerate_sampler_never_ranks_first(base):
+    bpc, entropy, _ = base
+    mdlm = [row("mdlm", 64, 1.0, bpc + 0.3, entropy), row("mdlm", 256, 4.0, bpc, entropy)]
+    # lowest bpc and fastest, but its entropy is half of MDLM's: "always the most frequent word"
+    degenerate = row("degenerate", 64, 0.5, bpc * 0.5, entropy * 0.5)
+    ranking = rank_settings(mdlm + [degenerate], "cached:mdlm", "judge_bpc", 300)
+    assert ranking[0]["setting"] == "cached:mdlm" and ranking[-1]["setting"] == "cached:degenerate"
+    assert not ranking[-1]["counts_as_better"]
+    # a setting 10% better at equal time with entropy within 3% does rank first, ahead of the degenerate one
+    good = row("edlm", 64, 1.0, (bpc + 0.3) * 0.9, entropy * 0.99)
+    ranking = rank_settings(mdlm + [degenerate, good], "cached:mdlm", "judge_bpc", 300)
+    assert ranking[0]["setting"] == "cached:edlm" and ranking[0]["counts_as_better"]
+    assert "cached:mdlm T=64" in ranking[0]["beats"] and ranking[-1]["setting"] == "cached:degenerate"
+    # slower than every MDLM point: not better, however good
+    slow = row("slow", 64, 5.0, bpc * 0.5, entropy)
+    assert not rank_settings(mdlm + [slow], "cached:mdlm", "judge_bpc", 300)[0]["counts_as_better"]
+
+
+def test_pareto_front_and_importance_effects(base):
+    bpc, entropy, _ = base
+    rows = [row("mdlm", 16, 1.0, bpc + 0.5, entropy), row("mdlm", 64, 4.0, bpc, entropy),
+            row("edlm", 16, 2.0, bpc + 0.2, entropy), row("edlm", 64, 8.0, bpc + 0.1, entropy)]
+    front = [(r["setting"], r["steps"]) for r in pareto_front(rows, "judge_bpc")]
+    assert front == [("cached:mdlm", 16), ("cached:edlm", 16), ("cached:mdlm", 64)]  # edlm T=64 is dominated
+    effects = {(e["setting"], e["steps"]): e for e in importance_effects(rows, "judge_bpc", 300)}
+    assert effects[("cached:edlm", 16)]["verdict"].endswith("%)") and effects[("cached:edlm", 16)]["change"] < 0
+    assert effects[("cached:edlm", 64)]["change"] > 0 and effects[("cached:edlm", 64)]["significant"]
 
 
 def test_flops_per_token_counts_per_token_matmuls_only():
@@ -59,3 +105,44 @@ def test_bench_help(name, capsys):
         run_bench(name, ["--help"])
     assert info.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def save_run(folder, kind, seed):
+    from edlm.checkpoint import save_checkpoint, write_json_atomic
+
+    config = get_preset("char-tiny")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=kind))
+    torch.manual_seed(seed)
+    model = build_model(config.model)
+    with torch.no_grad():  # random output layers, so nothing is uniform
+        for name, parameter in model.named_parameters():
+            if "adaLN_modulation" in name or "output_layer.linear" in name:
+                parameter.normal_(0.0, 0.3)
+    folder.mkdir()
+    write_json_atomic(folder / "config.json", json.loads(config.to_json()))
+    save_checkpoint(folder, 1, model.state_dict(), model.state_dict(), None, {})
+    return folder
+
+
+def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path):
+    pytest.importorskip("matplotlib")
+    mdlm, ar, judge = (save_run(tmp_path / "mdlm", "mdlm", 0), save_run(tmp_path / "ar", "ar", 1),
+                       save_run(tmp_path / "judge", "ar", 2))
+    out = tmp_path / "quality"
+    assert quality_main(["--mdlm", str(mdlm), "--ar", str(ar), "--judge", f"run:{judge}", "--steps", "4,32",
+                         "--num", "3", "--methods", "mdlm,edlm-ar-coar-k2-w1.0", "--device", "cpu",
+                         "--bootstrap", "100", "--precision", "fp32", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
+    assert {(r["setting"], r["steps"]) for r in rows} == {
+        ("cached:mdlm", 4), ("cached:mdlm", 32), ("cached:edlm-ar-coar-k2-w1.0", 4),
+        ("cached:edlm-ar-coar-k2-w1.0", 32), ("ar", 32)}
+    for r in rows:  # every sample, full length, with its judge scores
+        assert len(r["samples"]) == 3 and all(len(text) == 32 for text in r["samples"])
+        assert len(r["per_sample"]["nll"]) == 3 and r["ci95"]["judge_bpc"][0] <= r["judge_bpc"]
+    summary = json.loads((out / "quality.json").read_text())
+    assert summary["baseline"] == "cached:mdlm" and summary["pareto_front"]
+    for entry in summary["comparisons"] + summary["speedups"]:
+        assert "95% CI" in entry["verdict"] or entry["verdict"] == "no faster point"
+    assert (out / "quality.png").is_file()
+    table = (out / "quality.md").read_text()
+    assert "Speed-up at matched quality" in table and "Pareto front" in table and "[95% CI]" in table

@@ -20,6 +20,7 @@ from edlm.evaluation.mauve_score import mauve_from_features, reference_texts
 from edlm.models import build_model
 from edlm.checkpoint import save_checkpoint, write_json_atomic
 from edlm.models.ar import ar_loss
+from conftest import TEXT
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 
@@ -252,6 +253,23 @@ def test_run_judge_matches_ar_loss(ar_run):
                                                  rel=1e-5)
 
 
+def test_run_judge_features_are_mean_pooled_and_batch_independent(ar_run):
+    run, model, config = ar_run
+    seq_len, hidden = config.model.seq_len, config.model.hidden
+    judge = make_judge(f"run:{run}", batch_size=2)
+    short, long_text = SENTENCE[:10], (SENTENCE + " ") * 2  # long: windows of seq_len, seq_len, rest
+    features = judge.features([short, long_text, "", short])
+    assert features.shape == (4, hidden) and features.dtype == np.float32
+    assert np.allclose(features[0], features[3], atol=1e-6) and not np.allclose(features[0], features[1])
+    assert (features[2] == 0).all()
+    assert np.allclose(judge.features([short])[0], features[0], atol=1e-5)  # padding in a batch changes nothing
+    pieces = [long_text[i:i + seq_len] for i in range(0, len(long_text), seq_len)]
+    per_piece = judge.features(pieces)
+    weights = np.array([len(p) for p in pieces], dtype=np.float64)
+    expected = (per_piece * weights[:, None]).sum(0) / weights.sum()  # a position-weighted mean of windows
+    assert np.allclose(features[1], expected, atol=1e-5)
+
+
 def test_run_judge_rejects_characters_outside_the_alphabet(ar_run):
     judge = make_judge(f"run:{ar_run[0]}")
     with pytest.raises(GenerationEvalError, match="sample 1: character 'X'"):
@@ -317,6 +335,20 @@ def test_hf_judge_scores_every_token_behind_bos(hf_folder):
     assert metrics["token_entropy_bits"] == pytest.approx(metrics["entropy_bits"])
 
 
+def test_hf_judge_features_are_the_mean_last_hidden_state_behind_bos(hf_folder):
+    import transformers
+
+    judge = make_judge(f"hf:{hf_folder}", batch_size=2)
+    features = judge.features(["hello world", "abc", ""])
+    assert features.shape == (3, 32) and (features[2] == 0).all()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_folder), local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_folder), local_files_only=True).eval()
+    fed = torch.tensor([[tokenizer.bos_token_id] + tokenizer("abc", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        expected = model(fed, output_hidden_states=True).hidden_states[-1][0, 1:].mean(0).numpy()
+    assert np.allclose(features[1], expected, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the command line
 
@@ -333,6 +365,27 @@ def test_cli_eval_gen_json(ar_run, tmp_path, capsys):
     assert result["num_samples"] == 2 and result["sampler_model"] == "mdlm"
     assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}"]) == 0
     assert "gen PPL" in capsys.readouterr().out
+
+
+def test_cli_eval_gen_mauve_against_the_test_split(ar_run, tiny_data, tmp_path, capsys):
+    pytest.importorskip("mauve")
+    from edlm.cli import main
+
+    samples = tmp_path / "samples.json"
+    texts = [SENTENCE[:30], "aab ab a b aab ab a b aab ab a ", "the cat sat on the mat while th"]
+    samples.write_text(json.dumps({"samples": texts}))
+    argv = ["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}", "--mauve", "--reference",
+            str(tiny_data), "--mauve-seeds", "0,1,2", "--bootstrap", "100", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mauve"]["seeds"] == [0, 1, 2] and 0.0 <= result["mauve"]["mauve"] <= 1.0
+    assert "mean" in result["mauve"]["features"] and result["mauve"]["num_references"] == 3
+    assert set(result["ci95"]) == {"gen_ppl", "judge_bpc", "entropy_bits"} and result["warnings"] == []
+    assert main(argv[:-1]) == 0 and "MAUVE" in capsys.readouterr().out
+    references = reference_texts(tiny_data, 3, 31, seed=0)
+    assert len(references) == 3 and all(len(r) == 31 for r in references) and references[0] in TEXT
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}", "--mauve"]) == 2
+    assert "--mauve needs --reference" in capsys.readouterr().err
 
 
 def test_cli_eval_gen_warns_when_the_judge_is_the_energy(ar_run, tmp_path, capsys):

@@ -255,6 +255,7 @@ def plot(rows: list[dict], front: list[dict], metric: str, out: Path) -> list[st
         axis.xaxis.set_minor_locator(NullLocator())
         axis.set_xticklabels([str(T) for T in steps])
     axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
     fig.suptitle("quality vs wall-clock and steps (95% bootstrap intervals; judge != energy model)")
     fig.tight_layout()
     path = out / "quality.png"
@@ -300,7 +301,8 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
               + markdown_table(comparisons, ["steps", "setting", "verdict", "entropy_verdict"]))
     table += (f"\n\nSpeed-up at matched quality (target: {baseline} at T = {length}; declared only where the "
               f"95% interval clears):\n\n"
-              + markdown_table(speedups, ["setting", "target", "steps", "seconds", "speedup", "verdict", "note"],
+              + markdown_table([{**s, "speedup": s["speedup"] or "none"} for s in speedups],
+                               ["setting", "target", "steps", "seconds", "speedup", "verdict", "note"],
                                {"speedup": ".2f", "seconds": ".4f"}))
     table += (f"\n\nPareto front of {metric} vs seconds per sample (point estimates, fastest first):\n\n"
               + markdown_table(front, ["setting", "steps", metric, "seconds_per_sample", "entropy_bits"],
