@@ -147,6 +147,9 @@ def test_metrics_keep_per_sample_scores_and_intervals():
     assert low < metrics["entropy_bits"] < high  # entropies differ between samples
     assert metrics["bootstrap"]["resamples"] == 200
     json.dumps(metrics)  # JSON-able
+    lines = report_lines(metrics)
+    assert any(line.startswith("gen PPL (per judge token)") and "27.000 (95% CI 27.000..27.000)" in line
+               for line in lines)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.checkpoint import load_model
     from edlm.device import resolve_device
     from edlm.energy.ar import AREnergy, check_compatible
-    from edlm.evaluation.generation import generation_metrics, load_judge
+    from edlm.evaluation.generation import generation_metrics
+    from edlm.evaluation.judges import load_judge
 
     if Path(args.judge.split(":", 1)[-1]).resolve() == Path(args.ar).resolve():
         raise BenchError("--judge must not be the energy model (--ar): use a separately trained model")
