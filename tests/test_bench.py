@@ -124,14 +124,16 @@ def save_run(folder, kind, seed):
     return folder
 
 
-def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path):
+def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path, tiny_data):
     pytest.importorskip("matplotlib")
+    pytest.importorskip("mauve")
     mdlm, ar, judge = (save_run(tmp_path / "mdlm", "mdlm", 0), save_run(tmp_path / "ar", "ar", 1),
                        save_run(tmp_path / "judge", "ar", 2))
     out = tmp_path / "quality"
     assert quality_main(["--mdlm", str(mdlm), "--ar", str(ar), "--judge", f"run:{judge}", "--steps", "4,32",
                          "--num", "3", "--methods", "mdlm,edlm-ar-coar-k2-w1.0", "--device", "cpu",
-                         "--bootstrap", "100", "--precision", "fp32", "--out", str(out)]) == 0
+                         "--bootstrap", "100", "--precision", "fp32", "--reference", str(tiny_data),
+                         "--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
     assert {(r["setting"], r["steps"]) for r in rows} == {
         ("cached:mdlm", 4), ("cached:mdlm", 32), ("cached:edlm-ar-coar-k2-w1.0", 4),
@@ -139,6 +141,7 @@ def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path):
     for r in rows:  # every sample, full length, with its judge scores
         assert len(r["samples"]) == 3 and all(len(text) == 32 for text in r["samples"])
         assert len(r["per_sample"]["nll"]) == 3 and r["ci95"]["judge_bpc"][0] <= r["judge_bpc"]
+        assert 0.0 <= r["mauve"]["mauve"] <= 1.0 and r["mauve"]["seeds"] == [0]
     summary = json.loads((out / "quality.json").read_text())
     assert summary["baseline"] == "cached:mdlm" and summary["pareto_front"]
     for entry in summary["comparisons"] + summary["speedups"]:

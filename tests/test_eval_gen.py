@@ -383,6 +383,7 @@ def test_cli_eval_gen_mauve_against_the_test_split(ar_run, tiny_data, tmp_path, 
     result = json.loads(capsys.readouterr().out)
     assert result["mauve"]["seeds"] == [0, 1, 2] and 0.0 <= result["mauve"]["mauve"] <= 1.0
     assert "mean" in result["mauve"]["features"] and result["mauve"]["num_references"] == 3
+    assert result["mauve"]["reference"] == {"data": str(tiny_data), "split": "test", "length": 31, "seed": 0}
     assert set(result["ci95"]) == {"gen_ppl", "judge_bpc", "entropy_bits"} and result["warnings"] == []
     assert main(argv[:-1]) == 0 and "MAUVE" in capsys.readouterr().out
     references = reference_texts(tiny_data, 3, 31, seed=0)

@@ -209,22 +209,13 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval_gen(args) -> int:
-    from edlm.evaluation import generation
-    from edlm.evaluation.mauve_score import reference_texts
+    from edlm.evaluation.generation import evaluate_samples_file, report_lines
 
-    texts, record = generation.read_samples(args.samples)
-    judge = generation.make_judge(args.judge, _device(args.device), args.batch_size)
-    references = None
-    if args.mauve:
-        if not args.reference:
-            raise generation.GenerationEvalError("--mauve needs --reference DATA_DIR (a prepared data folder)")
-        references = reference_texts(args.reference, len(texts), max(len(t) for t in texts), args.mauve_seeds[0])
-    result = generation.evaluate_samples(texts, judge, references, args.mauve_seeds, generation.sampler_energy(record),
-                                         args.judge, args.bootstrap, args.bootstrap_seed)
-    result.update(samples_file=str(args.samples), sampler_run=record.get("run"), sampler_model=record.get("model"))
+    result = evaluate_samples_file(args.samples, args.judge, _device(args.device), args.batch_size, args.mauve,
+                                   args.reference, args.mauve_seeds, args.bootstrap, args.bootstrap_seed)
     for warning in result["warnings"]:
         print(f"edlm: warning: {warning}", file=sys.stderr)
-    print(json.dumps(result) if args.json else "\n".join(generation.report_lines(result)))
+    print(json.dumps(result) if args.json else "\n".join(report_lines(result)))
     return 0
 
 

@@ -2,14 +2,16 @@
 
     edlm bench quality --mdlm RUN --ar RUN --judge run:DIR|hf:DIR [--nce RUN] [--samplers cached,...]
                        [--steps 8,16,32,64,128,256] [--num 16] [--grid cpu|full] [--device D]
-                       [--metric judge_bpc|gen_ppl] [--out bench/results/quality]
+                       [--metric judge_bpc|gen_ppl] [--reference DATA_DIR [--mauve-seeds 0,1,2]]
+                       [--out bench/results/quality]
 
 Every setting samples ``--num`` sequences with the same seed, so sample i of every setting starts from the
 same random stream and two settings are compared with a paired bootstrap over sample indices
 (``edlm.evaluation.stats``). A separate judge (never the energy model) scores them. Outputs in ``--out``:
 
     quality.jsonl  one row per setting, with EVERY sample text and the per-sample judge scores (any judge can
-                   re-score them later; ``--resume`` keeps the rows already there)
+                   re-score them later; ``--resume`` keeps the rows already there); with ``--reference``, each
+                   row's MAUVE against the test split (judge features, k-means seeds reported)
     quality.json   the summary (rows without texts, comparisons, speed-ups, Pareto front, IS effects)
     quality.md     the tables; quality.png the plots
 
@@ -272,7 +274,7 @@ def make_row(setting: str, sampler: str, method: Method, steps: int, texts: list
              metrics: dict, num: int, seed: int) -> dict:
     """One JSONL row: the setting, timing, summary metrics with intervals, per-sample scores, every text."""
     keep = ("gen_ppl", "judge_bpc", "entropy_bits", "entropy_nats", "ci95", "distinct", "repetition_4",
-            "self_bleu", "per_sample")
+            "self_bleu", "mauve", "per_sample")
     return {"setting": setting, "sampler": sampler, "method": method.name, "steps": steps, "k": method.k,
             "window": method.window, "energy": method.energy or "none",
             "mode": method.mode if method.energy else "", "seconds_per_sample": stats["seconds"] / num,
@@ -294,8 +296,11 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
         row["ci_text"] = {key: f"{row[key]:.4g} [{row['ci95'][key][0]:.4g}, {row['ci95'][key][1]:.4g}]"
                           for key in ("gen_ppl", "judge_bpc", "entropy_bits")}
     flat = [{**r, **{f"{key} [95% CI]": text for key, text in r["ci_text"].items()}} for r in rows]
+    for r in flat:
+        mauve = r.get("mauve") or {}
+        r["MAUVE"] = "-" if mauve.get("mauve") is None else f"{mauve['mauve']:.3f}"
     table = markdown_table(flat, ["setting", "steps", "judge_bpc [95% CI]", "gen_ppl [95% CI]",
-                                  "entropy_bits [95% CI]", "nfe", "seconds_per_sample"],
+                                  "entropy_bits [95% CI]", "MAUVE", "nfe", "seconds_per_sample"],
                            {"seconds_per_sample": ".4f"})
     table += (f"\n\nAgainst {baseline} at the same T, paired over samples ({metric}; entropy):\n\n"
               + markdown_table(comparisons, ["steps", "setting", "verdict", "entropy_verdict"]))
@@ -338,13 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
                         help="network precision (categorical draws are float64 either way)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    parser.add_argument("--reference", metavar="DATA_DIR",
+                        help="also MAUVE of every row against this data folder's test split (needs mauve-text)")
+    parser.add_argument("--mauve-seeds", default="0", help="k-means seeds MAUVE is averaged over (default: %(default)s)")
     parser.add_argument("--out", default="bench/results/quality")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in OUT/quality.jsonl")
     args = parser.parse_args(argv)
     from edlm.checkpoint import load_model
     from edlm.device import resolve_device
     from edlm.energy.ar import AREnergy, check_compatible
-    from edlm.evaluation.generation import generation_metrics
+    from edlm.evaluation.generation import evaluate_samples
     from edlm.evaluation.judges import load_judge
 
     if Path(args.judge.split(":", 1)[-1]).resolve() == Path(args.ar).resolve():
@@ -383,18 +391,27 @@ def main(argv: list[str] | None = None) -> int:
         with open(results_file, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 
+    references, mauve_seeds = None, [int(seed) for seed in args.mauve_seeds.split(",")]
+    if args.reference:
+        from edlm.evaluation.mauve_score import reference_texts
+
+        references = reference_texts(args.reference, args.num, length, seed=args.seed)
+
+    def evaluate(texts: list[str]) -> dict:
+        return evaluate_samples(texts, judge, references, mauve_seeds, num_resamples=args.bootstrap, seed=args.seed)
+
     todo = [job for job in jobs if (f"{job[0]}:{job[1].name}", job[2]) not in done]
     for sampler, method, T in tqdm(todo, desc="quality sweep"):
         energy = energies[(method.energy, method.mode)] if method.energy else None
         texts, stats = draw_samples(mdlm, config, sampler, T, method, energy, args.num, args.seed, args.num,
                                     args.precision)
-        metrics = generation_metrics(texts, judge, args.bootstrap, args.seed)
+        metrics = evaluate(texts)
         keep(make_row(f"{sampler}:{method.name}", sampler, method, T, texts, stats, metrics, args.num, args.seed))
     if not any(r["setting"] == "ar" for r in rows):
         from edlm.sampling.ar import generate_ar
 
         texts, stats = generate_ar(ar_model, ar_config, args.num, length, args.seed, batch_size=args.num)
-        metrics = generation_metrics(texts, judge, args.bootstrap, args.seed)
+        metrics = evaluate(texts)
         row = make_row("ar", "ar", Method("ar"), length, texts, stats, metrics, args.num, args.seed)
         keep({**row, "sampler": "ar", "nfe_per_sequence": stats["nfe"]})
     baseline = f"{samplers[0]}:{BASELINE_METHOD}"

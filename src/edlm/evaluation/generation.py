@@ -105,6 +105,34 @@ def evaluate_samples(texts: Sequence[str], judge: Judge, references: Sequence[st
     return result
 
 
+def evaluate_samples_file(samples: str | Path, judge_spec: str, device, batch_size: int = 16,
+                          mauve: bool = False, reference: str | Path | None = None,
+                          mauve_seeds: Sequence[int] = (0,), num_resamples: int = DEFAULT_RESAMPLES,
+                          seed: int = 0) -> dict:
+    """``edlm eval-gen`` as a library call: a samples file and a judge spec -> the ``evaluate_samples`` dict.
+
+    With ``mauve``, the references are ``num_samples`` windows of the ``reference`` data folder's test split,
+    as long as the longest sample, drawn with ``seed`` (recorded under ``mauve.reference``).
+    GenerationEvalError (one line naming the flag) for a bad file, judge or a missing ``reference``.
+    """
+    texts, record = read_samples(samples)
+    judge = make_judge(judge_spec, device, batch_size)
+    references = None
+    if mauve:
+        if not reference:
+            raise GenerationEvalError("--mauve needs --reference DATA_DIR (a prepared data folder)")
+        from edlm.evaluation.mauve_score import reference_texts
+
+        length = max(len(text) for text in texts)
+        references = reference_texts(reference, len(texts), length, seed)
+    result = evaluate_samples(texts, judge, references, mauve_seeds, sampler_energy(record), judge_spec,
+                              num_resamples, seed)
+    if references is not None and result["mauve"]["mauve"] is not None:
+        result["mauve"]["reference"] = {"data": str(reference), "split": "test", "length": length, "seed": seed}
+    result.update(samples_file=str(samples), sampler_run=record.get("run"), sampler_model=record.get("model"))
+    return result
+
+
 def _interval_text(result: dict, metric: str, digits: int) -> str:
     low, high = result["ci95"][metric]
     return f"{result[metric]:.{digits}f} (95% CI {low:.{digits}f}..{high:.{digits}f})"
