@@ -16,7 +16,7 @@ from edlm.data import ALPHABET, MASK_ID, encode
 from edlm.evaluation.diversity import repetition_rate, self_bleu
 from edlm.evaluation.generation import (GenerationEvalError, distinct_n, evaluate_samples, generation_metrics,
                                         load_judge, make_judge, read_samples, report_lines, unigram_entropy)
-from edlm.evaluation.mauve_score import mauve_from_features, reference_texts
+from edlm.evaluation.mauve_score import mauve_from_features, paired_mauve_difference, reference_texts
 from edlm.models import build_model
 from edlm.checkpoint import save_checkpoint, write_json_atomic
 from edlm.models.ar import ar_loss
@@ -164,6 +164,16 @@ def test_mauve_on_toy_features_identical_is_one_disjoint_is_zero():
     assert same["mauve"] > 0.99 and same["seeds"] == [0, 1, 2] and len(same["per_seed"]) == 3
     disjoint = mauve_from_features(p, rng.normal(size=(100, 8)) + 50.0, seeds=(0,))
     assert disjoint["mauve"] < 0.05
+
+
+def test_paired_mauve_difference_identical_is_exactly_zero_and_a_shifted_set_is_worse():
+    pytest.importorskip("mauve")
+    rng = np.random.default_rng(1)
+    reference, a = rng.normal(size=(40, 4)), rng.normal(size=(40, 4))
+    same = paired_mauve_difference(reference, a, a, num_resamples=10)
+    assert same["ci95"] == [0.0, 0.0] and same["verdict"].startswith("no significant difference")
+    worse = paired_mauve_difference(reference, a, a + 6.0, num_resamples=10)
+    assert worse["ci95"][1] < 0 and "lower" in worse["verdict"]
 
 
 def test_mauve_reports_unavailable_with_the_reason(monkeypatch):

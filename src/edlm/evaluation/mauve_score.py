@@ -87,3 +87,27 @@ def judge_mauve(judge, texts: Sequence[str], references: Sequence[str], seeds: S
     result = mauve_from_features(judge.features(references), judge.features(texts), seeds, num_buckets)
     return {**result, "features": f"{judge.name}: {POOLING}", "num_references": len(references),
             "num_samples": len(texts)}
+
+
+def paired_mauve_difference(reference_features: np.ndarray, a_features: np.ndarray, b_features: np.ndarray,
+                            seeds: Sequence[int] = DEFAULT_SEEDS, num_resamples: int = 100, seed: int = 0) -> dict:
+    """MAUVE(B) - MAUVE(A) against the same references, with a paired 95% bootstrap interval.
+
+    a_features and b_features (n, d) hold sample i of two methods drawn with the same seed; each resample
+    takes the same sample indices from both and recomputes both scores (2 x len(seeds) MAUVE runs per
+    resample: slow, hence the small default ``num_resamples``). The references are not resampled.
+    Returns {"estimate", "ci95", "verdict", "resamples", "seeds"} or {"unavailable": reason}.
+    """
+    from edlm.evaluation.stats import paired_statistic_difference, verdict
+
+    reason = mauve_unavailable_reason()
+    if reason is not None:
+        return {"estimate": None, "unavailable": reason}
+
+    def both(indices: np.ndarray) -> tuple[float, float]:
+        return (mauve_from_features(reference_features, a_features[indices], seeds)["mauve"],
+                mauve_from_features(reference_features, b_features[indices], seeds)["mauve"])
+
+    interval = paired_statistic_difference(both, len(a_features), False, num_resamples, seed)
+    return {**interval.as_dict(), "verdict": verdict(interval, relative=False, unit="MAUVE"),
+            "resamples": num_resamples, "seeds": [int(s) for s in seeds]}
