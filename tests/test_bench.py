@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from edlm.bench import BenchError
 from edlm.bench.common import markdown_table
 from edlm.bench.quality import (importance_effects, main as quality_main, matched_speedups, pareto_front,
                                 rank_settings)
@@ -149,3 +150,12 @@ def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path, tiny_dat
     assert (out / "quality.png").is_file()
     table = (out / "quality.md").read_text()
     assert "Speed-up at matched quality" in table and "Pareto front" in table and "[95% CI]" in table
+    # --resume keeps every row (nothing is sampled again) but refuses a file from the old format
+    assert quality_main(["--mdlm", str(mdlm), "--ar", str(ar), "--judge", f"run:{judge}", "--steps", "4,32",
+                         "--num", "3", "--methods", "mdlm", "--device", "cpu", "--bootstrap", "50",
+                         "--out", str(out), "--resume"]) == 0
+    assert len((out / "quality.jsonl").read_text().splitlines()) == 5
+    (out / "quality.jsonl").write_text(json.dumps({"method": "mdlm", "steps": 4}) + "\n")
+    with pytest.raises(BenchError, match="older edlm"):
+        quality_main(["--mdlm", str(mdlm), "--ar", str(ar), "--judge", f"run:{judge}", "--out", str(out),
+                      "--resume"])

@@ -382,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     results_file = out / "quality.jsonl"
     rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()] \
         if args.resume and results_file.exists() else []
+    if any("setting" not in r or "per_sample" not in r for r in rows):
+        raise BenchError(f"--resume: {results_file} was written by an older edlm (rows without per-sample "
+                         f"scores); move it away or run without --resume")
     done = {(r["setting"], r["steps"]) for r in rows}
     if not args.resume:
         results_file.write_text("")
