@@ -126,11 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also compute MAUVE against --reference on the judge's mean-pooled last hidden state")
     eg.add_argument("--reference", metavar="DATA_DIR",
                     help="prepared data folder; its test split, cut to the samples' length, is MAUVE's reference")
-    eg.add_argument("--mauve-seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0],
-                    help="comma-separated k-means seeds, MAUVE averaged over them (default: 0; e.g. 0,1,2)")
-    eg.add_argument("--bootstrap", type=_positive_int("--bootstrap"), default=2000,
-                    help="bootstrap resamples for the 95%% intervals (default: 2000)")
-    eg.add_argument("--bootstrap-seed", type=int, default=0, help="numpy seed of the bootstrap (default: 0)")
+    eg.add_argument("--mauve-seeds", type=lambda text: [int(s) for s in text.split(",")], default="0",
+                    help="comma-separated k-means seeds, MAUVE averaged over them (e.g. 0,1,2)")
+    eg.add_argument("--bootstrap", type=positive_int("--bootstrap"), default=2000,
+                    help="bootstrap resamples for the 95%% intervals")
+    eg.add_argument("--bootstrap-seed", type=int, default=0,
+                    help="numpy seed of the bootstrap (also picks the MAUVE reference windows)")
 
     bench = sub.add_parser("bench", help="benchmarks (quality, throughput, sampling)")
     bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
