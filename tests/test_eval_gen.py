@@ -128,7 +128,7 @@ def test_repetition_rate_closed_form():
 def test_self_bleu_identical_vs_different_samples():
     pytest.importorskip("sacrebleu")
     same = self_bleu(["the cat sat on the mat"] * 4)
-    assert same["self_bleu"] == pytest.approx(100.0) and same["samples"] == 4
+    assert same["self_bleu"] == pytest.approx(100.0) and same["self_bleu_samples"] == 4
     different = self_bleu(["the cat sat on the mat", "a dog ran in my park", "every bird flew over hills"])
     assert different["self_bleu"] < 20.0
     assert self_bleu(["only one"])["self_bleu"] is None

@@ -49,20 +49,21 @@ def self_bleu(texts: Sequence[str], max_samples: int = 200) -> dict:
     """Mean sentence BLEU (0-100, sacrebleu, 13a tokenizer, exp smoothing) of each text against all others.
 
     High self-BLEU = the samples resemble each other (low diversity). The first ``max_samples`` texts are
-    used (the cost is quadratic). Returns {"self_bleu": float | None, "samples": int} and, when sacrebleu
-    cannot be imported or fewer than 2 non-empty texts exist, "unavailable": the reason.
+    used (the cost is quadratic). Returns {"self_bleu": float | None, "self_bleu_samples": int} and, when
+    sacrebleu cannot be imported or fewer than 2 non-empty texts exist, "self_bleu_unavailable": the reason.
     """
     texts = [text for text in texts if text.strip()][:max_samples]
     if len(texts) < 2:
-        return {"self_bleu": None, "samples": len(texts), "unavailable": "fewer than 2 non-empty samples"}
+        return {"self_bleu": None, "self_bleu_samples": len(texts),
+                "self_bleu_unavailable": "fewer than 2 non-empty samples"}
     try:
         from sacrebleu.metrics import BLEU
     except ImportError as error:
-        return {"self_bleu": None, "samples": len(texts),
-                "unavailable": f"sacrebleu not importable ({error}); pip install 'edlm[eval]'"}
+        return {"self_bleu": None, "self_bleu_samples": len(texts),
+                "self_bleu_unavailable": f"sacrebleu not importable ({error}); pip install 'edlm[eval]'"}
     bleu = BLEU(effective_order=True)
     scores = [bleu.sentence_score(text, texts[:i] + texts[i + 1:]).score for i, text in enumerate(texts)]
-    return {"self_bleu": float(np.mean(scores)), "samples": len(texts)}
+    return {"self_bleu": float(np.mean(scores)), "self_bleu_samples": len(texts)}
 
 
 def mean_entropy(sequences: Sequence[Sequence]) -> tuple[float, float]:

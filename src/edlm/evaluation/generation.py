@@ -156,7 +156,7 @@ def report_lines(result: dict) -> list[str]:
     rows.append(("repeated 4-grams (char / word)", f"{repeat['char']} / {repeat['word']}"))
     bleu = result.get("self_bleu")
     rows.append(("self-BLEU (sacrebleu)", f"{bleu:.2f}" if bleu is not None else
-                 f"unavailable ({result.get('unavailable', '')})"))
+                 f"unavailable ({result.get('self_bleu_unavailable', '')})"))
     mauve = result.get("mauve")
     if mauve is not None:
         rows.append(("MAUVE", f"{mauve['mauve']:.4f} (k-means seeds {mauve['seeds']}, std {mauve['std']:.4f})"
