@@ -60,20 +60,23 @@ def mauve_from_features(p_features: np.ndarray, q_features: np.ndarray, seeds: S
 
 
 def reference_texts(data_dir: str | Path, num: int, length: int, seed: int = 0, split: str = "test") -> list[str]:
-    """``num`` non-overlapping windows of ``length`` characters from a prepared data folder's ``split``.
+    """``num`` texts of at most ``length`` characters from non-overlapping windows of a prepared ``split``.
 
-    The split is cut into consecutive windows; ``num`` of them are drawn without replacement (numpy,
-    ``seed``). DataError (edlm.data) if the folder or split is missing or holds fewer than ``num`` windows.
+    The split is cut into consecutive windows of ``length`` tokens; ``num`` of them are drawn without
+    replacement (numpy, ``seed``), decoded with the folder's own tokenizer and cut to ``length`` characters
+    (for the character tokenizer a window is exactly ``length`` characters). DataError (edlm.data) if the
+    folder or split is missing or holds fewer than ``num`` windows.
     """
-    from edlm.data import DataError, decode, load_split
+    from edlm.data import DataError, load_split, load_tokenizer
 
     tokens = load_split(data_dir, split)
+    tokenizer = load_tokenizer(data_dir)
     count = len(tokens) // length
     if count < num:
         raise DataError(f"--reference {data_dir}: the {split} split holds {count} windows of {length} "
-                         f"characters, fewer than the {num} requested")
+                        f"tokens, fewer than the {num} requested")
     starts = np.sort(np.random.default_rng(seed).choice(count, size=num, replace=False)) * length
-    return [decode(np.asarray(tokens[start:start + length])) for start in starts]
+    return [tokenizer.decode(np.asarray(tokens[start:start + length]))[:length] for start in starts]
 
 
 def judge_mauve(judge, texts: Sequence[str], references: Sequence[str], seeds: Sequence[int] = DEFAULT_SEEDS,
