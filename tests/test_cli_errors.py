@@ -115,7 +115,7 @@ CASES = [
      "--data {root}/short-val, test split: seq_len=32: split has 3 tokens, not enough for one evaluation chunk", []),
     # names
     ("unknown preset", TRAIN + ["--data", "{data}", "--out", "{root}/o", "--preset", "huge"],
-     "unknown preset 'huge' (valid: char-tiny, char-small, text8-paper)", ["o"]),
+     "unknown preset 'huge' (valid: char-tiny, char-small, text8-paper, bpe-small, owt-paper)", ["o"]),
     ("unknown model", TRAIN + ["--data", "{data}", "--out", "{root}/o", "--model", "gpt"],
      "--model 'gpt': unknown model (valid: mdlm, ar, nce)", ["o"]),
     ("unknown energy", SAMPLE + ["--energy", "bert:{run}"],
@@ -305,7 +305,7 @@ def test_debug_shows_the_traceback_and_the_console_script_prints_one_line(world,
     plain = subprocess.run([sys.executable] + argv, capture_output=True, text=True, env=env, timeout=60)
     assert plain.returncode == 2
     assert plain.stderr.strip().splitlines() == ["edlm: error: unknown preset 'huge' (valid: char-tiny, char-small, "
-                                                 "text8-paper)"]
+                                                 "text8-paper, bpe-small, owt-paper)"]
     with pytest.raises(Exception, match="unknown preset 'huge'"):
         main(["--debug"] + argv[2:])
     assert not (tmp_path / "o").exists()
