@@ -13,7 +13,8 @@ from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.energy.base import ZeroEnergy
 from edlm.sampling.generate import build_template
 from edlm.sampling.importance import ImportanceProposal, resample_index
-from edlm.sampling.mdlm import FactorizedProposal, MaskedDiffusionSampler
+from edlm.sampling.loop import MaskedDiffusionSampler
+from edlm.sampling.mdlm import FactorizedProposal
 
 
 def sample(denoiser, proposal, x_init, steps, seed=0, cached=True, mask_id=MASK):

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.checkpoint import load_model
-from edlm.sampling.generate import GenerationSpec, generate
+from edlm.config import SampleConfig
+from edlm.sampling.generate import generate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         results_file.write_text("")
     for method, T in tqdm([job for job in jobs if (job[0].name, job[1]) not in done], desc="quality sweep"):
         energy = energies[(method.energy, method.mode)] if method.energy else None
-        spec = GenerationSpec(num=args.num, steps=T, length=length, sampler="cached", seed=args.seed,
-                              num_candidates=method.k, window=method.window, batch_size=args.num,
-                              precision=args.precision)
+        spec = SampleConfig(num=args.num, steps=T, length=length, sampler="cached", seed=args.seed,
+                            k=method.k, window=method.window, batch_size=args.num, precision=args.precision)
         texts, result = generate(mdlm, config, spec, energy)
         row = {"method": method.name, "steps": T, "k": method.k, "window": method.window,
                "energy": method.energy or "none", "mode": method.mode if method.energy else "",

@@ -6,7 +6,7 @@ with the [MASK] id as start token, and the logits at input position i predict x0
     prefill   input [start, prompt_0 .. prompt_{P-1}]      (B, P + 1) -> logits of x0_P, keys/values cached
     decode    input [x0_{i-1}] at position i, past reused  (B, 1)     -> logits of x0_i, for i = P + 1 .. L - 1
 
-``L - P`` forward calls per batch. Every draw is a float64 inverse-CDF draw (``sampling.categorical``) from
+``L - P`` forward calls per batch. Every draw is a float64 inverse-CDF draw (``diffusion.categorical``) from
 one float64 uniform per row and generated position; the uniforms for all ``num`` sequences are drawn up front
 as ``(num, L - P)`` from a CPU ``torch.Generator`` seeded with ``seed``, so sample i sees the same uniforms
 whatever the batch size or device. The [MASK] logit is -inf before the softmax: the model never emits it.
@@ -24,7 +24,7 @@ import torch
 from edlm.errors import EdlmError
 from edlm.data import ALPHABET, decode, normalise
 from edlm.device import autocast_for
-from edlm.sampling.categorical import inverse_cdf, sampling_probs
+from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.models.ar import ar_log_probs
 
 
