@@ -6,6 +6,8 @@ ancestral step; the loop runs ``ancestral`` without and every other sampler with
 
 from __future__ import annotations
 
+from edlm.sampling.confidence import ConfidenceStep
+from edlm.sampling.first_hitting import FirstHittingStep
 from edlm.sampling.mdlm import AncestralStep
 
 
@@ -16,6 +18,9 @@ def _ancestral(schedule, mask_id, proposal, sample):
 SAMPLERS = {
     "ancestral": _ancestral,
     "cached": _ancestral,
+    "first-hitting": lambda schedule, mask_id, proposal, sample: FirstHittingStep(schedule, mask_id, proposal),
+    "confidence": lambda schedule, mask_id, proposal, sample: ConfidenceStep(schedule, mask_id, proposal,
+                                                                             sample.order, sample.order_temp),
 }
 
 __all__ = ["SAMPLERS"]
