@@ -8,7 +8,7 @@ from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.sampling.generate import build_template
 from edlm.diffusion.posterior import time_grid
 from edlm.sampling.loop import MaskedDiffusionSampler
-from edlm.sampling.mdlm import FactorizedProposal
+from edlm.sampling.mdlm import AncestralStep, FactorizedProposal
 
 V, MASK = 27, 27
 
@@ -177,3 +177,64 @@ def test_batches_are_seeded_by_index_so_shards_reproduce_one_run():
     assert shard == full[4:6]
     first, _ = generate(model, config, sample, batches=range(0, 1))
     assert first == full[0:2] and full[0:2] != full[4:6]
+
+
+def test_time_conditioned_denoiser_sees_t_and_disables_the_cache():
+    """Defect 2: a time-conditioned model was sampled with sigma = 0 at every step."""
+    from edlm.diffusion.schedule import schedule_for
+    from edlm.sampling.generate import make_denoiser_fn
+
+    config, model = tiny_denoiser_run(time_conditioning=True)
+    denoiser = make_denoiser_fn(model, config.model.mask_id, "fp32", schedule_for(config))
+    x_t = torch.full((2, 8), config.model.mask_id)
+    assert denoiser.time_conditioned
+    assert not torch.allclose(denoiser(x_t, torch.tensor([0.9, 0.9])), denoiser(x_t, torch.tensor([0.1, 0.1])))
+    seen_t = []
+
+    def recording(x, t):
+        seen_t.append(t.clone())
+        return denoiser(x, t)
+
+    recording.time_conditioned = True
+    steps = 6
+    sampler = MaskedDiffusionSampler(recording, schedule_for(config), config.model.mask_id, steps, cached=True)
+    result = sampler.sample(x_t, torch.Generator().manual_seed(0))
+    grid = time_grid(steps)
+    assert not sampler.cached and result.nfe_rows == result.nfe  # every row recomputed at every call
+    for index, t in enumerate(seen_t[:steps]):
+        assert torch.equal(t, grid[index].expand(2))  # each call at its own time, not sigma = 0
+
+
+def test_reveal_probability_is_float64():
+    """Defect 8: at T = 10^6 steps (t - s = 1e-6) the float32 reveal probability is off by percent."""
+    from edlm.diffusion.posterior import reveal_probability
+
+    schedule = LogLinearSchedule(1e-3)
+    t, s = 0.7, 0.7 - 1e-6
+    exact = (t - s) / t  # log-linear: (alpha_s - alpha_t) / (1 - alpha_t) = (t - s) / t exactly
+    assert abs(float(reveal_probability(schedule, t, s)) / exact - 1) < 1e-8
+    dtypes = []
+
+    class RecordingSchedule(LogLinearSchedule):
+        def reveal_probability(self, t, s):
+            dtypes.append((t.dtype, s.dtype))
+            return super().reveal_probability(t, s)
+
+    sampler = MaskedDiffusionSampler(OracleDenoiser(4), RecordingSchedule(1e-3), MASK, 5, cached=False)
+    sampler.sample(torch.full((2, 4), MASK), torch.Generator().manual_seed(0))
+    assert dtypes and set(dtypes) == {(torch.float64, torch.float64)}
+
+
+def test_prompt_keeps_its_trailing_space_and_infill_its_positions():
+    """Defect 9: "to be or not " lost its trailing space; "the cat _ on" became "the cat_on"."""
+    from edlm.data import ALPHABET
+
+    template, notes = build_template(1, 20, prompt="to be or not ")
+    assert notes == [] and template[0, 12] == ALPHABET.index(" ") and template[0, 13] == MASK
+    template, notes = build_template(1, 20, infill="the cat _ on")
+    assert notes == []
+    expected = [MASK if c == "_" else ALPHABET.index(c) for c in "the cat _ on"] + [MASK] * 8
+    assert template[0].tolist() == expected
+    template, notes = build_template(1, 20, infill="The Cat, _ on")  # normalised piece by piece
+    assert [ALPHABET[i] if i != MASK else "_" for i in template[0, :11].tolist()] == list("the cat _ o")
+    assert notes
