@@ -169,3 +169,39 @@ def test_importance_sampling_moves_each_sampler_to_the_target(name, steps):
     plain_tv, edlm_tv = total_variation(distribution(plain, V), p_star), total_variation(distribution(corrected, V),
                                                                                            p_star)
     assert edlm_tv < min(0.04, plain_tv / 2), (plain_tv, edlm_tv)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_generate_runs_every_registered_sampler_with_prompt_infill_and_energy(sampler):
+    from test_samplers import tiny_denoiser_run
+
+    from edlm.config import SampleConfig
+    from edlm.data import ALPHABET
+    from edlm.sampling.generate import generate
+
+    config, model = tiny_denoiser_run()
+    for prompt, infill, energy in (("to be ", None, None), (None, "ab _ cd", ZeroEnergy())):
+        sample = SampleConfig(num=3, steps=6, batch_size=2, sampler=sampler, prompt=prompt, infill=infill)
+        texts, result = generate(model, config, sample, energy)
+        plain, _ = generate(model, config, sample)
+        assert texts == plain  # the zero energy changes nothing
+        template = build_template(1, 8, prompt, infill)[0][0].tolist()
+        for text in texts:
+            assert len(text) == 8
+            assert all(text[i] == ALPHABET[tok] for i, tok in enumerate(template) if tok != MASK)
+
+
+def test_sample_config_documents_and_checks_every_knob():
+    import dataclasses
+
+    from edlm.config import ConfigError, SampleConfig
+
+    fields = dataclasses.fields(SampleConfig)
+    assert all(f.metadata.get("help") for f in fields)
+    assert {f.name: f.default for f in fields if f.name in ("steps", "k", "window")} == \
+        {"steps": 256, "k": 2, "window": 0.2}
+    SampleConfig().validate()
+    for name, bad, flag in (("window", 1.5, "--window"), ("top_p", 0.0, "--top-p"), ("k", 0, "--k"),
+                            ("order_temp", -1.0, "--order-temp")):
+        with pytest.raises(ConfigError, match=flag):
+            dataclasses.replace(SampleConfig(), **{name: bad}).validate()

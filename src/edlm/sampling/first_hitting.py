@@ -8,6 +8,10 @@ token is x0's (the proposal's draw from p(x0 | x_t)). So each row moves on its o
 L calls in all, with the distribution of the ancestral sampler as T -> infinity (no two tokens ever share a
 step). The grid's s is ignored.
 
+The proposal sees one time for the batch, the largest row clock: with importance sampling, the window
+(t >= 1 - window) is open while any row is inside it (outside the window IS is still a valid correction; the
+window only bounds its cost). The formula for s assumes the log-linear schedule (the only one in the registry).
+
 Random stream per step: the proposal's uniforms, then (B,) float64 for the times, then (B,) for the positions.
 """
 
