@@ -204,4 +204,4 @@ def test_sample_config_documents_and_checks_every_knob():
     for name, bad, flag in (("window", 1.5, "--window"), ("top_p", 0.0, "--top-p"), ("k", 0, "--k"),
                             ("order_temp", -1.0, "--order-temp")):
         with pytest.raises(ConfigError, match=flag):
-            dataclasses.replace(SampleConfig(), **{name: bad}).validate()
+            dataclasses.replace(SampleConfig(), **{name: bad})

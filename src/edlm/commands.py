@@ -157,7 +157,6 @@ def cmd_sample(args) -> int:
         sample = SampleConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SampleConfig)
                                  if hasattr(args, f.name)})
         sample = dataclasses.replace(sample, length=length)
-        sample.validate()
         bar = tqdm(desc="sample", leave=False, disable=args.json or not sys.stderr.isatty())
         texts, result = generate(model, config, sample, energy, progress=bar.update)
         bar.close()

@@ -94,7 +94,7 @@ class SampleConfig:
     """Every knob of ``edlm sample`` (masked diffusion, optionally with EDLM importance sampling).
 
     One default per knob, written here only; the CLI flag is the field name with '_' -> '-', its help the
-    ``help`` metadata. ``validate`` checks the ranges once, naming the flag.
+    ``help`` metadata. Construction checks the ranges (``validate``), naming the flag.
     """
 
     num: int = field(default=4, metadata={"help": "number of sequences to draw"})
@@ -130,8 +130,11 @@ class SampleConfig:
     order_temp: float = field(default=0.0, metadata={
         "help": "confidence sampler: Gumbel noise scale on the scores (0 = greedy order)"})
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> None:
-        """Range checks, once, at the boundary; ConfigError names the flag."""
+        """Range checks, once, at the boundary (run on construction); ConfigError names the flag."""
         checks = [
             (self.num >= 1, "--num must be >= 1"),
             (self.steps >= 1, "--steps must be >= 1"),
