@@ -205,3 +205,29 @@ def test_sample_config_documents_and_checks_every_knob():
                             ("order_temp", -1.0, "--order-temp")):
         with pytest.raises(ConfigError, match=flag):
             dataclasses.replace(SampleConfig(), **{name: bad})
+
+
+class RevealLate(LogLinearSchedule):
+    """Reveal probability 0 until the step that ends below t = 0.25 (t_7 = 0.3 -> t_8 = 0.2 on a 10-step grid),
+    then 1: a path whose network-call counts can be written down by hand."""
+
+    def reveal_probability(self, t, s):
+        return torch.where(s < 0.25, 1.0, 0.0).double()
+
+
+@pytest.mark.parametrize("name, cached, calls", [
+    ("ancestral", False, 8),  # steps 0..7 call the network; everything is revealed at step 7, the loop stops
+    ("ancestral", True, 1),  # nothing changes before step 7: one call, reused up to and including step 7
+    ("confidence", False, 8),  # n_t = floor(m * 0 + u) = 0 until step 7, then floor(m * 1 + u) = m
+    ("confidence", True, 1),
+    ("first-hitting", False, 12),  # its own clock: one position per call, L = 12 calls
+    ("first-hitting", True, 12),  # every row changes at every call: the cache saves nothing
+])
+def test_network_call_counts_by_hand(name, cached, calls):
+    oracle = OracleDenoiser(12)
+    step = make_step(name, MASK, FactorizedProposal(MASK))
+    step.schedule = RevealLate(1e-3)
+    sampler = MaskedDiffusionSampler(oracle, RevealLate(1e-3), MASK, 10, cached=cached, step=step)
+    result = sampler.sample(torch.full((3, 12), MASK), torch.Generator().manual_seed(0))
+    assert not (result.tokens == MASK).any()
+    assert oracle.calls == result.nfe == calls
