@@ -453,7 +453,8 @@ def test_real_importance_sampler_matches_the_exact_distribution(k, cached):
     the empirical distribution over V^L matches ``exact_sampler_distribution`` (chi-square, 7 dof, p = 1e-3),
     and is far from the plain MDLM sampler's (so the test can fail)."""
     from edlm.sampling.importance import ImportanceProposal
-    from edlm.sampling.mdlm import FactorizedProposal, MaskedDiffusionSampler
+    from edlm.sampling.loop import MaskedDiffusionSampler
+    from edlm.sampling.mdlm import FactorizedProposal
 
     steps, window, t_min, rows = 3, 0.6, 0.3, 60000
     denoiser, energy = wrong_denoiser(), exact_energy(P_STAR, V)

@@ -157,7 +157,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from edlm.checkpoint import load_model
-    from edlm.sampling.generate import GenerationSpec, build_template, generate
+    from edlm.sampling.generate import build_template, generate
 
     device = _device(args.device)
     config, model = load_model(args.run, device=device)
@@ -183,10 +183,18 @@ def cmd_sample(args) -> int:
             from edlm.energy import make_energy
 
             energy = make_energy(args.energy, config.model, args.energy_mode, device, args.precision)
-        spec = GenerationSpec(args.num, args.steps, length, args.sampler, args.seed, args.temperature,
-                              args.top_p, args.prompt, args.infill, args.k, args.window, args.energy_temp,
-                              args.batch_size, args.precision)
-        texts, result = generate(model, config, spec, energy, progress=not args.json and sys.stderr.isatty())
+        import dataclasses
+
+        from tqdm.auto import tqdm
+
+        from edlm.config import SampleConfig
+
+        sample = SampleConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SampleConfig)
+                                 if hasattr(args, f.name)})
+        sample = dataclasses.replace(sample, length=length)
+        bar = tqdm(desc="sample", leave=False, disable=args.json or not sys.stderr.isatty())
+        texts, result = generate(model, config, sample, energy, progress=bar.update)
+        bar.close()
         stats = {"nfe": result.nfe, "nfe_per_sequence": result.nfe_rows, **result.extra}
     else:
         raise UserError(f"--run {args.run}: cannot sample from an {config.model.kind!r} model; pass it as "

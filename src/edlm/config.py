@@ -86,6 +86,72 @@ class RunConfig:
         return RunConfig(model=model, train=train, preset=data.get("preset", "custom"))
 
 
+SamplerName = Literal["ancestral", "cached", "first-hitting", "confidence", "remdm", "semi-ar", "threshold"]
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Every knob of ``edlm sample`` (masked diffusion, optionally with EDLM importance sampling).
+
+    One default per knob, written here only; the CLI flag is the field name with '_' -> '-', its help the
+    ``help`` metadata. Construction checks the ranges (``validate``), naming the flag.
+    """
+
+    num: int = field(default=4, metadata={"help": "number of sequences to draw"})
+    steps: int = field(default=256, metadata={
+        "help": "reverse steps T (network calls at most T, fewer with the cache; first-hitting uses L)"})
+    length: int | None = field(default=None, metadata={
+        "help": "sequence length (default: the model's seq_len)"})
+    sampler: SamplerName = field(default="cached", metadata={
+        "help": "ancestral (uncached reference) | cached (same samples, skips rows that did not change) | "
+                "first-hitting (exact, one token per call) | confidence (reveal the most confident first)"})
+    seed: int = field(default=0, metadata={
+        "help": "random seed; sample i depends only on (seed, i // batch-size), so batches can be sharded"})
+    temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the x0 draws (> 0)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus filter of the x0 draws, in (0, 1]"})
+    prompt: str | None = field(default=None, metadata={"help": "fixed prefix (normalised to the alphabet)"})
+    infill: str | None = field(default=None, metadata={
+        "help": "template with '_' for each blank; every other character stays at its position"})
+    energy: str | None = field(default=None, metadata={
+        "help": "importance sampling energy: zero | ar:RUN_DIR | nce:RUN_DIR (default: none, plain MDLM)"})
+    energy_mode: Literal["coar", "full"] = field(default="coar", metadata={
+        "help": "AR energy: coar (score masked positions only, the paper's) or full"})
+    k: int = field(default=2, metadata={
+        "help": "importance-sampling candidates per step (the paper's setting: 2); 1 = plain MDLM"})
+    window: float = field(default=0.2, metadata={
+        "help": "importance sampling runs for t >= 1 - window (the paper's setting: 0.2); 0 = never"})
+    energy_temp: float = field(default=1.0, metadata={"help": "resampling temperature: softmax(-E / energy-temp)"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per network call"})
+    precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
+        "help": "network precision (sampling itself is always float64)"})
+    order: Literal["max-prob", "margin", "entropy"] = field(default="max-prob", metadata={
+        "help": "confidence sampler: score of a masked position (probability of its x0 token, top-2 margin, "
+                "or minus the entropy)"})
+    order_temp: float = field(default=0.0, metadata={
+        "help": "confidence sampler: Gumbel noise scale on the scores (0 = greedy order)"})
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks, once, at the boundary (run on construction); ConfigError names the flag."""
+        checks = [
+            (self.num >= 1, "--num must be >= 1"),
+            (self.steps >= 1, "--steps must be >= 1"),
+            (self.length is None or self.length >= 1, "--length must be >= 1"),
+            (self.temperature > 0, "--temperature must be > 0"),
+            (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
+            (self.k >= 1, "--k must be >= 1"),
+            (0.0 <= self.window <= 1.0, "--window must be in [0, 1]"),
+            (self.energy_temp > 0, "--energy-temp must be > 0"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.order_temp >= 0, "--order-temp must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
 def _build(cls, values: dict[str, Any], prefix: str):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))

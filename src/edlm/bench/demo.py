@@ -22,7 +22,8 @@ def run_demo(out: Path, minutes: float, quick: bool) -> int:
     from edlm.data import eval_chunks, load_split
     from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence, summarize
     from edlm.checkpoint import load_model
-    from edlm.sampling.generate import GenerationSpec, generate
+    from edlm.config import SampleConfig
+    from edlm.sampling.generate import generate
     from edlm.checkpoint import latest_valid_checkpoint
     from edlm.training.loop import train
 
@@ -54,7 +55,7 @@ def run_demo(out: Path, minutes: float, quick: bool) -> int:
     print(f"\nMDLM test NELBO: {test['bpc']:.4f} ± {test['stderr_bpc']:.4f} bpc "
           f"({test['tokens']:,} test characters)")
     L = config.model.seq_len
-    texts, result = generate(mdlm, config, GenerationSpec(num=3, steps=L, seed=0))
+    texts, result = generate(mdlm, config, SampleConfig(num=3, steps=L, seed=0))
     print(f"\nMDLM samples (T = {L} steps, {result.nfe} network calls):")
     for text in texts:
         print(f"  {text}")

@@ -17,7 +17,8 @@ from edlm.bench.common import environment, markdown_table, write_results
 from edlm.config import get_preset
 from edlm.checkpoint import load_model
 from edlm.models import build_model
-from edlm.sampling.generate import GenerationSpec, generate
+from edlm.config import SampleConfig
+from edlm.sampling.generate import generate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(config.model).eval()
     rows, tokens = [], {}
     for sampler in ("ancestral", "cached"):
-        spec = GenerationSpec(num=args.num, steps=args.steps, length=args.length, sampler=sampler, seed=0,
-                              batch_size=args.num, precision=args.precision)
-        texts, result = generate(model, config, spec, progress=True)
+        spec = SampleConfig(num=args.num, steps=args.steps, length=args.length, sampler=sampler, seed=0,
+                            batch_size=args.num, precision=args.precision)
+        texts, result = generate(model, config, spec)
         tokens[sampler] = result.tokens
         rows.append({"sampler": sampler, "seconds": result.seconds, "nfe": result.nfe,
                      "nfe_per_sequence": result.nfe_rows, "tokens_per_s": args.num * args.length / result.seconds})

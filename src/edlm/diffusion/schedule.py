@@ -48,3 +48,8 @@ SCHEDULES = {"loglinear": LogLinearSchedule}
 def make_schedule(name: str = "loglinear", eps: float = 1e-3) -> LogLinearSchedule:
     """Build a schedule by registry name."""
     return SCHEDULES[name](eps=eps)
+
+
+def schedule_for(config) -> LogLinearSchedule:
+    """The schedule a model was trained with, from its ``RunConfig``: the one place sampling and scoring read it."""
+    return make_schedule(eps=config.train.schedule_eps)

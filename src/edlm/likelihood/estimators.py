@@ -31,9 +31,9 @@ from typing import Callable, Literal
 import torch
 
 from edlm.diffusion.schedule import LogLinearSchedule
+from edlm.diffusion.categorical import inverse_cdf
+from edlm.diffusion.posterior import time_grid
 from edlm.diffusion.subs import corrupt, stratified_times
-from edlm.sampling.categorical import inverse_cdf
-from edlm.sampling.mdlm import time_grid
 
 LogProbsFn = Callable[[torch.Tensor], torch.Tensor]
 EnergyFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

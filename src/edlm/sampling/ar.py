@@ -1,4 +1,4 @@
-"""Autoregressive sampling from the causal AR model, with a key/value cache (the baseline of notes, section 4).
+"""Autoregressive sampling from the causal AR model, with a key/value cache (the baseline of docs/method.md §4).
 
 Sequence convention (``models.ar.ar_inputs``): the network input is ``[start, x0_0, ..., x0_{L-2}]``
 with the [MASK] id as start token, and the logits at input position i predict x0_i. So:
@@ -6,7 +6,7 @@ with the [MASK] id as start token, and the logits at input position i predict x0
     prefill   input [start, prompt_0 .. prompt_{P-1}]      (B, P + 1) -> logits of x0_P, keys/values cached
     decode    input [x0_{i-1}] at position i, past reused  (B, 1)     -> logits of x0_i, for i = P + 1 .. L - 1
 
-``L - P`` forward calls per batch. Every draw is a float64 inverse-CDF draw (``sampling.categorical``) from
+``L - P`` forward calls per batch. Every draw is a float64 inverse-CDF draw (``diffusion.categorical``) from
 one float64 uniform per row and generated position; the uniforms for all ``num`` sequences are drawn up front
 as ``(num, L - P)`` from a CPU ``torch.Generator`` seeded with ``seed``, so sample i sees the same uniforms
 whatever the batch size or device. The [MASK] logit is -inf before the softmax: the model never emits it.
@@ -21,11 +21,12 @@ import time
 
 import torch
 
+from edlm.data import ALPHABET, decode
 from edlm.errors import EdlmError
-from edlm.data import ALPHABET, decode, normalise
 from edlm.device import autocast_for
-from edlm.sampling.categorical import inverse_cdf, sampling_probs
+from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.models.ar import ar_log_probs
+from edlm.sampling.generate import normalise_piece
 
 
 class ARPromptError(EdlmError, ValueError):
@@ -110,8 +111,9 @@ def sample_ar_uncached(model, prefix: torch.Tensor, length: int, uniforms: torch
 
 
 def encode_prompt(prompt: str | None, length: int) -> tuple[torch.Tensor, str]:
-    """Normalise a prompt (as the corpus) -> ((P,) int64 ids, normalised text); checks it fits ``length``."""
-    text = normalise(prompt) if prompt and prompt.strip() else ""
+    """Normalise a prompt (as the corpus, keeping a trailing space) -> ((P,) int64 ids, normalised text);
+    checks it fits ``length``."""
+    text = normalise_piece(prompt or "")
     if len(text) > length:
         raise ARPromptError(f"--prompt is {len(text)} characters after normalisation, longer than "
                             f"--length {length}")

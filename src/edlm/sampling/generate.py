@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from edlm.errors import EdlmError
+from edlm.config import ConfigError, RunConfig, SampleConfig
 from edlm.data import ALPHABET, MASK_ID, decode, normalise
-from edlm.diffusion.schedule import make_schedule
-from edlm.diffusion.subs import subs_log_probs
+from edlm.errors import EdlmError
 from edlm.device import autocast_for
+from edlm.diffusion.schedule import LogLinearSchedule, schedule_for
+from edlm.diffusion.subs import subs_log_probs
+from edlm.sampling import SAMPLERS
+from edlm.sampling.base import SampleResult
 from edlm.sampling.importance import ImportanceProposal
-from edlm.sampling.mdlm import FactorizedProposal, MaskedDiffusionSampler, SampleResult
+from edlm.sampling.loop import MaskedDiffusionSampler
+from edlm.sampling.mdlm import FactorizedProposal
 
 INFILL_BLANK = "_"
 
@@ -22,26 +25,58 @@ class PromptError(EdlmError, ValueError):
     """A prompt or infill template that cannot be used; the message names the flag."""
 
 
-def make_denoiser_fn(model: torch.nn.Module, mask_id: int, precision: str = "fp32"):
-    """Wrap a denoiser network as x_t (B, L) -> SUBS log-probs (B, L, V + 1) float32."""
+def make_denoiser_fn(model: torch.nn.Module, mask_id: int, precision: str = "fp32",
+                     schedule: LogLinearSchedule | None = None):
+    """Wrap a denoiser network as x_t (B, L) [, t (B,) float64] -> SUBS log-probs (B, L, V + 1) float32.
+
+    A time-conditioned model (``model.config.time_conditioning``) is fed sigma(t) from ``schedule`` (required
+    then) and the returned function says so (``time_conditioned = True``); otherwise t is ignored (sigma = 0,
+    as the model was trained).
+    """
     device = next(model.parameters()).device
+    time_conditioned = bool(getattr(getattr(model, "config", None), "time_conditioning", False))
+    if time_conditioned and schedule is None:
+        raise ValueError("make_denoiser_fn: a time-conditioned model needs the schedule (sigma(t))")
 
     @torch.no_grad()
-    def denoise(x_t: torch.Tensor) -> torch.Tensor:
+    def denoise(x_t: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        sigma = None
+        if time_conditioned:
+            if t is None:
+                raise ValueError("a time-conditioned denoiser must be called with t")
+            t = torch.as_tensor(t, dtype=torch.float64, device=device).expand(x_t.shape[0])
+            sigma = schedule.sigma(t).float()  # (B,)
         with autocast_for(device, precision):
-            logits = model(x_t.to(device))
+            logits = model(x_t.to(device), sigma)
         return subs_log_probs(logits, x_t.to(device), mask_id)
 
+    denoise.time_conditioned = time_conditioned
     return denoise
+
+
+def normalise_piece(text: str) -> str:
+    """Corpus normalisation (``data.normalise``) that keeps a leading / trailing space: a piece that starts or
+    ends with whitespace keeps one space there, so "to be or not " stays "to be or not " and the pieces of
+    "the cat _ on" keep the blank's neighbours."""
+    if not text:
+        return ""
+    core = normalise(text)
+    if not core:
+        return " "
+    lead = " " if text[0].isspace() else ""
+    trail = " " if text[-1].isspace() else ""
+    return lead + core + trail
 
 
 def build_template(num: int, length: int, prompt: str | None = None, infill: str | None = None
                    ) -> tuple[torch.Tensor, list[str]]:
-    """x_T (num, length): [MASK] everywhere except prompt/infill characters, which stay fixed.
+    """x_T (num, length) int64: [MASK] everywhere except prompt/infill characters, which stay fixed.
 
     ``prompt`` is a prefix; ``infill`` is a template where ``_`` marks the blanks (characters after the
     template's end are blanks too). Characters outside the 27-symbol alphabet are normalised the same way as
-    the corpus (lowercase, digits spelled out, others -> space); the returned notes say when that happened.
+    the corpus (lowercase, digits spelled out, others -> space) piece by piece, keeping spaces at the pieces'
+    edges: text already in the alphabet is unchanged (same length, same positions). The returned notes say when
+    normalisation changed something.
     """
     notes: list[str] = []
     template = torch.full((length,), MASK_ID, dtype=torch.long)
@@ -49,18 +84,15 @@ def build_template(num: int, length: int, prompt: str | None = None, infill: str
         if text is None:
             continue
         if flag == "--prompt":
-            fixed = normalise(text) if text.strip() else ""
-            if fixed != text:
-                notes.append(f"{flag}: normalised to {fixed!r} (the model knows only a-z and space)")
+            fixed = normalise_piece(text)
             positions = list(enumerate(fixed))
         else:
-            pieces = [normalise(part) if part.strip() else part.replace("\n", " ") for part in
-                      text.split(INFILL_BLANK)]
-            joined = INFILL_BLANK.join(pieces)
-            if joined != text:
-                notes.append(f"{flag}: normalised to {joined!r}")
-            positions = [(i, c) for i, c in enumerate(joined) if c != INFILL_BLANK]
-            fixed = joined
+            pieces = [normalise_piece(part) if part.strip() else " " * len(part)
+                      for part in text.split(INFILL_BLANK)]
+            fixed = INFILL_BLANK.join(pieces)
+            positions = [(i, c) for i, c in enumerate(fixed) if c != INFILL_BLANK]
+        if fixed != text:
+            notes.append(f"{flag}: normalised to {fixed!r} (the model knows only a-z and space)")
         if len(fixed) > length:
             raise PromptError(f"{flag} is {len(fixed)} characters after normalisation, longer than the "
                               f"sequence length {length}")
@@ -71,50 +103,57 @@ def build_template(num: int, length: int, prompt: str | None = None, infill: str
     return template.unsqueeze(0).repeat(num, 1), notes
 
 
-@dataclass
-class GenerationSpec:
-    num: int = 4
-    steps: int = 256
-    length: int | None = None
-    sampler: str = "cached"
-    seed: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    prompt: str | None = None
-    infill: str | None = None
-    num_candidates: int = 2
-    window: float = 0.2
-    energy_temperature: float = 1.0
-    batch_size: int = 16
-    precision: str = "fp32"
+def batch_seed(seed: int, batch_index: int) -> int:
+    """A 63-bit seed from (seed, batch index) (splitmix64 mixing): batch b's samples depend on these two only,
+    so batches can be split across processes and reproduce a one-process run."""
+    mask = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + (batch_index + 1) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) >> 1
 
 
-def generate(model, config, spec: GenerationSpec, energy=None, progress: bool = False
-             ) -> tuple[list[str], SampleResult]:
-    """Sample ``spec.num`` sequences (in batches of ``spec.batch_size``); returns texts and merged stats."""
-    device = next(model.parameters()).device
-    length = spec.length or config.model.seq_len
+def build_sampler(model, config: RunConfig, sample: SampleConfig, energy=None) -> MaskedDiffusionSampler:
+    """The sampler ``sample`` asks for: registry step + proposal (EDLM importance sampling if ``energy``).
+
+    ``ancestral`` is the uncached reference; every other sampler runs with the per-row cache (where valid)."""
     mask_id = config.model.mask_id
-    schedule = make_schedule(eps=config.train.schedule_eps)
-    denoiser = make_denoiser_fn(model, mask_id, spec.precision)
-    base = FactorizedProposal(mask_id, spec.temperature, spec.top_p)
-    proposal = base if energy is None else ImportanceProposal(base, energy, spec.num_candidates, spec.window,
-                                                             spec.energy_temperature)
-    sampler = MaskedDiffusionSampler(denoiser, schedule, mask_id, spec.steps, proposal,
-                                     cached=spec.sampler == "cached")
-    template, _ = build_template(spec.num, length, spec.prompt, spec.infill)
-    generator = torch.Generator(device=device).manual_seed(spec.seed)
+    schedule = schedule_for(config)
+    denoiser = make_denoiser_fn(model, mask_id, sample.precision, schedule)
+    proposal = FactorizedProposal(mask_id, sample.temperature, sample.top_p)
+    if energy is not None:
+        proposal = ImportanceProposal(proposal, energy, sample.k, sample.window, sample.energy_temp)
+    if sample.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler {sample.sampler!r}: not available (valid: {', '.join(SAMPLERS)})")
+    step = SAMPLERS[sample.sampler](schedule, mask_id, proposal, sample)
+    return MaskedDiffusionSampler(denoiser, schedule, mask_id, sample.steps, cached=sample.sampler != "ancestral",
+                                  step=step)
+
+
+def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
+             progress: Callable[[int], None] | None = None, batches: range | None = None
+             ) -> tuple[list[str], SampleResult]:
+    """Sample ``sample.num`` sequences in batches of ``sample.batch_size``; returns texts and merged stats.
+
+    Batch b (samples b * batch_size ...) uses a generator seeded by ``batch_seed(sample.seed, b)``, so
+    ``batches`` (default: all) can split the work across processes: the union of the shards equals one run.
+    ``progress(1)`` is called after every step of every batch.
+    """
+    device = next(model.parameters()).device
+    length = sample.length or config.model.seq_len
+    sampler = build_sampler(model, config, sample, energy)
+    template, _ = build_template(sample.num, length, sample.prompt, sample.infill)
     texts, results = [], []
-    bar = tqdm(total=spec.steps * ((spec.num + spec.batch_size - 1) // spec.batch_size), desc="sample",
-               disable=not progress, leave=False)
-    for start in range(0, spec.num, spec.batch_size):
-        result = sampler.sample(template[start:start + spec.batch_size].to(device), generator,
-                                progress=lambda _: bar.update(1))
+    batches = batches if batches is not None else range((sample.num + sample.batch_size - 1) // sample.batch_size)
+    for batch_index in batches:
+        start = batch_index * sample.batch_size
+        generator = torch.Generator(device=device).manual_seed(batch_seed(sample.seed, batch_index))
+        result = sampler.sample(template[start:start + sample.batch_size].to(device), generator,
+                                progress=None if progress is None else (lambda _: progress(1)))
         results.append(result)
         texts.extend(decode(row) for row in result.tokens.cpu())
-    bar.close()
     tokens = torch.cat([r.tokens for r in results])
     merged = SampleResult(tokens, sum(r.nfe for r in results),
                           sum(r.nfe_rows * r.tokens.shape[0] for r in results) / tokens.shape[0],
-                          sum(r.seconds for r in results), dict(proposal.stats()))
+                          sum(r.seconds for r in results), dict(sampler.proposal.stats()))
     return texts, merged

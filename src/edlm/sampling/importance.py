@@ -1,11 +1,14 @@
-"""Parallel importance sampling for EDLM (notes, section 3.3).
+"""Parallel importance sampling for EDLM (docs/method.md §3.3).
 
 Inside the window (t >= 1 - window) one reverse step draws k candidates x0 ~ mu_theta(. | x_t) in float64,
 scores all of them with one batched energy call, keeps candidate j with probability softmax(-E / tau)_j,
-and hands it to the usual posterior step. Outside the window it is the plain MDLM proposal.
+and hands it to whatever step consumes x0 (ancestral, first-hitting, confidence, ...). Outside the window it
+is the plain proposal.
 
-It wraps ``FactorizedProposal`` rather than copying it: with k = 1 the random stream is the plain one
-(no resampling uniform is drawn), so samples are bit-identical to MDLM.
+It wraps the base proposal rather than copying it: with k = 1 the random stream is the plain one (no
+resampling uniform is drawn), so samples are bit-identical to MDLM. The energy receives the log-probs of the
+distribution the candidates are actually drawn from (after temperature and top-p, ``FactorizedProposal.log_q``):
+the weights exp(-E) with E = -log p_AR + log q then target p_AR whatever the temperature.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from edlm.energy.base import Energy
-from edlm.sampling.mdlm import FactorizedProposal, draw_candidates
+from edlm.sampling.mdlm import FactorizedProposal
 
 
 def resample_index(energies: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -55,11 +58,10 @@ class ImportanceProposal:
         if not self.in_window(t) or self.constant_energy:
             return self.base(log_probs, x_t, t, generator)
         k = self.num_candidates
-        candidates = draw_candidates(log_probs, x_t, self.base.mask_id, k, generator,
-                                     self.base.temperature, self.base.top_p)  # (B, k, L)
+        candidates = self.base.candidates(log_probs, x_t, k, generator)  # (B, k, L)
         if k == 1:
             return candidates[:, 0]
-        energies = self.energy(candidates, x_t, log_probs)  # (B, k)
+        energies = self.energy(candidates, x_t, self.base.log_q(log_probs))  # (B, k)
         self.counters["energy_calls"] += 1
         self.counters["energy_rows"] += candidates.shape[0] * k
         self.counters["is_steps"] += 1

@@ -28,7 +28,7 @@ from edlm.diffusion.schedule import LogLinearSchedule, make_schedule
 from edlm.diffusion.subs import corrupt, stratified_times, subs_log_probs
 from edlm.device import autocast_for
 from edlm.models.energy_net import SHARED_PREFIXES
-from edlm.sampling.mdlm import draw_candidates
+from edlm.diffusion.posterior import draw_candidates
 from edlm.training.batches import GlobalBatch
 
 #: model sizes that must agree between the denoiser and the energy network initialised from it
@@ -90,7 +90,7 @@ def draw_negatives(log_probs: torch.Tensor, x_t: torch.Tensor, mask_id: int, num
                    seeds: list[int]) -> torch.Tensor:
     """x~ ~ mu_theta(. | x_t), ``num`` per row, float64 inverse CDF; visible positions copied from x_t.
 
-    Same draw as ``sampling.mdlm.draw_candidates`` but with one generator per row (seeded by ``seeds``), so a
+    Same draw as ``diffusion.posterior.draw_candidates`` but with one generator per row (seeded by ``seeds``), so a
     row's negatives do not depend on which other rows share its batch. log_probs (B, L, V + 1), x_t (B, L)
     -> (B, num, L) int64.
     """

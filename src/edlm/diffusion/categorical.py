@@ -1,4 +1,4 @@
-"""Float64 categorical sampling by inverse CDF (notes, section 2: never float32/bf16 Gumbel noise).
+"""Float64 categorical sampling by inverse CDF (docs/method.md §2: never float32/bf16 Gumbel noise).
 
 One uniform per draw, in float64, against a float64 cumulative distribution: no truncated noise tail, so no
 silent temperature drop however many steps the sampler takes.
