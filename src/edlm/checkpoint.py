@@ -291,3 +291,34 @@ def load_model(run_dir: str | Path, weights: str = "ema", device: str | torch.de
     model = build_model(config.model)
     model.load_state_dict(checkpoint.ema if weights == "ema" else checkpoint.model)  # names/shapes checked on load
     return config, model.to(device).eval()
+
+
+TOKENIZER_META = "tokenizer_meta.json"
+
+
+def save_run_tokenizer(run_dir: Path, data_dir: Path) -> None:
+    """Keep the data folder's tokenizer with the run (its meta, and for ``bpe:N`` its ``tokenizer.json``), so
+    that sampling and evaluation decode and check text without the data folder."""
+    from edlm.data import load_meta
+
+    tokenizer = load_meta(data_dir)["tokenizer"]
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    if "file" in tokenizer:
+        source = Path(data_dir) / tokenizer["file"]
+        (Path(run_dir) / tokenizer["file"]).write_bytes(source.read_bytes())
+    write_json_atomic(Path(run_dir) / TOKENIZER_META, tokenizer)
+
+
+def load_run_tokenizer(run_dir: Path, config: RunConfig):
+    """The tokenizer a run was trained with: from ``RUN/tokenizer_meta.json`` (fingerprint-checked), else by the
+    name in its config (char, gpt2). Raises ``CheckpointError`` when a trained ``bpe:N`` file is missing."""
+    from edlm.data.tokenizers import get_tokenizer, tokenizer_from_meta
+    from edlm.fileio import read_json
+
+    meta_file = Path(run_dir) / TOKENIZER_META
+    if meta_file.is_file():
+        return tokenizer_from_meta(read_json(meta_file, "tokenizer description"), run_dir)
+    if config.model.tokenizer.startswith("bpe"):
+        raise CheckpointError(f"{meta_file}: missing; a {config.model.tokenizer} run needs its tokenizer files "
+                              f"(copy tokenizer.json and tokenizer_meta.json from the data folder)")
+    return get_tokenizer(config.model.tokenizer)

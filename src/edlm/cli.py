@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from edlm.config import LikelihoodConfig
+from edlm.config import LikelihoodConfig, SampleConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
 from edlm.flags import add_config_flags, config_from_args, float_in, positive_int  # noqa: F401
 
@@ -94,27 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
-    sa = sub.add_parser("sample", help="generate text (MDLM, EDLM or the AR baseline)")
-    sa.add_argument("--run", required=True)
-    sa.add_argument("--num", type=positive_int("--num"), default=4)
-    sa.add_argument("--steps", type=positive_int("--steps"), default=256)
-    sa.add_argument("--length", type=positive_int("--length"))
-    sa.add_argument("--sampler", default="cached", choices=["ancestral", "cached"])
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--temperature", type=float_in("--temperature", 0.0, 100.0, low_open=True), default=1.0)
-    sa.add_argument("--top-p", type=float_in("--top-p", 0.0, 1.0, low_open=True), default=1.0)
-    sa.add_argument("--prompt")
-    sa.add_argument("--infill", help="template with _ for each blank character")
-    sa.add_argument("--energy", help="zero | ar:RUN_DIR | nce:RUN_DIR (importance sampling)")
-    sa.add_argument("--energy-mode", default="coar", choices=["coar", "full"])
-    sa.add_argument("--k", type=positive_int("--k"), default=2)
-    sa.add_argument("--window", type=float_in("--window", 0.0, 1.0), default=0.2)
-    sa.add_argument("--energy-temp", type=float_in("--energy-temp", 0.0, 1e6, low_open=True), default=1.0)
-    sa.add_argument("--batch-size", type=positive_int("--batch-size"), default=16)
-    sa.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    sa.add_argument("--device")
-    sa.add_argument("--out", help="also write the JSON result to this file")
-    sa.add_argument("--json", action="store_true")
+    sa = sub.add_parser("sample", help="generate text (MDLM, EDLM importance sampling, or the AR baseline)")
+    sa.add_argument("--run", required=True, help="run folder of a trained MDLM denoiser (or an AR model)")
+    add_config_flags(sa, SampleConfig)
+    sa.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    sa.add_argument("--out", help="also write the JSON result (samples, settings, timings) to this file")
+    sa.add_argument("--json", action="store_true", help="print one JSON object instead of the texts")
 
     eg = sub.add_parser("eval-gen", help="generative perplexity and entropy of samples under a judge")
     eg.add_argument("--samples", required=True, help="JSON written by `edlm sample --json/--out`")

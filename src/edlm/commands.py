@@ -104,6 +104,9 @@ def cmd_train(args) -> int:
     if dist.is_available() and dist.is_initialized():  # launched by torchrun
         dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
+        from edlm.checkpoint import save_run_tokenizer
+
+        save_run_tokenizer(out, Path(args.data))  # sampling and evaluation decode with it, without the data folder
         print(f"trained {config.model.kind} to step {summary['step']} ({summary['stop_reason']}) in "
               f"{summary['seconds']:.0f}s; run folder {out}")
     return 0
@@ -154,46 +157,47 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import torch
+    import dataclasses
 
-    from edlm.checkpoint import load_model
+    from tqdm.auto import tqdm
+
+    from edlm.checkpoint import load_model, load_run_tokenizer
+    from edlm.config import SampleConfig
+    from edlm.flags import config_from_args
     from edlm.sampling.generate import build_template, generate
 
+    sample = config_from_args(SampleConfig, args)
     device = _device(args.device)
     config, model = load_model(args.run, device=device)
-    length = args.length or config.model.seq_len
+    tokenizer = load_run_tokenizer(Path(args.run), config)
+    length = sample.length or config.model.seq_len
     if length > config.model.seq_len:
         raise UserError(f"--length {length}: longer than the model's sequence length {config.model.seq_len}")
+    sample = dataclasses.replace(sample, length=length)
     if args.out:
         _check_writable(Path(args.out).parent, "--out", args.out)
-    _, notes = build_template(1, length, args.prompt, args.infill)
+    _, notes = build_template(1, length, sample.prompt, sample.infill, tokenizer, config.model.mask_id)
     for note in notes:
         print(f"edlm: note: {note}", file=sys.stderr)
     started = time.perf_counter()
     if config.model.kind == "ar":
-        if args.energy or args.infill:
+        if sample.energy or sample.infill:
             raise UserError("--energy/--infill need a diffusion model; --run holds an AR model")
+        if tokenizer.name != "char":
+            raise UserError(f"--run {args.run}: AR sampling is implemented for char models only; this run uses "
+                            f"{tokenizer.name}")
         from edlm.sampling.ar import generate_ar
 
-        texts, stats = generate_ar(model, config, args.num, length, args.seed, args.temperature, args.top_p,
-                                   args.prompt, args.batch_size)
+        texts, stats = generate_ar(model, config, sample.num, length, sample.seed, sample.temperature,
+                                   sample.top_p, sample.prompt, sample.batch_size)
     elif config.model.kind == "mdlm":
         energy = None
-        if args.energy:
+        if sample.energy:
             from edlm.energy import make_energy
 
-            energy = make_energy(args.energy, config.model, args.energy_mode, device, args.precision)
-        import dataclasses
-
-        from tqdm.auto import tqdm
-
-        from edlm.config import SampleConfig
-
-        sample = SampleConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SampleConfig)
-                                 if hasattr(args, f.name)})
-        sample = dataclasses.replace(sample, length=length)
+            energy = make_energy(sample.energy, config.model, sample.energy_mode, device, sample.precision)
         bar = tqdm(desc="sample", leave=False, disable=args.json or not sys.stderr.isatty())
-        texts, result = generate(model, config, sample, energy, progress=bar.update)
+        texts, result = generate(model, config, sample, energy, progress=bar.update, tokenizer=tokenizer)
         bar.close()
         stats = {"nfe": result.nfe, "nfe_per_sequence": result.nfe_rows, **result.extra}
     else:
@@ -202,6 +206,7 @@ def cmd_sample(args) -> int:
     seconds = time.perf_counter() - started
     record = {"samples": texts, "seconds": seconds, "tokens_per_second": len(texts) * length / seconds,
               **stats, "run": str(args.run), "model": config.model.kind, "length": length,
+              "tokenizer": tokenizer.name,
               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "debug", "command")}}
     if args.out:
         from edlm.fileio import write_json_atomic

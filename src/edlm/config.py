@@ -109,11 +109,14 @@ class SampleConfig:
         "help": "random seed; sample i depends only on (seed, i // batch-size), so batches can be sharded"})
     temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the x0 draws (> 0)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus filter of the x0 draws, in (0, 1]"})
-    prompt: str | None = field(default=None, metadata={"help": "fixed prefix (normalised to the alphabet)"})
+    prompt: str | None = field(default=None, metadata={
+        "help": "fixed prefix (char models: normalised to the alphabet; subword models: encoded by the tokenizer)"})
     infill: str | None = field(default=None, metadata={
-        "help": "template with '_' for each blank; every other character stays at its position"})
+        "help": "char models: template with '_' for each blank character, every other character stays at its "
+                "position; subword models: text with [blank:N] for N tokens to fill"})
     energy: str | None = field(default=None, metadata={
-        "help": "importance sampling energy: zero | ar:RUN_DIR | nce:RUN_DIR (default: none, plain MDLM)"})
+        "help": "importance-sampling energy: zero | ar:RUN_DIR (an edlm AR run) | hf:DIR (a local Hugging Face "
+                "causal LM sharing the tokenizer) | nce:RUN_DIR (a trained energy network); default none: plain MDLM"})
     energy_mode: Literal["coar", "full"] = field(default="coar", metadata={
         "help": "AR energy: coar (score masked positions only, the paper's) or full"})
     k: int = field(default=2, metadata={
@@ -124,6 +127,8 @@ class SampleConfig:
     batch_size: int = field(default=16, metadata={"help": "sequences per network call"})
     precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
         "help": "network precision (sampling itself is always float64)"})
+    keep_eos: bool = field(default=False, metadata={
+        "help": "subword models: keep the whole row instead of cutting each sample at its first end-of-text token"})
     order: Literal["max-prob", "margin", "entropy"] = field(default="max-prob", metadata={
         "help": "confidence sampler: score of a masked position (probability of its x0 token, top-2 margin, "
                 "or minus the entropy)"})

@@ -68,8 +68,8 @@ def normalise_piece(text: str) -> str:
     return lead + core + trail
 
 
-def build_template(num: int, length: int, prompt: str | None = None, infill: str | None = None
-                   ) -> tuple[torch.Tensor, list[str]]:
+def build_template(num: int, length: int, prompt: str | None = None, infill: str | None = None,
+                   tokenizer=None, mask_id: int = MASK_ID) -> tuple[torch.Tensor, list[str]]:
     """x_T (num, length) int64: [MASK] everywhere except prompt/infill characters, which stay fixed.
 
     ``prompt`` is a prefix; ``infill`` is a template where ``_`` marks the blanks (characters after the
@@ -78,8 +78,10 @@ def build_template(num: int, length: int, prompt: str | None = None, infill: str
     edges: text already in the alphabet is unchanged (same length, same positions). The returned notes say when
     normalisation changed something.
     """
+    if tokenizer is not None and tokenizer.name != "char":
+        return _subword_template(num, length, prompt, infill, tokenizer, mask_id), []
     notes: list[str] = []
-    template = torch.full((length,), MASK_ID, dtype=torch.long)
+    template = torch.full((length,), mask_id, dtype=torch.long)
     for flag, text in (("--prompt", prompt), ("--infill", infill)):
         if text is None:
             continue
@@ -101,6 +103,38 @@ def build_template(num: int, length: int, prompt: str | None = None, infill: str
                 raise PromptError(f"{flag}: character {char!r} at position {index} is not in the vocabulary")
             template[index] = ALPHABET.index(char)
     return template.unsqueeze(0).repeat(num, 1), notes
+
+
+def _subword_template(num: int, length: int, prompt: str | None, infill: str | None, tokenizer,
+                      mask_id: int) -> torch.Tensor:
+    """x_T (num, length) for a subword tokenizer: ``prompt`` encoded as a prefix; ``infill`` text with
+    ``[blank:N]`` placeholders (N tokens to fill each); positions after the template are blanks too."""
+    from edlm.data.tokenizers import parse_infill
+
+    template = torch.full((length,), mask_id, dtype=torch.long)
+    for flag, text in (("--prompt", prompt), ("--infill", infill)):
+        if not text:
+            continue
+        ids = [int(i) for i in tokenizer.encode(text)] if flag == "--prompt" else parse_infill(text, tokenizer)
+        if len(ids) > length:
+            raise PromptError(f"{flag} is {len(ids)} {tokenizer.name} tokens, longer than the sequence length "
+                              f"{length}")
+        for index, token in enumerate(ids):
+            if token is not None:
+                template[index] = token
+    return template.unsqueeze(0).repeat(num, 1)
+
+
+def decode_sample(row: torch.Tensor, tokenizer=None, keep_eos: bool = False) -> str:
+    """Token ids (L,) -> text: the char alphabet by default, else ``tokenizer``; a subword sample is cut at its
+    first end-of-text token unless ``keep_eos`` (then the row is decoded whole, EOS included)."""
+    if tokenizer is None or tokenizer.name == "char":
+        return decode(row)
+    ids = row.tolist()
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is not None and not keep_eos and eos in ids:
+        ids = ids[:ids.index(eos)]
+    return tokenizer.decode(ids)
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
@@ -131,18 +165,19 @@ def build_sampler(model, config: RunConfig, sample: SampleConfig, energy=None) -
 
 
 def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
-             progress: Callable[[int], None] | None = None, batches: range | None = None
+             progress: Callable[[int], None] | None = None, batches: range | None = None, tokenizer=None
              ) -> tuple[list[str], SampleResult]:
     """Sample ``sample.num`` sequences in batches of ``sample.batch_size``; returns texts and merged stats.
 
     Batch b (samples b * batch_size ...) uses a generator seeded by ``batch_seed(sample.seed, b)``, so
     ``batches`` (default: all) can split the work across processes: the union of the shards equals one run.
-    ``progress(1)`` is called after every step of every batch.
+    ``progress(1)`` is called after every step of every batch. ``tokenizer`` (default: the char alphabet)
+    encodes the prompt / infill and decodes the samples (see ``decode_sample``).
     """
     device = next(model.parameters()).device
     length = sample.length or config.model.seq_len
     sampler = build_sampler(model, config, sample, energy)
-    template, _ = build_template(sample.num, length, sample.prompt, sample.infill)
+    template, _ = build_template(sample.num, length, sample.prompt, sample.infill, tokenizer, config.model.mask_id)
     texts, results = [], []
     batches = batches if batches is not None else range((sample.num + sample.batch_size - 1) // sample.batch_size)
     for batch_index in batches:
@@ -151,7 +186,7 @@ def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
         result = sampler.sample(template[start:start + sample.batch_size].to(device), generator,
                                 progress=None if progress is None else (lambda _: progress(1)))
         results.append(result)
-        texts.extend(decode(row) for row in result.tokens.cpu())
+        texts.extend(decode_sample(row, tokenizer, sample.keep_eos) for row in result.tokens.cpu())
     tokens = torch.cat([r.tokens for r in results])
     merged = SampleResult(tokens, sum(r.nfe for r in results),
                           sum(r.nfe_rows * r.tokens.shape[0] for r in results) / tokens.shape[0],
