@@ -62,7 +62,8 @@ def test_registry_and_config_know_the_three_samplers():
     assert {"remdm", "semi-ar", "threshold"} <= set(SAMPLERS)
     SampleConfig().validate()
     for name, bad, flag in (("eta", 1.5, "--eta"), ("remask_on", 0.01, "--remask-on"), ("block", 0, "--block"),
-                            ("threshold", 1.1, "--threshold"), ("remask_alpha_on", 1.0, "--remask-alpha-on")):
+                            ("threshold", 1.1, "--threshold"), ("remask_alpha_on", 1.0, "--remask-alpha-on"),
+                            ("inner", "semi-ar", "--inner")):
         with pytest.raises(ConfigError, match=flag):
             dataclasses.replace(SampleConfig(), **{name: bad}).validate()
 

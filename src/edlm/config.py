@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from edlm.errors import EdlmError
 
@@ -173,6 +173,8 @@ class SampleConfig:
                                                             "0 < remask-off < remask-on < 1"),
             (0.0 < self.remask_alpha_on < 1.0, "--remask-alpha-on must be in (0, 1)"),
             (self.block >= 1, "--block must be >= 1"),
+            (self.inner in get_args(InnerSamplerName), f"--inner {self.inner!r}: not available (valid: "
+                                                       f"{', '.join(get_args(InnerSamplerName))})"),
             (0.0 <= self.threshold <= 1.0, "--threshold must be in [0, 1]"),
         ]
         for ok, message in checks:

@@ -82,8 +82,8 @@ class RemaskingStep:
     # not change (nothing revealed, nothing remasked) is still a draw from p(x0 | x_t)
     reuses_x0: bool = True
     # per-row state, reset for every row that starts (t = 1): prompt/infill positions, and psi for ``conf``
-    fixed: torch.Tensor | None = field(default=None, repr=False)  # (B, L) bool
-    confidence: torch.Tensor | None = field(default=None, repr=False)  # (B, L) float64
+    fixed: torch.Tensor | None = field(default=None, init=False, repr=False)  # (B, L) bool
+    confidence: torch.Tensor | None = field(default=None, init=False, repr=False)  # (B, L) float64
 
     def __post_init__(self):
         if self.remask not in REMASKS:
