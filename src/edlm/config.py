@@ -100,7 +100,8 @@ class SampleConfig:
 
     num: int = field(default=4, metadata={"help": "number of sequences to draw"})
     steps: int = field(default=256, metadata={
-        "help": "reverse steps T (network calls at most T, fewer with the cache; first-hitting uses L)"})
+        "help": "reverse steps T (network calls at most T, fewer with the cache; first-hitting and threshold use "
+                "at most L; semi-ar gives each block T // blocks)"})
     length: int | None = field(default=None, metadata={
         "help": "sequence length (default: the model's seq_len)"})
     sampler: SamplerName = field(default="cached", metadata={
