@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from edlm.errors import EdlmError
 
@@ -87,6 +87,7 @@ class RunConfig:
 
 
 SamplerName = Literal["ancestral", "cached", "first-hitting", "confidence", "remdm", "semi-ar", "threshold"]
+InnerSamplerName = Literal["ancestral", "cached", "first-hitting", "confidence", "remdm", "threshold"]
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,15 @@ class SampleConfig:
 
     num: int = field(default=4, metadata={"help": "number of sequences to draw"})
     steps: int = field(default=256, metadata={
-        "help": "reverse steps T (network calls at most T, fewer with the cache; first-hitting uses L)"})
+        "help": "reverse steps T (network calls at most T, fewer with the cache; first-hitting and threshold use "
+                "at most L; semi-ar gives each block T // blocks)"})
     length: int | None = field(default=None, metadata={
         "help": "sequence length (default: the model's seq_len)"})
     sampler: SamplerName = field(default="cached", metadata={
         "help": "ancestral (uncached reference) | cached (same samples, skips rows that did not change) | "
-                "first-hitting (exact, one token per call) | confidence (reveal the most confident first)"})
+                "first-hitting (exact, one token per call) | confidence (reveal the most confident first) | "
+                "remdm (may remask revealed tokens) | semi-ar (blocks left to right, --inner inside each) | "
+                "threshold (reveal every position more confident than --threshold)"})
     seed: int = field(default=0, metadata={
         "help": "random seed; sample i depends only on (seed, i // batch-size), so batches can be sharded"})
     temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the x0 draws (> 0)"})
@@ -134,6 +138,25 @@ class SampleConfig:
                 "or minus the entropy)"})
     order_temp: float = field(default=0.0, metadata={
         "help": "confidence sampler: Gumbel noise scale on the scores (0 = greedy order)"})
+    remask: Literal["cap", "rescale", "conf", "loop"] = field(default="cap", metadata={
+        "help": "remdm: remasking probability sigma_t = min(eta, sigma_max) (cap), eta * sigma_max (rescale), "
+                "cap shared by softmax(-confidence) over the revealed tokens (conf), or cap inside "
+                "[remask-off, remask-on] with alpha held fixed and plain MDLM outside (loop)"})
+    eta: float = field(default=0.02, metadata={
+        "help": "remdm: remasking strength in [0, 1] (0 = plain MDLM)"})
+    remask_on: float = field(default=0.55, metadata={
+        "help": "remdm loop: grid time t_on where the loop phase (alpha held, remasking) starts"})
+    remask_off: float = field(default=0.05, metadata={
+        "help": "remdm loop: grid time t_off where the loop phase ends (then MDLM reveals the rest)"})
+    remask_alpha_on: float = field(default=0.9, metadata={
+        "help": "remdm loop: fraction of tokens revealed (alpha) held during the loop phase"})
+    block: int = field(default=32, metadata={
+        "help": "semi-ar: block length; blocks are sampled left to right, steps split evenly among them"})
+    inner: InnerSamplerName = field(default="ancestral", metadata={
+        "help": "semi-ar: the sampler run inside each block"})
+    threshold: float = field(default=0.9, metadata={
+        "help": "threshold sampler: reveal every masked position whose top probability exceeds this "
+                "(at least one per step)"})
 
     def __post_init__(self):
         self.validate()
@@ -151,6 +174,14 @@ class SampleConfig:
             (self.energy_temp > 0, "--energy-temp must be > 0"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.order_temp >= 0, "--order-temp must be >= 0"),
+            (0.0 <= self.eta <= 1.0, "--eta must be in [0, 1]"),
+            (0.0 < self.remask_off < self.remask_on < 1.0, "--remask-off and --remask-on need "
+                                                            "0 < remask-off < remask-on < 1"),
+            (0.0 < self.remask_alpha_on < 1.0, "--remask-alpha-on must be in (0, 1)"),
+            (self.block >= 1, "--block must be >= 1"),
+            (self.inner in get_args(InnerSamplerName), f"--inner {self.inner!r}: not available (valid: "
+                                                       f"{', '.join(get_args(InnerSamplerName))})"),
+            (0.0 <= self.threshold <= 1.0, "--threshold must be in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
