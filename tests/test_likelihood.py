@@ -592,7 +592,8 @@ def dataclasses_replace_kind(config, kind):
 
 
 def test_bench_likelihood_table_compares_discrete_bounds_only():
-    from edlm.bench.likelihood import add_config_flags, likelihood_table, paired_verdict, settings_from
+    from edlm.bench.likelihood import likelihood_table, paired_verdict
+    from edlm.flags import add_config_flags, config_from_args
     from edlm.config import LikelihoodConfig
     from edlm.energy.ar import AREnergy
 
@@ -611,9 +612,9 @@ def test_bench_likelihood_table_compares_discrete_bounds_only():
     assert paired_verdict({"bpc": 0.01, "stderr_bpc": 0.01}).endswith("no significant difference")
     import argparse
 
-    parser = argparse.ArgumentParser()
-    add_config_flags(parser, defaults={"max_sequences": 64})
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flags(parser, LikelihoodConfig, defaults={"max_sequences": 64})
     args = parser.parse_args(["--window", "0.5", "--energy-mode", "full"])
-    assert settings_from(args) == LikelihoodConfig(window=0.5, energy_mode="full", max_sequences=64)
-    assert parser._option_string_actions["--window"].help.endswith("(default: 0.2)")
+    assert config_from_args(LikelihoodConfig, args) == LikelihoodConfig(window=0.5, energy_mode="full", max_sequences=64)
+    assert "(default: 0.2)" in " ".join(parser.format_help().split())
     assert parser._option_string_actions["--precision"].choices == ["fp32", "bf16"]
