@@ -64,6 +64,10 @@ class TrainConfig:
     schedule_eps: float = 1e-3
     negatives: int = 1  # NCE only: negatives per positive
     nce_window: float = 1.0  # NCE only: draw t in [1 - nce_window, 1]
+    # GPU throughput levers (docs/distributed.md, "GPU"); none changes the math of a step.
+    compile: bool = False  # torch.compile the model (falls back to eager, with a note, if compiling fails)
+    fused_adamw: bool = True  # fused AdamW kernel on CUDA (ignored on CPU, where the default kernel runs)
+    tf32: bool = True  # TF32 tensor cores for fp32 matmuls on CUDA (ignored on CPU)
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ PRESETS: dict[str, RunConfig] = {
     "text8-paper": RunConfig(
         model=ModelConfig(seq_len=256, n_layers=12, hidden=768, n_heads=12, cond_dim=128),
         train=TrainConfig(batch_size=512, warmup_steps=2500, max_steps=1_000_000, eval_every=5000,
-                          ckpt_every=5000, eval_batches=32, ema_decay=0.9999),
+                          ckpt_every=5000, eval_batches=32, ema_decay=0.9999, compile=True),
         preset="text8-paper"),
     # A CPU preset for subword text: a byte-level BPE of 4096 tokens trained on the corpus (about 7M parameters).
     "bpe-small": RunConfig(

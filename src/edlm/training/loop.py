@@ -67,6 +67,28 @@ def learning_rate(config: RunConfig, step: int) -> float:
     return train.lr
 
 
+def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; the fused CUDA kernel when ``train.fused_adamw`` and the model is on CUDA (same update rule)."""
+    train = config.train
+    fused = {"fused": True} if train.fused_adamw and device.type == "cuda" else {}
+    return torch.optim.AdamW(model.parameters(), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay,
+                             **fused)
+
+
+def configure_device(config: RunConfig, device: torch.device) -> None:
+    """Process-wide CUDA math settings, set when a run starts (never at import): TF32 for fp32 matmuls."""
+    if device.type == "cuda" and config.train.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """``torch.compile(model)`` when ``enabled`` (the caller keeps ``model`` itself for state dicts: a compiled
+    module's keys carry an ``_orig_mod.`` prefix). Compilation happens lazily at the first call; ``Stepper``
+    falls back to eager if that fails."""
+    return torch.compile(model) if enabled else model
+
+
 def _same_model(a: RunConfig, b: RunConfig) -> list[str]:
     """Model settings and batch-defining settings that must not change on resume."""
     diffs = [f"model.{f.name}" for f in dataclasses.fields(a.model)
@@ -113,8 +135,8 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     if init_state is not None:
         model.load_state_dict(init_state, strict=False)
     model.to(info.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=train_cfg.betas,
-                                  weight_decay=train_cfg.weight_decay)
+    configure_device(config, info.device)
+    optimizer = build_optimizer(model, config, info.device)
     ema = EMA(model, train_cfg.ema_decay)
     step, history = 0, {}
     say = (lambda message: tqdm.write(message)) if info.is_main else (lambda message: None)
@@ -146,7 +168,9 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
         write_json_atomic(run_dir / "config.json", json.loads(config.to_json()))
 
     objective = make_objective(config, denoiser)
-    wrapped = DistributedDataParallel(model) if info.world > 1 else model
+    compiled = maybe_compile(model, train_cfg.compile)
+    wrapped = DistributedDataParallel(compiled) if info.world > 1 else compiled
+    eager = DistributedDataParallel(model) if info.world > 1 and compiled is not model else None
     metrics_file = run_dir / "metrics.csv"
     fields = ["step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "val_bpc", "extra"]
     if info.is_main and resume and metrics_file.exists():
@@ -155,13 +179,17 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
         with open(metrics_file, "w", newline="") as handle:
             csv.writer(handle).writerow(fields)
 
-    local_rows = train_cfg.batch_size // info.world
-    micro_rows = local_rows // train_cfg.grad_accum
     tokens_per_step = train_cfg.batch_size * model_cfg.seq_len
-    started, steps_here, last_log = time.perf_counter(), 0, time.perf_counter()
+    started = last_log = time.perf_counter()
+    steps_here, last_log_step = 0, step
     bar = tqdm(total=train_cfg.max_steps, initial=step, disable=not (progress and info.is_main),
                desc=f"train {model_cfg.kind}", dynamic_ncols=True)
     t_range = (1.0 - train_cfg.nce_window, 1.0) if model_cfg.kind == "nce" and train_cfg.nce_window < 1 else None
+    # No step waits for the host: the loss and gradient norm stay on the device and are read only where a
+    # row is logged, a validation runs or a checkpoint is written. Non-finite values are caught there (the
+    # first bad step is recorded on the device) and always before a save. ``on_nonfinite=skip`` must decide
+    # before the optimizer step, so it reads them every step.
+    health = _Health(info.device)
     stop_reason = "max_steps"
     while step < train_cfg.max_steps:
         if max_minutes is not None and time.perf_counter() - started > 60 * max_minutes:
@@ -171,32 +199,32 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
             stop_reason = "stop_after"
             break
         batch = global_batch(tokens, model_cfg.seq_len, train_cfg.batch_size, train_cfg.seed, step,
-                             train_cfg.eps_t, t_range).shard(info.rank, info.world).to(info.device)
+                             train_cfg.eps_t, t_range).shard(info.rank, info.world)
+        batch = _to_device(batch, info.device)
         model.train()
-        loss_sum, extras = 0.0, {}
-        for micro in range(train_cfg.grad_accum):
-            part = batch.shard(micro, train_cfg.grad_accum)
-            sync = micro == train_cfg.grad_accum - 1 or info.world == 1
-            context = wrapped.no_sync() if not sync else nullcontext()
-            with context, autocast_for(info.device, train_cfg.precision):
-                per_sequence, extras = objective(wrapped, part)
-                loss = per_sequence.float().mean() / train_cfg.grad_accum
-            loss.backward()
-            loss_sum += float(loss.detach())
-        if info.world > 1:
-            loss_sum = _mean_over_ranks(loss_sum, info)
-        # gradients are already averaged over ranks here, so every rank sees the same norm
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip))
-        if all_reduce_flag(not (math.isfinite(loss_sum) and math.isfinite(grad_norm)), info):
+        try:
+            loss_sum, extras = _forward_backward(wrapped, objective, batch, train_cfg.grad_accum, info,
+                                                 train_cfg.precision)
+        except Exception as error:  # torch.compile failed on first use: note it and train eagerly
+            if wrapped is model or info.world > 1 or steps_here:
+                raise
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            say(f"note: torch.compile failed ({type(error).__name__}: {first_line}); training eagerly "
+                f"(set train.compile=false to skip the attempt)")
             optimizer.zero_grad(set_to_none=True)
-            if train_cfg.on_nonfinite == "stop":
-                raise TrainingError(f"non-finite loss ({loss_sum}) or gradient norm ({grad_norm}) at step {step}; "
-                                    f"stopped without saving, the last good checkpoint in "
-                                    f"{run_dir / 'checkpoints'} is untouched (train.on_nonfinite=skip to skip "
-                                    f"such steps)")
-            say(f"step {step}: non-finite loss or gradient, step skipped (train.on_nonfinite=skip)")
-            step += 1
-            continue
+            wrapped = model
+            loss_sum, extras = _forward_backward(wrapped, objective, batch, train_cfg.grad_accum, info,
+                                                 train_cfg.precision)
+        # gradients are already averaged over ranks here, so every rank sees the same norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        if train_cfg.on_nonfinite == "skip":
+            if all_reduce_flag(not bool(torch.isfinite(loss_sum) & torch.isfinite(grad_norm)), info):
+                optimizer.zero_grad(set_to_none=True)
+                say(f"step {step}: non-finite loss or gradient, step skipped (train.on_nonfinite=skip)")
+                step += 1
+                continue
+        else:
+            health.record(step, loss_sum, grad_norm)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         optimizer.step()
@@ -205,30 +233,40 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
         steps_here += 1
         ema.update(model, step)
         bar.update(1)
+        if max_minutes is not None:
+            _follow_time_limit(bar, step, steps_here, started, max_minutes, train_cfg.max_steps)
 
+        is_log = step % train_cfg.log_every == 0 or step == train_cfg.max_steps
+        is_eval = step % train_cfg.eval_every == 0 or step == train_cfg.max_steps
+        is_save = step % train_cfg.ckpt_every == 0 or step == train_cfg.max_steps
+        if not (is_log or is_eval or is_save):
+            continue
+        health.raise_if_bad(info, run_dir)
+        loss_value = _mean_over_ranks(loss_sum, info)
         row = None
-        if step % train_cfg.log_every == 0 or step == train_cfg.max_steps:
+        if is_log:
             now = time.perf_counter()
-            throughput = tokens_per_step * train_cfg.log_every / max(now - last_log, 1e-9)
-            last_log = now
-            bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{throughput:,.0f}")
-            row = {"step": step, "loss": loss_sum, "lr": learning_rate(config, step - 1),
-                   "grad_norm": grad_norm, "tokens_per_s": throughput,
+            throughput = tokens_per_step * (step - last_log_step) / max(now - last_log, 1e-9)
+            last_log, last_log_step = now, step
+            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{throughput:,.0f}")
+            row = {"step": step, "loss": loss_value, "lr": learning_rate(config, step - 1),
+                   "grad_norm": float(grad_norm), "tokens_per_s": throughput,
                    "elapsed_s": now - started, "extra": json.dumps(extras) if extras else ""}
-        if step % train_cfg.eval_every == 0 or step == train_cfg.max_steps:
+        if is_eval:
             val = validate(config, model, ema, val_chunks, info, denoiser)
             history[str(step)] = val
-            row = row or {"step": step, "loss": loss_sum, "elapsed_s": time.perf_counter() - started}
+            row = row or {"step": step, "loss": loss_value, "elapsed_s": time.perf_counter() - started}
             row.update(val_loss=val["loss"], val_bpc=val.get("bpc", ""))
             say(f"step {step}: val loss {val['loss']:.4f}" + (f", {val['bpc']:.4f} bpc" if "bpc" in val else "")
                 + "".join(f", {k} {v:.4f}" for k, v in val.items() if k not in ("loss", "bpc")))
         if row is not None and info.is_main:
             with open(metrics_file, "a", newline="") as handle:
                 csv.DictWriter(handle, fieldnames=fields).writerow(row)
-        if step % train_cfg.ckpt_every == 0 or step == train_cfg.max_steps:
+        if is_save:
             _save(run_dir, step, model, ema, optimizer, history, config, info)
     bar.close()
     if steps_here and step % train_cfg.ckpt_every and step != train_cfg.max_steps:
+        health.raise_if_bad(info, run_dir)
         _save(run_dir, step, model, ema, optimizer, history, config, info)
     barrier(info)
     return {"step": step, "stop_reason": stop_reason, "seconds": time.perf_counter() - started,
@@ -249,12 +287,81 @@ def _truncate_metrics(metrics_file: Path, step: int) -> None:
     os.replace(tmp, metrics_file)
 
 
-def _mean_over_ranks(value: float, info: DistInfo) -> float:
+def _mean_over_ranks(value: torch.Tensor, info: DistInfo) -> float:
+    """The mean of a scalar tensor over ranks, read to the host (a synchronisation point)."""
+    if info.world == 1:
+        return float(value)
     import torch.distributed as dist
 
-    tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
+    tensor = value.detach().double().reshape(1)
     dist.all_reduce(tensor)
     return float(tensor.item()) / info.world
+
+
+def _to_device(batch: GlobalBatch, device: torch.device) -> GlobalBatch:
+    """Copy a batch to ``device``; on CUDA through pinned memory without blocking the host."""
+    if device.type != "cuda":
+        return batch.to(device)
+
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.pin_memory().to(device, non_blocking=True)
+
+    return GlobalBatch(move(batch.x0), move(batch.t), move(batch.uniforms))
+
+
+def _forward_backward(module, objective: Objective, batch: GlobalBatch, grad_accum: int, info: DistInfo,
+                      precision: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss and gradients of one optimiser step over ``grad_accum`` micro-batches.
+
+    Returns the step's mean loss as a 0-dim float32 tensor on the device (not read back) and the extras.
+    """
+    loss_sum, extras = torch.zeros((), device=info.device), {}
+    for micro in range(grad_accum):
+        part = batch.shard(micro, grad_accum)
+        sync = micro == grad_accum - 1 or info.world == 1
+        context = module.no_sync() if not sync else nullcontext()
+        with context, autocast_for(info.device, precision):
+            per_sequence, extras = objective(module, part)
+            loss = per_sequence.float().mean() / grad_accum
+        loss.backward()
+        loss_sum = loss_sum + loss.detach()
+    return loss_sum, extras
+
+
+class _Health:
+    """The first non-finite step since the start, recorded on the device (no host synchronisation)."""
+
+    def __init__(self, device: torch.device):
+        self.step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.loss = torch.zeros((), device=device)
+        self.norm = torch.zeros((), device=device)
+
+    def record(self, step: int, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        first = ~(torch.isfinite(loss) & torch.isfinite(norm)) & (self.step < 0)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss.float(), self.loss)
+        self.norm = torch.where(first, norm.float(), self.norm)
+
+    def raise_if_bad(self, info: DistInfo, run_dir: Path) -> None:
+        bad_step = int(self.step)
+        if all_reduce_flag(bad_step >= 0, info):
+            where = f"at step {bad_step}" if bad_step >= 0 else "on another rank"
+            raise TrainingError(f"non-finite loss ({float(self.loss)}) or gradient norm ({float(self.norm)}) "
+                                f"{where}; stopped without saving, the last good checkpoint in "
+                                f"{run_dir / 'checkpoints'} is untouched (train.on_nonfinite=skip to skip "
+                                f"such steps)")
+
+
+def _follow_time_limit(bar, step: int, steps_here: int, started: float, max_minutes: float,
+                       max_steps: int) -> None:
+    """Shrink the progress bar's total to the steps ``max_minutes`` allows at the measured rate, so its ETA
+    shows when training will really stop (the time limit, not ``max_steps``, is often the binding one)."""
+    elapsed = time.perf_counter() - started
+    if steps_here < 3 or elapsed <= 0:
+        return
+    remaining = max(0.0, 60 * max_minutes - elapsed)
+    reachable = step + int(remaining * steps_here / elapsed)
+    bar.total = max(step, min(max_steps, reachable))
 
 
 def _save(run_dir, step, model, ema, optimizer, history, config, info: DistInfo) -> None:

@@ -1,0 +1,89 @@
+"""Processes launched by torchrun: which one am I, which work is mine, and gathering results on rank 0.
+
+``torchrun --nproc_per_node N -m edlm sample|eval|eval-gen ...`` runs N copies of the command. Each joins the
+process group (NCCL on GPUs, gloo on CPU), takes a contiguous block of whole batches (``shard``), and sends
+its results to rank 0 (``gather_to_rank0``), which writes the output. Whole batches keep the batch
+boundaries of a one-process run, so when each batch's randomness depends only on (seed, batch index) the
+gathered output equals the one-process output. A plain ``python -m edlm`` is rank 0 of 1: no process group,
+``shard`` returns everything and ``gather_to_rank0`` returns ``[obj]``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from edlm.device import resolve_device
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: rank of world, its local rank on the node, and its device."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device: torch.device | str | None = None) -> DistInfo:
+    """Read RANK / WORLD_SIZE / LOCAL_RANK (set by torchrun), pick the device, join the process group.
+
+    ``device``: ``None`` -> ``cuda:LOCAL_RANK`` when CUDA is present, else ``cpu``. With more than one process a
+    CUDA request always becomes ``cuda:LOCAL_RANK`` (one GPU per process). Bad names raise ``DeviceError``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    chosen = resolve_device(None if device is None else str(device))
+    if chosen.type == "cuda" and world > 1:
+        chosen = resolve_device(f"cuda:{local_rank}", flag="LOCAL_RANK")
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, chosen)
+
+
+def shard(n_items: int, rank: int, world: int, batch_size: int = 1) -> range:
+    """Item indices of rank ``rank``: a contiguous block of whole batches of ``batch_size`` items.
+
+    The ``ceil(n_items / batch_size)`` batches are split as evenly as possible (earlier ranks take one more
+    when they do not divide); concatenating the ranges of ranks 0 .. world-1 gives ``range(n_items)``.
+    """
+    n_batches = -(-n_items // batch_size)
+    per_rank, extra = divmod(n_batches, world)
+    first = rank * per_rank + min(rank, extra)
+    last = first + per_rank + (1 if rank < extra else 0)
+    return range(min(first * batch_size, n_items), min(last * batch_size, n_items))
+
+
+def gather_to_rank0(obj) -> list | None:
+    """Every rank's ``obj`` (picklable, e.g. a list of strings or a CPU tensor) in rank order on rank 0;
+    ``None`` on the other ranks. One process: ``[obj]``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    rank = dist.get_rank()
+    gathered = [None] * dist.get_world_size() if rank == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def barrier(info: DistInfo) -> None:
+    if info.world > 1:
+        dist.barrier()
+
+
+def cleanup() -> None:
+    """Leave the process group (call once at the end of a torchrun command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
