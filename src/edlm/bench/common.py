@@ -10,11 +10,24 @@ from pathlib import Path
 import torch
 
 
-def environment() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.uname().machine,
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+def environment(device: torch.device | str | None = None) -> dict:
+    """Where a benchmark ran: torch version, threads, CPU, and the GPU (name, CUDA version) when one is used."""
+    record = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+              "processor": platform.processor() or platform.uname().machine,
+              "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        record.update(device_name=torch.cuda.get_device_name(device), cuda_version=torch.version.cuda)
+    else:
+        record["device_name"] = f"cpu ({record['threads']} threads)"
+    return record
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued GPU work (timings on CUDA must bracket it); a no-op on CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def write_results(out: Path, name: str, payload: dict, table: str) -> None:
@@ -41,7 +54,8 @@ def markdown_table(rows: list[dict], columns: list[str], formats: dict[str, str]
     return "\n".join(lines)
 
 
-def matmul_peak(dtype: torch.dtype, device: str = "cpu", size: int = 2048, seconds: float = 3.0) -> float:
+def matmul_peak(dtype: torch.dtype, device: torch.device | str = "cpu", size: int = 2048,
+                seconds: float = 2.0) -> float:
     """Measured dense matmul rate in FLOP/s (best of repeated runs): the physical limit we compare to."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
@@ -49,12 +63,10 @@ def matmul_peak(dtype: torch.dtype, device: str = "cpu", size: int = 2048, secon
         a @ b
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        if device != "cpu":
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(4):
             a @ b
-        if device != "cpu":
-            torch.cuda.synchronize()
+        synchronize(device)
         best = max(best, 4 * 2 * size ** 3 / (time.perf_counter() - start))
     return best
