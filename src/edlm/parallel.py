@@ -5,7 +5,8 @@ process group (NCCL on GPUs, gloo on CPU), takes a contiguous block of whole bat
 its results to rank 0 (``gather_to_rank0``), which writes the output. Whole batches keep the batch
 boundaries of a one-process run, so when each batch's randomness depends only on (seed, batch index) the
 gathered output equals the one-process output. A plain ``python -m edlm`` is rank 0 of 1: no process group,
-``shard`` returns everything and ``gather_to_rank0`` returns ``[obj]``.
+``shard`` returns everything and ``gather_to_rank0`` returns ``[obj]``. torchrun with one process joins a
+process group of one (so a one-GPU NCCL run exercises the multi-GPU code path).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class DistInfo:
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    distributed: bool = False  # a process group is up (torchrun, even with one process)
 
     @property
     def is_main(self) -> bool:
@@ -49,9 +51,14 @@ def init_from_env(device: torch.device | str | None = None) -> DistInfo:
         chosen = resolve_device(f"cuda:{local_rank}", flag="LOCAL_RANK")
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
-    if world > 1 and not dist.is_initialized():
+    if launched_by_torchrun() and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local_rank, chosen)
+    return DistInfo(rank, world, local_rank, chosen, dist.is_available() and dist.is_initialized())
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (even ``--nproc_per_node 1``) sets these; a plain ``python -m edlm`` does not."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ)
 
 
 def shard(n_items: int, rank: int, world: int, batch_size: int = 1) -> range:

@@ -169,8 +169,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
 
     objective = make_objective(config, denoiser)
     compiled = maybe_compile(model, train_cfg.compile)
-    wrapped = DistributedDataParallel(compiled) if info.world > 1 else compiled
-    eager = DistributedDataParallel(model) if info.world > 1 and compiled is not model else None
+    wrapped = DistributedDataParallel(compiled) if info.distributed else compiled
     metrics_file = run_dir / "metrics.csv"
     fields = ["step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "val_bpc", "extra"]
     if info.is_main and resume and metrics_file.exists():
@@ -206,7 +205,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
             loss_sum, extras = _forward_backward(wrapped, objective, batch, train_cfg.grad_accum, info,
                                                  train_cfg.precision)
         except Exception as error:  # torch.compile failed on first use: note it and train eagerly
-            if wrapped is model or info.world > 1 or steps_here:
+            if wrapped is model or info.distributed or steps_here:
                 raise
             first_line = (str(error).strip().splitlines() or [""])[0][:200]
             say(f"note: torch.compile failed ({type(error).__name__}: {first_line}); training eagerly "
