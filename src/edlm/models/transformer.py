@@ -1,6 +1,6 @@
 """The DiT-style transformer used for the denoiser, the AR model and the energy network.
 
-Mirrors the MDLM/EDLM backbone (notes, section 1) with the same parameter names so released weights can be
+Mirrors the MDLM/EDLM backbone (docs/method.md §1) with the same parameter names so released weights can be
 mapped in: bias-free pre-norm LayerNorm, adaLN-Zero modulation from a (sigma) embedding, rotary position
 embeddings on q and k, GELU(tanh) MLP of width 4H, untied input/output embeddings, zero-initialised output
 layer. Attention runs through ``F.scaled_dot_product_attention``; ``causal=True`` turns it into the AR model.
