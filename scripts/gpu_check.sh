@@ -2,8 +2,8 @@
 # One-GPU check of edlm: the gpu tests (in the background), end to end on a small corpus (train MDLM and AR
 # ~60 s each, eval, sample MDLM and EDLM-AR, eval-gen, the EDLM likelihood bound), then the throughput and
 # sampling benchmarks alone on the GPU. Measured on one H100 (2026-11-27, sequential version): tests 220 s,
-# end-to-end chain about 190 s, throughput 130 s (two torch.compile warm-ups) + 25 s, sampling about 90 s;
-# with the tests beside the chain, about 7 minutes in all. Every step runs even if an earlier one failed; each step's
+# end-to-end chain about 190 s, throughput 130 s (two torch.compile warm-ups) + 25 s, sampling about 90 s
+# for both samplers (ancestral only here: about 50 s); with the tests beside the chain, about 7 minutes. Every step runs even if an earlier one failed; each step's
 # exit code, seconds and last lines go into a one-page markdown report:
 #   bench/results/gpu/report.md, and $OUT/gpu_report.md when $OUT is set.
 # Usage: bash scripts/gpu_check.sh            (from the checkout; PYTHON=python3 by default)
@@ -34,7 +34,7 @@ else
   MODEL=(--preset char-small model.n_layers=8 model.hidden=512 model.n_heads=8 train.batch_size=128
          train.eval_every=100000 train.ckpt_every=100000 train.warmup_steps=100)
   TRAIN_MIN=1; NUM=64; LEN=256; TP=(--presets text8-paper --steps 10 --batch-sizes 64,256)
-  SP=(); EVAL_SEQ=512
+  SP=(--samplers ancestral); EVAL_SEQ=512  # cached vs ancestral: bench/results/gpu/sampling.md
 fi
 
 # step NAME TIMEOUT_S COMMAND...: run it, log it, never stop the script.

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int, help="samples (default: 64 on CUDA, 4 on CPU)")
     parser.add_argument("--length", type=int, help="sequence length (default: 256 on CUDA, 64 on CPU)")
     parser.add_argument("--steps", help="comma-separated T (default: 256,1024 on CUDA, 16,64 on CPU)")
+    parser.add_argument("--samplers", default="ancestral,cached", help="comma-separated (default: both)")
     parser.add_argument("--k", type=int, default=4, help="importance-sampling candidates")
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for steps in steps_list:
         plain_seconds = {}
-        for sampler in ("ancestral", "cached"):
+        for sampler in args.samplers.split(","):
             for k in (1, args.k):
                 spec = SampleConfig(num=num, steps=steps, length=length, sampler=sampler, seed=0,
                                     batch_size=num, precision=args.precision, k=k, window=args.window)
