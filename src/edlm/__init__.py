@@ -1,6 +1,6 @@
 """edlm: energy-based diffusion language models.
 
-Notation used throughout the package (see ``shared/EDLM_NOTES.md``):
+Notation used throughout the package (see ``docs/method.md``):
 
 - ``B`` batch size, ``L`` sequence length, ``V`` number of real tokens, ``k`` importance-sampling candidates.
 - ``mask_id`` the [MASK] token id; for character corpora ``mask_id == V``, so models emit ``V + 1`` logits.

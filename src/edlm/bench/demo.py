@@ -18,7 +18,7 @@ def run_demo(out: Path, minutes: float, quick: bool) -> int:
     from edlm.config import resolve_train_config
     from edlm.data import prepare_corpus
     from edlm.data import DataError, load_meta
-    from edlm.diffusion.schedule import make_schedule
+    from edlm.diffusion.schedule import schedule_for
     from edlm.data import eval_chunks, load_split
     from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence, summarize
     from edlm.checkpoint import load_model
@@ -50,7 +50,7 @@ def run_demo(out: Path, minutes: float, quick: bool) -> int:
 
     config, mdlm = load_model(out / "mdlm")
     chunks = eval_chunks(load_split(data, "test"), config.model.seq_len)[: 64 if quick else 512]
-    test = summarize(mdlm_nelbo_per_sequence(mdlm, chunks, make_schedule(eps=config.train.schedule_eps),
+    test = summarize(mdlm_nelbo_per_sequence(mdlm, chunks, schedule_for(config),
                                              config.model.mask_id, t_samples=2), config.model.seq_len)
     print(f"\nMDLM test NELBO: {test['bpc']:.4f} ± {test['stderr_bpc']:.4f} bpc "
           f"({test['tokens']:,} test characters)")

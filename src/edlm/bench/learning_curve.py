@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from edlm.config import resolve_train_config
     from edlm.data import eval_chunks, load_split
-    from edlm.diffusion.schedule import make_schedule
+    from edlm.diffusion.schedule import schedule_for
     from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
     from edlm.checkpoint import load_model
     from edlm.checkpoint import latest_valid_checkpoint
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     chunks = eval_chunks(load_split(args.data, "test"), config.model.seq_len)
     started = time.perf_counter()
     if config.model.kind == "mdlm":
-        per_seq = mdlm_nelbo_per_sequence(model, chunks, make_schedule(eps=config.train.schedule_eps),
+        per_seq = mdlm_nelbo_per_sequence(model, chunks, schedule_for(config),
                                           config.model.mask_id, args.t_samples, progress=True)
     else:
         per_seq = ar_nll_per_sequence(model, chunks, config.model.mask_id, progress=True)

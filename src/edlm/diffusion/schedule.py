@@ -13,7 +13,7 @@ import torch
 
 @dataclass(frozen=True)
 class LogLinearSchedule:
-    """alpha_t = 1 - (1 - eps) t, so sigma(t) = -log(1 - (1 - eps) t)  (notes, section 1).
+    """alpha_t = 1 - (1 - eps) t, so sigma(t) = -log(1 - (1 - eps) t)  (docs/method.md §1).
 
     The NELBO weight -alpha'_t / (1 - alpha_t) equals exactly 1 / t for every eps.
     """

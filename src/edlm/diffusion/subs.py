@@ -1,4 +1,4 @@
-"""SUBS parameterisation, forward corruption and the continuous-time NELBO (notes, section 1).
+"""SUBS parameterisation, forward corruption and the continuous-time NELBO (docs/method.md §1).
 
 All functions are pure; the network never sees any of this.
 """

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edlm.config import LikelihoodConfig, RunConfig
-from edlm.diffusion.schedule import make_schedule
+from edlm.diffusion.schedule import schedule_for
 from edlm.energy.base import ZeroEnergy
 from edlm.errors import EdlmError
 from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
@@ -98,9 +98,9 @@ def edlm_likelihood(settings: LikelihoodConfig, run_config: RunConfig, model, ch
     so ``bound_improvement_over_mdlm_same_T`` is a paired difference.
     """
     device = next(model.parameters()).device
-    schedule = make_schedule(eps=run_config.train.schedule_eps)
+    schedule = schedule_for(run_config)
     mask_id, L = run_config.model.mask_id, chunks.shape[1]
-    denoiser = make_denoiser_fn(model, mask_id, settings.precision)
+    denoiser = make_denoiser_fn(model, mask_id, settings.precision, schedule)
     plan = make_step_plan(schedule, settings.steps, settings.window, settings.k, t_min=settings.t_min)
     normalised = is_self_normalised(energy)
     variants = (("paper_estimate", "none"),) if normalised else (
@@ -166,7 +166,7 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
         energy = make_energy(settings.energy, run_config.model, settings.energy_mode, device, settings.precision)
     if energy is None:
         if kind == "mdlm":
-            schedule = make_schedule(eps=run_config.train.schedule_eps)
+            schedule = schedule_for(run_config)
             per_seq = mdlm_nelbo_per_sequence(model, chunks, schedule, run_config.model.mask_id,
                                               settings.t_samples, settings.batch_size, settings.seed,
                                               settings.eps_t, settings.precision, progress)
@@ -184,7 +184,7 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
         raise LikelihoodError("--energy: the EDLM bound calls the denoiser without t; a time-conditioned "
                               "denoiser (model.time_conditioning=true) is not supported")
     result = edlm_likelihood(settings, run_config, model, chunks, energy, chars_per_token, progress)
-    plan = make_step_plan(make_schedule(eps=run_config.train.schedule_eps), settings.steps, settings.window,
+    plan = make_step_plan(schedule_for(run_config), settings.steps, settings.window,
                           settings.k, t_min=settings.t_min)
     headline = result["bound"]
     return {"kind": "edlm_likelihood", **common,

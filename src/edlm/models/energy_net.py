@@ -1,4 +1,4 @@
-"""EDLM-NCE energy network E(x0, x_t) (notes, section 3.2).
+"""EDLM-NCE energy network E(x0, x_t) (docs/method.md §3.2).
 
 A bidirectional transformer initialised from the pretrained denoiser. Per position the embeddings of x_t and of
 the candidate x0 are concatenated and projected back to H (``input_proj``), the denoiser's blocks run on that,

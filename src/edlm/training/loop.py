@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from edlm.errors import EdlmError
 from edlm.config import RunConfig
 from edlm.data import eval_chunks, load_meta, load_split
-from edlm.diffusion.schedule import make_schedule
+from edlm.diffusion.schedule import schedule_for
 from edlm.device import autocast_for
 from edlm.models import build_model
 from edlm.training.batches import GlobalBatch, global_batch
@@ -44,7 +44,7 @@ class TrainingError(EdlmError, RuntimeError):
 
 def make_objective(config: RunConfig, denoiser: torch.nn.Module | None = None) -> Objective:
     """Per-sequence loss for the configured model kind (registry by ``config.model.kind``)."""
-    schedule = make_schedule(eps=config.train.schedule_eps)
+    schedule = schedule_for(config)
     mask_id = config.model.mask_id
     if config.model.kind == "mdlm":
         return lambda model, b: (mdlm_loss(model, b.x0, b.t, b.uniforms, schedule, mask_id), {})
@@ -381,7 +381,7 @@ def validate(config: RunConfig, model, ema: EMA, val_chunks: torch.Tensor, info:
     ema_model.eval()
     kind = config.model.kind
     if kind == "mdlm":
-        per_seq = mdlm_nelbo_per_sequence(ema_model, val_chunks, make_schedule(eps=config.train.schedule_eps),
+        per_seq = mdlm_nelbo_per_sequence(ema_model, val_chunks, schedule_for(config),
                                           config.model.mask_id, batch_size=config.train.batch_size,
                                           precision=config.train.precision)
     elif kind == "ar":

@@ -1,4 +1,4 @@
-"""EDLM-NCE training: noise-contrastive estimation of the energy with the frozen MDLM as noise (notes, 3.2).
+"""EDLM-NCE training: noise-contrastive estimation of the energy with the frozen MDLM as noise (docs/method.md §3.2).
 
 Positives are data x0 with x_t ~ q(x_t | x0); negatives x~ ~ mu_theta(. | x_t), drawn in float64 with no
 gradient into mu_theta. Per sequence, with n negatives,
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from edlm.config import ConfigError, RunConfig
-from edlm.diffusion.schedule import LogLinearSchedule, make_schedule
+from edlm.diffusion.schedule import LogLinearSchedule, schedule_for
 from edlm.diffusion.subs import corrupt, stratified_times, subs_log_probs
 from edlm.device import autocast_for
 from edlm.models.energy_net import SHARED_PREFIXES
@@ -138,7 +138,7 @@ def validate_nce(config: RunConfig, model, val_chunks: torch.Tensor, denoiser, i
     energy_pos, energy_neg (means over all chunks).
     """
     train = config.train
-    schedule = make_schedule(eps=train.schedule_eps)
+    schedule = schedule_for(config)
     generator = torch.Generator().manual_seed(seed)
     low = 1.0 - train.nce_window if train.nce_window < 1 else None
     losses, positives, negatives = [], [], []

@@ -14,7 +14,7 @@ from edlm.diffusion.subs import corrupt, nelbo_terms, subs_log_probs
 
 def mdlm_loss(model, x0: torch.Tensor, t: torch.Tensor, uniforms: torch.Tensor,
               schedule: LogLinearSchedule, mask_id: int) -> torch.Tensor:
-    """Continuous-time NELBO per sequence (B,), nats per token (notes, section 1)."""
+    """Continuous-time NELBO per sequence (B,), nats per token (docs/method.md §1)."""
     x_t = corrupt(x0, t, schedule, mask_id, uniforms)
     logits = model(x_t, schedule.sigma(t))
     return nelbo_terms(subs_log_probs(logits, x_t, mask_id), x0, x_t, t, schedule, mask_id)
