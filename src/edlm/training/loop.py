@@ -128,6 +128,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
         raise TrainingError(f"{data_dir}: val split has {len(val_tokens)} tokens, fewer than one sequence "
                             f"(model.seq_len={model_cfg.seq_len}); use a longer corpus or a smaller model.seq_len")
     val_chunks = eval_chunks(val_tokens, model_cfg.seq_len)
+    val_chars_per_token = meta["chars"]["val"] / max(1, meta["sizes"]["val"])  # bits per character, not per token
     val_chunks = val_chunks[: train_cfg.eval_batches * train_cfg.batch_size]
 
     torch.manual_seed(train_cfg.seed)
@@ -252,7 +253,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
                    "grad_norm": float(grad_norm), "tokens_per_s": throughput,
                    "elapsed_s": now - started, "extra": json.dumps(extras) if extras else ""}
         if is_eval:
-            val = validate(config, model, ema, val_chunks, info, denoiser)
+            val = validate(config, model, ema, val_chunks, info, denoiser, val_chars_per_token)
             history[str(step)] = val
             row = row or {"step": step, "loss": loss_value, "elapsed_s": time.perf_counter() - started}
             row.update(val_loss=val["loss"], val_bpc=val.get("bpc", ""))
@@ -372,8 +373,11 @@ def _save(run_dir, step, model, ema, optimizer, history, config, info: DistInfo)
 
 @torch.no_grad()
 def validate(config: RunConfig, model, ema: EMA, val_chunks: torch.Tensor, info: DistInfo,
-             denoiser=None) -> dict[str, float]:
-    """Validation loss of the EMA weights on a fixed slice of the val split (same t draws every time)."""
+             denoiser=None, chars_per_token: float = 1.0) -> dict[str, float]:
+    """Validation loss of the EMA weights on a fixed slice of the val split (same t draws every time).
+
+    ``bpc`` is bits per character of decoded text: nats per token / ``chars_per_token`` / ln 2 (1.0 for a char
+    corpus, so then it is bits per token)."""
     from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
 
     ema_model = build_model(config.model).to(info.device)
@@ -391,5 +395,5 @@ def validate(config: RunConfig, model, ema: EMA, val_chunks: torch.Tensor, info:
         from edlm.training.nce import validate_nce
 
         return validate_nce(config, ema_model, val_chunks, denoiser, info)
-    summary = summarize(per_seq, config.model.seq_len)
+    summary = summarize(per_seq, config.model.seq_len, chars_per_token)
     return {"loss": summary["nll_nats"], "bpc": summary["bpc"]}
