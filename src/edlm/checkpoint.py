@@ -322,3 +322,24 @@ def load_run_tokenizer(run_dir: Path, config: RunConfig):
         raise CheckpointError(f"{meta_file}: missing; a {config.model.tokenizer} run needs its tokenizer files "
                               f"(copy tokenizer.json and tokenizer_meta.json from the data folder)")
     return get_tokenizer(config.model.tokenizer)
+
+
+def publish_folder(out: Path, fill, what: str) -> None:
+    """Create the new folder ``out`` whole or not at all: ``fill(staging)`` writes into a hidden folder beside
+    ``out``, which is then renamed into place (an empty ``out`` is replaced). Any failure removes the staging
+    folder; an OS error becomes a ``CheckpointError`` naming ``what`` (e.g. ``--out runs/x``)."""
+    out = Path(out)
+    staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
+    try:
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        fill(staging)
+        if out.exists():
+            out.rmdir()  # empty (the callers check before)
+        os.replace(staging, out)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise CheckpointError(f"{what}: cannot write ({error.strerror or error})") from None
+        raise

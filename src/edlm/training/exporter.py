@@ -8,11 +8,9 @@ MDLM's ``modeling_mdlm.py`` put it beside the weights themselves.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-from edlm.checkpoint import CheckpointError, load_model
+from edlm.checkpoint import CheckpointError, load_model, publish_folder
 from edlm.fileio import write_json_atomic
 from edlm.training.importer import MDLM_MLP_RATIO, PREFIX, ROTARY, mdlm_parameter_names
 
@@ -51,19 +49,9 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, weights: str = "ema") ->
     assert sorted(state) == sorted(mdlm_parameter_names(config.model.n_layers))  # the layout's names, no more
     tensors = {PREFIX + k: v for k, v in state.items()}
     tensors[PREFIX + ROTARY] = model.rotary_emb.inv_freq.detach().float().contiguous().cpu()
-    staging = out_dir.with_name(f".{out_dir.name}.export-{os.getpid()}")
-    try:
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        write_json_atomic(staging / "config.json", mdlm_hf_config(config.model))
-        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        os.replace(staging, out_dir)
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise CheckpointError(f"{out_dir}: cannot write ({error.strerror or error})") from None
-        raise
+    def fill(folder: Path) -> None:
+        write_json_atomic(folder / "config.json", mdlm_hf_config(config.model))
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+    publish_folder(out_dir, fill, str(out_dir))
     return ["config.json", "model.safetensors"]

@@ -30,14 +30,13 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
 
 from edlm.config import ConfigError, ModelConfig, RunConfig, apply_overrides, get_preset
-from edlm.checkpoint import CheckpointError, check_state_dict, list_checkpoints, save_checkpoint
+from edlm.checkpoint import CheckpointError, check_state_dict, list_checkpoints, publish_folder, save_checkpoint
 from edlm.fileio import FileFormatError, read_json, sha256_file, write_json_atomic
 
 PREFIX = "backbone."
@@ -236,22 +235,12 @@ def _check_out(out: Path) -> None:
 def _write_run(out: Path, config: RunConfig, model: torch.nn.Module, ema: dict[str, torch.Tensor], step: int,
                source: dict) -> None:
     """Assemble the run folder beside ``out`` and rename it into place: a failure leaves nothing behind."""
-    staging = out.with_name(f".{out.name}.import-{os.getpid()}")
-    try:
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        write_json_atomic(staging / "config.json", json.loads(config.to_json()))
-        save_checkpoint(staging, step, model.state_dict(), ema, None,
+    def fill(folder: Path) -> None:
+        write_json_atomic(folder / "config.json", json.loads(config.to_json()))
+        save_checkpoint(folder, step, model.state_dict(), ema, None,
                         {"history": {}, "preset": config.preset, "imported_from": source}, keep=1)
-        if out.exists():
-            out.rmdir()  # empty (checked before)
-        os.replace(staging, out)
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise CheckpointError(f"--out {out}: cannot write ({error.strerror or error})") from None
-        raise
+
+    publish_folder(out, fill, f"--out {out}")
 
 
 def _with_tokenizer(model: ModelConfig, tokenizer: str) -> ModelConfig:
