@@ -61,7 +61,6 @@ def test_every_flag_of_every_command_has_help(command):
 
 def test_export_hf_then_import_hf_through_the_cli_gives_the_same_logits(tmp_path, capsys):
     import json
-    from dataclasses import replace
 
     import torch
 

@@ -1,7 +1,6 @@
 """Parallel importance sampling (docs/method.md §3.3): MDLM identity, sign of the weights, exactness on toys,
 batch independence, window accounting."""
 
-import math
 
 import pytest
 import torch

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edlm.checkpoint import CheckpointError, load_model, save_checkpoint
-from edlm.config import ConfigError, ModelConfig, get_preset
+from edlm.config import ConfigError, get_preset
 from edlm.models import build_model
 from edlm.training.exporter import export_hf
 from edlm.training.importer import import_mdlm, import_mdlm_hf, mdlm_parameter_names

@@ -8,7 +8,7 @@ from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.sampling.generate import build_template
 from edlm.diffusion.posterior import time_grid
 from edlm.sampling.loop import MaskedDiffusionSampler
-from edlm.sampling.mdlm import AncestralStep, FactorizedProposal
+from edlm.sampling.mdlm import FactorizedProposal
 
 V, MASK = 27, 27
 

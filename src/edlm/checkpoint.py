@@ -17,7 +17,6 @@ shapes against the run's ``config.json``. Old checkpoints are removed by renamin
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edlm.errors import EdlmError
-from edlm.fileio import sha256_file, write_json_atomic
+from edlm.fileio import FileFormatError, read_json, sha256_file, write_json_atomic
 from edlm.config import ConfigError, RunConfig
 from edlm.models import build_model
 
@@ -188,11 +187,9 @@ def load_checkpoint(path: Path, with_optimizer: bool = True) -> Checkpoint:
     path = Path(path)
     state_file = path / "state.json"
     try:
-        state = json.loads(state_file.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{state_file}: missing (incomplete checkpoint)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{state_file}: not valid JSON ({error})") from None
+        state = read_json(state_file, "checkpoint state (incomplete checkpoint)")
+    except FileFormatError as error:
+        raise CheckpointError(str(error)) from None
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{state_file}: unsupported format_version {state.get('format_version')}")
     for name in WEIGHT_FILES:
@@ -273,8 +270,10 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; is {run_dir} a run folder made by `edlm train`?")
     try:
-        return RunConfig.from_dict(json.loads(file.read_text()))
-    except (json.JSONDecodeError, ConfigError, TypeError) as error:
+        return RunConfig.from_dict(read_json(file, "run config"))
+    except FileFormatError as error:
+        raise CheckpointError(f"{file}: invalid config ({error})") from None
+    except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{file}: invalid config ({error})") from None
 
 

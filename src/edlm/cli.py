@@ -7,11 +7,7 @@ Inputs are checked here, once; a bad input exits with status 2 and one line nami
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import sys
-from pathlib import Path
 
 from edlm.config import LikelihoodConfig, SampleConfig
 from edlm.data.tokenizers import TOKENIZER_HELP

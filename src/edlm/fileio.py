@@ -59,4 +59,4 @@ def read_json(path: Path, what: str = "JSON file") -> Any:
     except IsADirectoryError:
         raise FileFormatError(f"{path}: is a folder, expected a {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FileFormatError(f"{path}: not a valid {what} ({error})") from None
+        raise FileFormatError(f"{path}: not valid JSON ({error}); expected a {what}") from None

@@ -7,10 +7,10 @@ continues exactly and a data-parallel run follows the single-process trajectory.
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,7 +29,7 @@ from edlm.models import build_model
 from edlm.training.batches import GlobalBatch, global_batch
 from edlm.checkpoint import (CheckpointError, latest_valid_checkpoint, list_checkpoints, load_run_config,
                              save_checkpoint)
-from edlm.fileio import write_json_atomic
+from edlm.fileio import write_bytes_atomic, write_json_atomic
 from edlm.training.distributed import DistInfo, all_reduce_flag, barrier, init_distributed
 from edlm.training.ema import EMA
 from edlm.models.ar import ar_loss
@@ -281,10 +281,9 @@ def _truncate_metrics(metrics_file: Path, step: int) -> None:
         return
     kept = [rows[0]] + [row for row in rows[1:] if len(row) == len(rows[0]) and row[0].isdigit()
                         and int(row[0]) <= step]
-    tmp = metrics_file.with_name(f".{metrics_file.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        csv.writer(handle).writerows(kept)
-    os.replace(tmp, metrics_file)
+    text = io.StringIO()
+    csv.writer(text).writerows(kept)
+    write_bytes_atomic(metrics_file, text.getvalue().encode("utf-8"))
 
 
 def _mean_over_ranks(value: torch.Tensor, info: DistInfo) -> float:
