@@ -11,7 +11,7 @@ import sys
 
 from edlm.config import LikelihoodConfig, SampleConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
-from edlm.flags import add_config_flags, config_from_args, float_in, positive_int  # noqa: F401
+from edlm.flags import add_config_flags, float_in, positive_int
 
 
 class _Parser(argparse.ArgumentParser):
