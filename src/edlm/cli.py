@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--"]:  # `torchrun ... -m edlm -- sample --run DIR`: "--" stops torchrun reading --run / --num
+        argv = argv[1:]
     args = parser.parse_args(argv)
     from edlm.commands import COMMANDS, user_error
 

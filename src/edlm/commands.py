@@ -134,16 +134,23 @@ def cmd_eval(args) -> int:
     from edlm.flags import config_from_args
     from edlm.likelihood.report import likelihood_report
 
+    from edlm.parallel import cleanup, init_from_env
+
     settings = config_from_args(LikelihoodConfig, args)
-    config, model = load_model(args.run, device=_device(args.device))
+    info = init_from_env(args.device)  # under torchrun: each process evaluates a block of whole batches
+    config, model = load_model(args.run, device=str(info.device))
     try:
         chunks = eval_chunks(load_split(args.data, settings.split), config.model.seq_len)
     except DataError as error:
         raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
-    progress = not args.json and sys.stderr.isatty()
+    progress = not args.json and info.is_main and sys.stderr.isatty()
     _check_tokenizer(config, args.data, "--run", args.run)
     result = likelihood_report(settings, config, model, chunks, progress=progress,
-                               chars_per_token=chars_per_token(args.data, settings.split))
+                               chars_per_token=chars_per_token(args.data, settings.split), rank=info.rank,
+                               world=info.world)
+    if result is None:  # not rank 0: its figures went to rank 0
+        cleanup()
+        return 0
     result.update(run=str(args.run))
     if args.json:
         print(json.dumps(result))
@@ -153,10 +160,13 @@ def cmd_eval(args) -> int:
               f"tokens of {settings.split}")
     else:
         print(json.dumps(result, indent=2))
+    cleanup()
     return 0
 
 
 def cmd_sample(args) -> int:
+    """Under torchrun each process samples a contiguous block of whole batches (every batch seeded from
+    (seed, batch index) only) and rank 0 gathers, prints and writes: the texts equal a one-process run's."""
     import dataclasses
 
     from tqdm.auto import tqdm
@@ -164,10 +174,12 @@ def cmd_sample(args) -> int:
     from edlm.checkpoint import load_model, load_run_tokenizer
     from edlm.config import SampleConfig
     from edlm.flags import config_from_args
-    from edlm.sampling.generate import build_template, generate
+    from edlm.parallel import batches_of, cleanup, gather_to_rank0, init_from_env, shard
+    from edlm.sampling.generate import build_template, generate, merge_sample_stats
 
     sample = config_from_args(SampleConfig, args)
-    device = _device(args.device)
+    info = init_from_env(args.device)
+    device = str(info.device)
     config, model = load_model(args.run, device=device)
     tokenizer = load_run_tokenizer(Path(args.run), config)
     length = sample.length or config.model.seq_len
@@ -177,8 +189,9 @@ def cmd_sample(args) -> int:
     if args.out:
         _check_writable(Path(args.out).parent, "--out", args.out)
     _, notes = build_template(1, length, sample.prompt, sample.infill, tokenizer, config.model.mask_id)
-    for note in notes:
+    for note in notes if info.is_main else ():
         print(f"edlm: note: {note}", file=sys.stderr)
+    rows = shard(sample.num, info.rank, info.world, sample.batch_size)
     started = time.perf_counter()
     if config.model.kind == "ar":
         if sample.energy or sample.infill:
@@ -189,21 +202,32 @@ def cmd_sample(args) -> int:
         from edlm.sampling.ar import generate_ar
 
         texts, stats = generate_ar(model, config, sample.num, length, sample.seed, sample.temperature,
-                                   sample.top_p, sample.prompt, sample.batch_size)
+                                   sample.top_p, sample.prompt, sample.batch_size, rows=rows)
     elif config.model.kind == "mdlm":
         energy = None
         if sample.energy:
             from edlm.energy import make_energy
 
             energy = make_energy(sample.energy, config.model, sample.energy_mode, device, sample.precision)
-        bar = tqdm(desc="sample", leave=False, disable=args.json or not sys.stderr.isatty())
-        texts, result = generate(model, config, sample, energy, progress=bar.update, tokenizer=tokenizer)
+        bar = tqdm(desc="sample", leave=False, disable=args.json or not info.is_main or not sys.stderr.isatty())
+        texts, result = generate(model, config, sample, energy, progress=bar.update,
+                                 batches=batches_of(rows, sample.batch_size), tokenizer=tokenizer)
         bar.close()
         stats = {"nfe": result.nfe, "nfe_per_sequence": result.nfe_rows, **result.extra}
     else:
         raise UserError(f"--run {args.run}: cannot sample from an {config.model.kind!r} model; pass it as "
                         f"--energy nce:{args.run} with the denoiser's --run")
-    seconds = time.perf_counter() - started
+    parts = gather_to_rank0((texts, len(texts), stats, time.perf_counter() - started))
+    if not info.is_main:
+        cleanup()
+        return 0
+    texts = [text for part in parts for text in part[0]]
+    stats = merge_sample_stats([(part[1], part[2]) for part in parts])
+    stats.pop("seconds", None)  # the record's seconds is the wall clock below
+    seconds = time.perf_counter() - started  # wall clock of the whole job (rank 0 waited for the others)
+    if info.world > 1:  # each process's own time, and the sum of their work
+        stats.update(processes=info.world, process_seconds=[part[3] for part in parts],
+                     seconds_all_processes=sum(part[3] for part in parts))
     record = {"samples": texts, "seconds": seconds, "tokens_per_second": len(texts) * length / seconds,
               **stats, "run": str(args.run), "model": config.model.kind, "length": length,
               "tokenizer": tokenizer.name,
@@ -218,17 +242,25 @@ def cmd_sample(args) -> int:
         for index, text in enumerate(texts):
             print(f"--- sample {index} ---\n{text}")
         print(f"[{len(texts)} samples, {seconds:.2f}s, nfe {stats.get('nfe')}]", file=sys.stderr)
+    cleanup()
     return 0
 
 
 def cmd_eval_gen(args) -> int:
     from edlm.evaluation.generation import evaluate_samples_file, report_lines
+    from edlm.parallel import cleanup, init_from_env
 
-    result = evaluate_samples_file(args.samples, args.judge, _device(args.device), args.batch_size, args.mauve,
-                                   args.reference, args.mauve_seeds, args.bootstrap, args.bootstrap_seed)
+    info = init_from_env(args.device)  # under torchrun: each process scores a block of the samples
+    result = evaluate_samples_file(args.samples, args.judge, str(info.device), args.batch_size, args.mauve,
+                                   args.reference, args.mauve_seeds, args.bootstrap, args.bootstrap_seed,
+                                   rank=info.rank, world=info.world)
+    if result is None:  # not rank 0: its scores went to rank 0
+        cleanup()
+        return 0
     for warning in result["warnings"]:
         print(f"edlm: warning: {warning}", file=sys.stderr)
     print(json.dumps(result) if args.json else "\n".join(report_lines(result)))
+    cleanup()
     return 0
 
 

@@ -85,6 +85,23 @@ def gather_to_rank0(obj) -> list | None:
     return gathered
 
 
+def batches_of(rows: range, batch_size: int) -> range:
+    """Indices of the batches of ``batch_size`` that hold the items ``rows`` (a ``shard``, so whole batches)."""
+    if len(rows) == 0:
+        return range(0)
+    return range(rows.start // batch_size, -(-rows.stop // batch_size))
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """A 63-bit seed from (seed, batch index) (splitmix64 mixing): batch b's draws depend on these two only,
+    so batches can be split across processes and reproduce a one-process run."""
+    mask = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + (batch_index + 1) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) >> 1
+
+
 def barrier(info: DistInfo) -> None:
     if info.world > 1:
         dist.barrier()

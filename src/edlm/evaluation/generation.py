@@ -22,6 +22,7 @@ from edlm.evaluation.diversity import diversity_metrics, mean_entropy, unigram_e
 from edlm.evaluation.judges import (JUDGE_KINDS, GenerationEvalError, HFJudge, Judge,  # noqa: F401 (re-exported)
                                     RunJudge, load_judge, make_judge)
 from edlm.evaluation.stats import DEFAULT_RESAMPLES, METRICS, SampleScores, bootstrap_ci
+from edlm.parallel import gather_to_rank0, shard
 
 LN2 = math.log(2.0)
 
@@ -31,18 +32,19 @@ LN2 = math.log(2.0)
 
 
 def generation_metrics(texts: Sequence[str], judge: Judge, num_resamples: int = DEFAULT_RESAMPLES,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, scores: Sequence[tuple[float, int, int]] | None = None) -> dict:
     """All generation metrics of ``texts`` under ``judge``; one JSON-able dict.
 
     ``per_sample`` keeps each sample's judge NLL (nats), judge tokens, characters and character entropy
     (bits), in sample order, so two sets drawn with the same seeds can be compared later, paired
     (``edlm.evaluation.stats.compare_sets``). ``ci95`` holds 95% bootstrap intervals [low, high] of gen-PPL,
-    judge bpc and entropy (``num_resamples`` resamples of the samples, numpy seed ``seed``).
+    judge bpc and entropy (``num_resamples`` resamples of the samples, numpy seed ``seed``). ``scores``: the
+    judge's ``nll(texts)`` when already computed (e.g. by several processes); None: computed here.
     """
     texts = list(texts)
     if not texts:
         raise GenerationEvalError("no samples to evaluate")
-    triples = judge.nll(texts)
+    triples = list(scores) if scores is not None else judge.nll(texts)
     total_nll = sum(t[0] for t in triples)
     total_tokens = sum(t[1] for t in triples)
     total_chars = sum(t[2] for t in triples)
@@ -82,14 +84,16 @@ def generation_metrics(texts: Sequence[str], judge: Judge, num_resamples: int = 
 
 def evaluate_samples(texts: Sequence[str], judge: Judge, references: Sequence[str] | None = None,
                      mauve_seeds: Sequence[int] = (0,), energy: str | None = None, judge_spec: str | None = None,
-                     num_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+                     num_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                     scores: Sequence[tuple[float, int, int]] | None = None) -> dict:
     """``generation_metrics`` plus MAUVE against ``references`` (when given) and a ``warnings`` list.
 
     ``energy`` is the sampler's ``--energy`` setting (e.g. ``ar:DIR``) and ``judge_spec`` the judge's
     (``run:DIR``): when both name one folder, a warning says the judge is not independent. MAUVE is
     averaged over ``mauve_seeds`` (k-means seeds); ``result["mauve"]`` is None when it was not asked for.
+    ``scores``: the judge's per-sample ``nll(texts)`` when already computed.
     """
-    result = generation_metrics(texts, judge, num_resamples, seed)
+    result = generation_metrics(texts, judge, num_resamples, seed, scores)
     warnings = []
     if energy and judge_spec and _same_folder(energy.partition(":")[2], judge_spec.partition(":")[2]):
         warnings.append(f"the judge {judge_spec} is the energy model that produced these samples; its "
@@ -108,25 +112,34 @@ def evaluate_samples(texts: Sequence[str], judge: Judge, references: Sequence[st
 def evaluate_samples_file(samples: str | Path, judge_spec: str, device, batch_size: int = 16,
                           mauve: bool = False, reference: str | Path | None = None,
                           mauve_seeds: Sequence[int] = (0,), num_resamples: int = DEFAULT_RESAMPLES,
-                          seed: int = 0) -> dict:
+                          seed: int = 0, rank: int = 0, world: int = 1) -> dict | None:
     """``edlm eval-gen`` as a library call: a samples file and a judge spec -> the ``evaluate_samples`` dict.
+
+    With ``world`` > 1 processes (torchrun; the process group up, ``edlm.parallel.init_from_env``), process
+    ``rank`` scores its block of whole judge batches of the texts, rank 0 gathers the per-sample scores and
+    computes every metric (bootstrap intervals, diversity, MAUVE) and returns the dict; other ranks return None.
 
     With ``mauve``, the references are ``num_samples`` windows of the ``reference`` data folder's test split,
     as long as the longest sample, drawn with ``seed`` (recorded under ``mauve.reference``).
     GenerationEvalError (one line naming the flag) for a bad file, judge or a missing ``reference``.
     """
     texts, record = read_samples(samples)
+    if mauve and not reference:
+        raise GenerationEvalError("--mauve needs --reference DATA_DIR (a prepared data folder)")
     judge = make_judge(judge_spec, device, batch_size)
+    rows = shard(len(texts), rank, world, batch_size)
+    parts = gather_to_rank0(judge.nll(texts[rows.start:rows.stop]) if len(rows) else [])
+    if parts is None:
+        return None
+    scores = [triple for part in parts for triple in part]  # judge.nll(texts), in sample order
     references = None
     if mauve:
-        if not reference:
-            raise GenerationEvalError("--mauve needs --reference DATA_DIR (a prepared data folder)")
         from edlm.evaluation.mauve_score import reference_texts
 
         length = max(len(text) for text in texts)
         references = reference_texts(reference, len(texts), length, seed)
     result = evaluate_samples(texts, judge, references, mauve_seeds, sampler_energy(record), judge_spec,
-                              num_resamples, seed)
+                              num_resamples, seed, scores)
     if references is not None and result["mauve"]["mauve"] is not None:
         result["mauve"]["reference"] = {"data": str(reference), "split": "test", "length": length, "seed": seed}
     result.update(samples_file=str(samples), sampler_run=record.get("run"), sampler_model=record.get("model"))

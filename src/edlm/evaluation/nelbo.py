@@ -16,6 +16,7 @@ from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, nelbo_terms, stratified_times, subs_log_probs
 from edlm.device import autocast_for
 from edlm.models.ar import ar_loss
+from edlm.parallel import batch_seed
 
 
 def summarize(per_sequence: torch.Tensor, seq_len: int, chars_per_token: float = 1.0) -> dict[str, float]:
@@ -38,17 +39,20 @@ def summarize(per_sequence: torch.Tensor, seq_len: int, chars_per_token: float =
 def mdlm_nelbo_per_sequence(model, chunks: torch.Tensor, schedule: LogLinearSchedule, mask_id: int,
                             t_samples: int = 1, batch_size: int = 32, seed: int = 0, eps_t: float = 1e-3,
                             precision: str = "fp32", progress: bool = False,
-                            log_probs_hook: Callable | None = None) -> torch.Tensor:
+                            log_probs_hook: Callable | None = None, first_batch: int = 0) -> torch.Tensor:
     """Continuous-time NELBO of every chunk (N, L) -> (N,) nats/token, averaged over ``t_samples`` draws.
 
-    t is stratified across each evaluation batch; the randomness depends only on ``seed``.
+    t is stratified across each evaluation batch. Batch b (rows b * batch_size ...) draws its ``t_samples``
+    (t, corruption) pairs from a generator seeded by ``batch_seed(seed, first_batch + b)``: its figures depend
+    on (seed, batch index) only, so ``chunks`` may be a shard of whole batches starting at batch
+    ``first_batch`` (``edlm.parallel.shard``) and its rows equal those of a one-process run.
     """
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
     total = torch.zeros(chunks.shape[0], dtype=torch.float64)
-    batches = range(0, chunks.shape[0], batch_size)
-    for _ in range(t_samples):
-        for start in tqdm(batches, desc="eval", disable=not progress, leave=False):
+    for index, start in enumerate(tqdm(range(0, chunks.shape[0], batch_size), desc="eval", disable=not progress,
+                                       leave=False)):
+        generator = torch.Generator().manual_seed(batch_seed(seed, first_batch + index))
+        for _ in range(t_samples):
             x0 = chunks[start:start + batch_size]
             t = stratified_times(x0.shape[0], generator, eps_t)
             uniforms = torch.rand(x0.shape, generator=generator)

@@ -34,6 +34,7 @@ from edlm.likelihood.estimators import (
     mdlm_discrete_nelbo,
     paper_estimate,
 )
+from edlm.parallel import gather_to_rank0, shard
 from edlm.sampling.generate import make_denoiser_fn
 
 
@@ -89,56 +90,89 @@ def sampler_description(settings: LikelihoodConfig, leftover: float) -> dict:
                    "upper bound on its NLL), costing -log(1 - leftover) nats per token"}
 
 
-def edlm_likelihood(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor, energy,
-                    chars_per_token: float = 1.0, progress: bool = False) -> dict[str, dict]:
-    """All estimators for a denoiser + energy on ``chunks`` (N, L) int64.
+def edlm_per_sequence(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor, energy,
+                      first_row: int = 0, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Every estimator's per-sequence figure for a denoiser + energy on ``chunks`` (n, L) int64.
 
-    Returns {name: summary dict}; see the module docstring for the names. Runs on the model's device with CPU
-    generators seeded from ``settings.seed``; the bound and the T-step MDLM ELBO share their reveal paths,
-    so ``bound_improvement_over_mdlm_same_T`` is a paired difference.
+    Returns {name: (n,) float64 CPU tensor} (nats per token; ``<paper name>.ess`` the effective sample size of
+    each row's log Z). ``chunks`` may be a shard of whole batches of ``settings.batch_size`` that starts at row
+    ``first_row`` of the evaluated split: batch b's generators are seeded from ``settings.seed`` and its first
+    row only, so a shard's rows equal those of a one-process run. Runs on the model's device with CPU
+    generators; the bound and the T-step MDLM ELBO share their reveal paths (a paired difference).
     """
     device = next(model.parameters()).device
     schedule = schedule_for(run_config)
-    mask_id, L = run_config.model.mask_id, chunks.shape[1]
+    mask_id = run_config.model.mask_id
     denoiser = make_denoiser_fn(model, mask_id, settings.precision, schedule)
     plan = make_step_plan(schedule, settings.steps, settings.window, settings.k, t_min=settings.t_min)
-    normalised = is_self_normalised(energy)
-    variants = (("paper_estimate", "none"),) if normalised else (
+    variants = (("paper_estimate", "none"),) if is_self_normalised(energy) else (
         ("paper_estimate", "mean"), ("paper_estimate_jackknife", "jackknife"))
-    paper: dict[str, list[PaperEstimate]] = {name: [] for name, _ in variants}
-    paths: dict[str, list[torch.Tensor]] = {"bound": [], "mdlm_discrete_nelbo": []}
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in tqdm(range(0, chunks.shape[0], settings.batch_size), desc="edlm likelihood",
                       disable=not progress):
         x0 = chunks[start:start + settings.batch_size].to(device)
+        row = first_row + start  # the batch's first row in the split
         for name, log_z in variants:  # the same seed for paired estimators
-            generator = torch.Generator().manual_seed(settings.seed + start)
-            paper[name].append(paper_estimate(x0, denoiser, energy, schedule, mask_id, generator,
-                                              settings.is_samples, log_z, settings.eps_t, device))
-        generator = torch.Generator().manual_seed(settings.seed + start + 1)
-        paths["bound"].append(edlm_bound(x0, denoiser, energy, plan, mask_id, generator, settings.inner, device))
-        generator = torch.Generator().manual_seed(settings.seed + start + 1)
-        paths["mdlm_discrete_nelbo"].append(mdlm_discrete_nelbo(x0, denoiser, plan, mask_id, generator, device))
-    result: dict[str, dict] = {}
-    for name, parts in paper.items():
-        joined = PaperEstimate(torch.cat([p.per_token for p in parts]), torch.cat([p.ess for p in parts]))
-        result[name] = paper_summary(joined, L, settings.min_ess, chars_per_token, settings.is_samples)
-    for name, parts in paths.items():
-        result[name] = summarize(torch.cat(parts), L, chars_per_token)
-    paired = torch.cat(paths["mdlm_discrete_nelbo"]) - torch.cat(paths["bound"])
-    result["bound_improvement_over_mdlm_same_T"] = summarize(paired, L, chars_per_token)
-    result["mdlm_nelbo"] = dict(summarize(mdlm_nelbo_per_sequence(
-        model, chunks, schedule, mask_id, settings.t_samples, settings.batch_size, settings.seed,
-        settings.eps_t, settings.precision), L, chars_per_token), t_samples=settings.t_samples)
+            generator = torch.Generator().manual_seed(settings.seed + row)
+            estimate = paper_estimate(x0, denoiser, energy, schedule, mask_id, generator, settings.is_samples,
+                                      log_z, settings.eps_t, device)
+            parts.setdefault(name, []).append(estimate.per_token)
+            parts.setdefault(f"{name}.ess", []).append(estimate.ess)
+        generator = torch.Generator().manual_seed(settings.seed + row + 1)
+        parts.setdefault("bound", []).append(edlm_bound(x0, denoiser, energy, plan, mask_id, generator,
+                                                        settings.inner, device))
+        generator = torch.Generator().manual_seed(settings.seed + row + 1)
+        parts.setdefault("mdlm_discrete_nelbo", []).append(mdlm_discrete_nelbo(x0, denoiser, plan, mask_id,
+                                                                               generator, device))
+    result = {name: torch.cat(values).double().cpu() for name, values in parts.items()}
+    result["mdlm_nelbo"] = mdlm_nelbo_per_sequence(
+        model, chunks, schedule, mask_id, settings.t_samples, settings.batch_size, settings.seed, settings.eps_t,
+        settings.precision, first_batch=first_row // settings.batch_size)
     ar_model = getattr(energy, "model", None)
     if ar_model is not None and getattr(ar_model, "causal", False):
-        result["ar_nll"] = summarize(ar_nll_per_sequence(ar_model, chunks, mask_id, settings.batch_size,
-                                                         settings.precision), L, chars_per_token)
+        result["ar_nll"] = ar_nll_per_sequence(ar_model, chunks, mask_id, settings.batch_size, settings.precision)
     return result
 
 
+def edlm_summaries(settings: LikelihoodConfig, per_sequence: dict[str, torch.Tensor], seq_len: int,
+                   chars_per_token: float = 1.0) -> dict[str, dict]:
+    """``edlm_per_sequence``'s figures (all sequences) -> {name: summary dict}; see the module docstring."""
+    result: dict[str, dict] = {}
+    for name in ("paper_estimate", "paper_estimate_jackknife"):
+        if name in per_sequence:
+            joined = PaperEstimate(per_sequence[name], per_sequence[f"{name}.ess"])
+            result[name] = paper_summary(joined, seq_len, settings.min_ess, chars_per_token, settings.is_samples)
+    for name in ("bound", "mdlm_discrete_nelbo"):
+        result[name] = summarize(per_sequence[name], seq_len, chars_per_token)
+    paired = per_sequence["mdlm_discrete_nelbo"] - per_sequence["bound"]
+    result["bound_improvement_over_mdlm_same_T"] = summarize(paired, seq_len, chars_per_token)
+    result["mdlm_nelbo"] = dict(summarize(per_sequence["mdlm_nelbo"], seq_len, chars_per_token),
+                                t_samples=settings.t_samples)
+    if "ar_nll" in per_sequence:
+        result["ar_nll"] = summarize(per_sequence["ar_nll"], seq_len, chars_per_token)
+    return result
+
+
+def edlm_likelihood(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor, energy,
+                    chars_per_token: float = 1.0, progress: bool = False) -> dict[str, dict]:
+    """All estimators for a denoiser + energy on ``chunks`` (N, L) int64, in one process.
+
+    Returns {name: summary dict}; see the module docstring for the names and ``edlm_per_sequence`` for the
+    seeding (``settings.seed``).
+    """
+    per_sequence = edlm_per_sequence(settings, run_config, model, chunks, energy, 0, progress)
+    return edlm_summaries(settings, per_sequence, chunks.shape[1], chars_per_token)
+
+
 def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor,
-                      energy=None, chars_per_token: float = 1.0, progress: bool = False) -> dict:
+                      energy=None, chars_per_token: float = 1.0, progress: bool = False, rank: int = 0,
+                      world: int = 1) -> dict | None:
     """``edlm eval``: one JSON-able dict, no printing.
+
+    With ``world`` > 1 processes (torchrun; the process group up, ``edlm.parallel.init_from_env``), process
+    ``rank`` computes the per-sequence figures of its block of whole batches (``edlm.parallel.shard``), rank 0
+    gathers them and returns the report; the other ranks return None. Every batch's random draws depend on
+    (``settings.seed``, its position) only, so the report equals the one-process report.
 
     Args:
         settings: the evaluation knobs (range-checked when the config was built).
@@ -164,26 +198,42 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
         from edlm.energy import make_energy
 
         energy = make_energy(settings.energy, run_config.model, settings.energy_mode, device, settings.precision)
-    if energy is None:
-        if kind == "mdlm":
-            schedule = schedule_for(run_config)
-            per_seq = mdlm_nelbo_per_sequence(model, chunks, schedule, run_config.model.mask_id,
-                                              settings.t_samples, settings.batch_size, settings.seed,
-                                              settings.eps_t, settings.precision, progress)
-            return dict(summarize(per_seq, L, chars_per_token), kind="mdlm_nelbo_upper_bound",
-                        t_samples=settings.t_samples, eps_t=settings.eps_t, **common)
-        if kind == "ar":
-            per_seq = ar_nll_per_sequence(model, chunks, run_config.model.mask_id, settings.batch_size,
-                                          settings.precision, progress)
-            return dict(summarize(per_seq, L, chars_per_token), kind="ar_exact_nll", **common)
+    if energy is None and kind not in ("mdlm", "ar"):
         raise LikelihoodError(f"an {kind!r} model has no likelihood of its own: evaluate its denoiser with "
                               f"--energy nce:RUN_DIR")
-    if kind != "mdlm":
+    if energy is not None and kind != "mdlm":
         raise LikelihoodError(f"--energy needs an MDLM denoiser run, got an {kind!r} model")
-    if run_config.model.time_conditioning:
+    if energy is not None and run_config.model.time_conditioning:
         raise LikelihoodError("--energy: the EDLM bound calls the denoiser without t; a time-conditioned "
                               "denoiser (model.time_conditioning=true) is not supported")
-    result = edlm_likelihood(settings, run_config, model, chunks, energy, chars_per_token, progress)
+    rows = shard(chunks.shape[0], rank, world, settings.batch_size)
+    mine = chunks[rows.start:rows.stop]
+    per_sequence: dict[str, torch.Tensor] = {}
+    if len(rows) == 0:  # more processes than batches: nothing to compute here
+        pass
+    elif energy is not None:
+        per_sequence = edlm_per_sequence(settings, run_config, model, mine, energy, rows.start, progress)
+    elif kind == "mdlm":
+        per_sequence["mdlm_nelbo"] = mdlm_nelbo_per_sequence(
+            model, mine, schedule_for(run_config), run_config.model.mask_id, settings.t_samples,
+            settings.batch_size, settings.seed, settings.eps_t, settings.precision, progress,
+            first_batch=rows.start // settings.batch_size)
+    else:
+        per_sequence["ar_nll"] = ar_nll_per_sequence(model, mine, run_config.model.mask_id, settings.batch_size,
+                                                     settings.precision, progress)
+    parts = gather_to_rank0(per_sequence)
+    if parts is None:
+        return None
+    parts = [part for part in parts if part]
+    if not parts:
+        raise LikelihoodError("no sequences to evaluate (--max-sequences 0 or an empty split)")
+    per_sequence = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}  # (N,) each
+    if energy is None and kind == "mdlm":
+        return dict(summarize(per_sequence["mdlm_nelbo"], L, chars_per_token), kind="mdlm_nelbo_upper_bound",
+                    t_samples=settings.t_samples, eps_t=settings.eps_t, **common)
+    if energy is None:
+        return dict(summarize(per_sequence["ar_nll"], L, chars_per_token), kind="ar_exact_nll", **common)
+    result = edlm_summaries(settings, per_sequence, L, chars_per_token)
     plan = make_step_plan(schedule_for(run_config), settings.steps, settings.window,
                           settings.k, t_min=settings.t_min)
     headline = result["bound"]

@@ -121,9 +121,12 @@ def encode_prompt(prompt: str | None, length: int) -> tuple[torch.Tensor, str]:
 
 
 def generate_ar(model, config, num: int, length: int, seed: int, temperature: float = 1.0, top_p: float = 1.0,
-                prompt: str | None = None, batch_size: int = 16, cached: bool = True, precision: str = "fp32"
-                ) -> tuple[list[str], dict]:
+                prompt: str | None = None, batch_size: int = 16, cached: bool = True, precision: str = "fp32",
+                rows: range | None = None) -> tuple[list[str], dict]:
     """Sample ``num`` texts of ``length`` characters (the normalised prompt is their prefix).
+
+    The uniforms of all ``num`` samples are drawn from ``seed`` up front, so ``rows`` (default: all; a
+    ``parallel.shard`` of whole batches) samples just those texts, equal to the same rows of a full run.
 
     Returns (texts, stats) with stats ``nfe`` (forward calls, all batches), ``nfe_per_sequence``, ``seconds``,
     ``prompt`` (normalised) and ``cached``.
@@ -139,10 +142,11 @@ def generate_ar(model, config, num: int, length: int, seed: int, temperature: fl
     sampler = sample_ar_cached if cached else sample_ar_uncached
     started = time.perf_counter()
     texts, nfe = [], 0
-    for start in range(0, num, batch_size):
-        rows = min(batch_size, num - start)
-        batch_prefix = prefix.to(device).unsqueeze(0).expand(rows, -1)  # (b, P)
-        tokens, calls = sampler(model, batch_prefix, length, uniforms[start:start + rows].to(device), mask_id,
+    rows = range(num) if rows is None else rows
+    for start in range(rows.start, rows.stop, batch_size):
+        count = min(batch_size, rows.stop - start)
+        batch_prefix = prefix.to(device).unsqueeze(0).expand(count, -1)  # (b, P)
+        tokens, calls = sampler(model, batch_prefix, length, uniforms[start:start + count].to(device), mask_id,
                                 temperature, top_p, precision)
         nfe += calls
         texts.extend(decode(row) for row in tokens.cpu())

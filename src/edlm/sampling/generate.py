@@ -12,6 +12,7 @@ from edlm.errors import EdlmError
 from edlm.device import autocast_for
 from edlm.diffusion.schedule import LogLinearSchedule, schedule_for
 from edlm.diffusion.subs import subs_log_probs
+from edlm.parallel import batch_seed
 from edlm.sampling import SAMPLERS
 from edlm.sampling.base import SampleResult
 from edlm.sampling.importance import ImportanceProposal
@@ -137,16 +138,6 @@ def decode_sample(row: torch.Tensor, tokenizer=None, keep_eos: bool = False) -> 
     return tokenizer.decode(ids)
 
 
-def batch_seed(seed: int, batch_index: int) -> int:
-    """A 63-bit seed from (seed, batch index) (splitmix64 mixing): batch b's samples depend on these two only,
-    so batches can be split across processes and reproduce a one-process run."""
-    mask = (1 << 64) - 1
-    z = (seed * 0x9E3779B97F4A7C15 + (batch_index + 1) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return (z ^ (z >> 31)) >> 1
-
-
 def build_sampler(model, config: RunConfig, sample: SampleConfig, energy=None) -> MaskedDiffusionSampler:
     """The sampler ``sample`` asks for: registry step + proposal (EDLM importance sampling if ``energy``).
 
@@ -187,8 +178,30 @@ def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
                                 progress=None if progress is None else (lambda _: progress(1)))
         results.append(result)
         texts.extend(decode_sample(row, tokenizer, sample.keep_eos) for row in result.tokens.cpu())
+    if not results:  # an empty shard (more processes than batches)
+        return [], SampleResult(template[:0], 0, 0.0, 0.0, dict(sampler.proposal.stats()))
     tokens = torch.cat([r.tokens for r in results])
     merged = SampleResult(tokens, sum(r.nfe for r in results),
                           sum(r.nfe_rows * r.tokens.shape[0] for r in results) / tokens.shape[0],
                           sum(r.seconds for r in results), dict(sampler.proposal.stats()))
     return texts, merged
+
+
+def merge_sample_stats(parts: list[tuple[int, dict]]) -> dict:
+    """Stats of the processes that sampled consecutive shards, as one run's: ``parts`` holds (rows, stats) per
+    process in rank order. Counts (``nfe``, energy calls, ``seconds``) are summed -- the work done, so they
+    equal a one-process run's (seconds: compute time, not wall clock); ``nfe_per_sequence`` is the row-weighted
+    mean; other values (the prompt, flags: the same everywhere) are rank 0's. One process: ``stats`` unchanged."""
+    if len(parts) == 1:
+        return dict(parts[0][1])
+    rows = sum(n for n, _ in parts)
+    merged: dict = {}
+    for n, stats in parts:
+        for key, value in stats.items():
+            if key == "nfe_per_sequence":
+                merged[key] = merged.get(key, 0.0) + (value * n / rows if rows else 0.0)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+            else:
+                merged.setdefault(key, value)
+    return merged
