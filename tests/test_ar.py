@@ -11,8 +11,13 @@ import torch
 from edlm.config import get_preset
 from edlm.data import MASK_ID, normalise
 from edlm.models import build_model
-from edlm.sampling.ar import ARPromptError, generate_ar, sample_ar_cached, sample_ar_uncached
 from edlm.models.ar import ar_inputs, ar_log_probs, ar_loss
+from edlm.sampling.ar import (
+    ARPromptError,
+    generate_ar,
+    sample_ar_cached,
+    sample_ar_uncached,
+)
 
 
 def tiny_ar(seed: int = 0, **model_fields):

@@ -21,11 +21,16 @@ import pytest
 import torch
 
 import edlm.checkpoint as checkpoint_module
+from edlm.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
 from edlm.cli import main
 from edlm.config import get_preset
 from edlm.data import prepare_corpus
 from edlm.models import build_model
-from edlm.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, write_json_atomic
 
 TEXT = ("the quick brown fox jumps over the lazy dog and the cat sat on the mat while the dog barked at "
         "the moon ") * 40

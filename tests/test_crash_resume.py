@@ -27,9 +27,14 @@ import pytest
 import torch
 
 import edlm.training.loop as loop
+from edlm.checkpoint import (
+    STEP_DIR,
+    CheckpointError,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from edlm.cli import main
-from edlm.checkpoint import (STEP_DIR, CheckpointError, latest_valid_checkpoint, list_checkpoints,
-                                      load_checkpoint)
 
 TEXT = ("call me ishmael some years ago never mind how long precisely having little or no money in my purse "
         "and nothing particular to interest me on shore i thought i would sail about a little ") * 40

@@ -15,19 +15,19 @@ import torch
 
 from edlm.data import (
     ALPHABET,
-    CharTokenizer,
-    chars_per_token,
-    load_tokenizer,
-    normalise_piece,
     MASK_ID,
     VOCAB_SIZE,
+    CharTokenizer,
     DataError,
+    chars_per_token,
     decode,
     encode,
     eval_chunks,
     load_meta,
     load_split,
+    load_tokenizer,
     normalise,
+    normalise_piece,
     prepare_corpus,
 )
 

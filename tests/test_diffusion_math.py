@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from edlm.diffusion.schedule import LogLinearSchedule
-from edlm.diffusion.subs import corrupt, masked_token_nll, nelbo_terms, stratified_times, subs_log_probs
+from edlm.diffusion.subs import (
+    corrupt,
+    masked_token_nll,
+    nelbo_terms,
+    stratified_times,
+    subs_log_probs,
+)
 
 
 @pytest.mark.parametrize("eps", [0.0, 1e-3, 0.1])

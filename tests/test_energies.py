@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 import torch
+from toys import all_sequences
 
 from edlm.config import ModelConfig
 from edlm.energy import EnergyError, make_energy
@@ -15,7 +16,6 @@ from edlm.energy.ar import AREnergy, EnergyMismatchError
 from edlm.energy.hf import HFEnergy, make_hf_energy
 from edlm.models import build_model
 from edlm.models.ar import ar_loss
-from toys import all_sequences
 
 V, L = 3, 3  # toy vocabulary and length: 27 sequences, 8 mask patterns
 

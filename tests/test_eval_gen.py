@@ -10,17 +10,30 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TEXT
 
+from edlm.checkpoint import save_checkpoint, write_json_atomic
 from edlm.config import get_preset
 from edlm.data import ALPHABET, MASK_ID, encode
 from edlm.evaluation.diversity import repetition_rate, self_bleu
-from edlm.evaluation.generation import (GenerationEvalError, distinct_n, evaluate_samples, generation_metrics,
-                                        load_judge, make_judge, read_samples, report_lines, unigram_entropy)
-from edlm.evaluation.mauve_score import mauve_from_features, paired_mauve_difference, reference_texts
+from edlm.evaluation.generation import (
+    GenerationEvalError,
+    distinct_n,
+    evaluate_samples,
+    generation_metrics,
+    load_judge,
+    make_judge,
+    read_samples,
+    report_lines,
+    unigram_entropy,
+)
+from edlm.evaluation.mauve_score import (
+    mauve_from_features,
+    paired_mauve_difference,
+    reference_texts,
+)
 from edlm.models import build_model
-from edlm.checkpoint import save_checkpoint, write_json_atomic
 from edlm.models.ar import ar_loss
-from conftest import TEXT
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 

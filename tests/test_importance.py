@@ -5,8 +5,15 @@ batch independence, window accounting."""
 import pytest
 import torch
 from test_samplers import MASK, OracleDenoiser
-from toys import all_sequences, conditional_denoiser, exact_energy, pair_energy, random_joint, sequence_index
-from toys import total_variation
+from toys import (
+    all_sequences,
+    conditional_denoiser,
+    exact_energy,
+    pair_energy,
+    random_joint,
+    sequence_index,
+    total_variation,
+)
 
 from edlm.diffusion.categorical import sampling_probs
 from edlm.diffusion.schedule import LogLinearSchedule

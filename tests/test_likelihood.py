@@ -593,9 +593,9 @@ def dataclasses_replace_kind(config, kind):
 
 def test_bench_likelihood_table_compares_discrete_bounds_only():
     from edlm.bench.likelihood import likelihood_table, paired_verdict
-    from edlm.flags import add_config_flags, config_from_args
     from edlm.config import LikelihoodConfig
     from edlm.energy.ar import AREnergy
+    from edlm.flags import add_config_flags, config_from_args
 
     config, mdlm = _tiny("mdlm", 0)
     _, ar = _tiny("ar", 1)

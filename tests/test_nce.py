@@ -9,12 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edlm.config import resolve_train_config
-from edlm.config import ConfigError, get_preset
+from edlm.checkpoint import latest_valid_checkpoint
+from edlm.config import ConfigError, get_preset, resolve_train_config
 from edlm.energy.nce import NCEEnergy
 from edlm.models.energy_net import EnergyNetwork
 from edlm.models.transformer import Transformer
-from edlm.checkpoint import latest_valid_checkpoint
 from edlm.training.loop import train
 from edlm.training.nce import load_denoiser_for_nce, nce_loss
 

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 import edlm
+from edlm.checkpoint import load_model
 from edlm.cli import main
 from edlm.config import get_preset
-from edlm.checkpoint import load_model
 from edlm.models import build_model
 
 SRC = Path(edlm.__file__).parent

@@ -2,11 +2,11 @@
 
 import torch
 
+from edlm.diffusion.categorical import inverse_cdf, sampling_probs
+from edlm.diffusion.posterior import time_grid
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import subs_log_probs
-from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.sampling.generate import build_template
-from edlm.diffusion.posterior import time_grid
 from edlm.sampling.loop import MaskedDiffusionSampler
 from edlm.sampling.mdlm import FactorizedProposal
 

@@ -8,7 +8,13 @@ import itertools
 import pytest
 import torch
 from test_samplers import MASK, OracleDenoiser, tiny_denoiser_run
-from toys import conditional_denoiser, exact_energy, random_joint, sequence_index, total_variation
+from toys import (
+    conditional_denoiser,
+    exact_energy,
+    random_joint,
+    sequence_index,
+    total_variation,
+)
 
 from edlm.config import ConfigError, SampleConfig
 from edlm.data import ALPHABET

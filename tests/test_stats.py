@@ -5,8 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from edlm.evaluation.stats import (Interval, SampleScores, bootstrap_ci, bootstrap_indices, compare_sets,
-                                   metric_values, paired_difference, paired_statistic_difference, verdict)
+from edlm.evaluation.stats import (
+    Interval,
+    SampleScores,
+    bootstrap_ci,
+    bootstrap_indices,
+    compare_sets,
+    metric_values,
+    paired_difference,
+    paired_statistic_difference,
+    verdict,
+)
 
 
 def random_scores(n=30, seed=0, shift=0.0):

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 from test_samplers import MASK, OracleDenoiser
-from toys import conditional_denoiser, exact_energy, random_joint, sequence_index, total_variation
+from toys import (
+    conditional_denoiser,
+    exact_energy,
+    random_joint,
+    sequence_index,
+    total_variation,
+)
 
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.energy.base import ZeroEnergy

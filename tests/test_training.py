@@ -1,14 +1,13 @@
 """Training: the loss falls, resume is exact, checkpoints round-trip."""
 
 import csv
-import math
 import dataclasses
+import math
 
 import torch
 
+from edlm.checkpoint import latest_valid_checkpoint, load_model
 from edlm.config import resolve_train_config
-from edlm.checkpoint import load_model
-from edlm.checkpoint import latest_valid_checkpoint
 from edlm.training.loop import train
 
 

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from edlm.config import ConfigError, RunConfig
 from edlm.errors import EdlmError
 from edlm.fileio import FileFormatError, read_json, sha256_file, write_json_atomic
-from edlm.config import ConfigError, RunConfig
 from edlm.models import build_model
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")

@@ -133,7 +133,6 @@ def cmd_eval(args) -> int:
     from edlm.data.splits import chars_per_token
     from edlm.flags import config_from_args
     from edlm.likelihood.report import likelihood_report
-
     from edlm.parallel import cleanup, init_from_env
 
     settings = config_from_args(LikelihoodConfig, args)

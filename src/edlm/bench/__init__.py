@@ -6,6 +6,7 @@ import importlib
 
 from edlm.errors import EdlmError
 
+
 class BenchError(EdlmError, ValueError):
     """A bad benchmark name or benchmark flag; the message names it."""
 

@@ -15,16 +15,12 @@ from pathlib import Path
 
 def run_demo(out: Path, minutes: float, quick: bool) -> int:
     from edlm.bench import quality
-    from edlm.config import resolve_train_config
-    from edlm.data import prepare_corpus
-    from edlm.data import DataError, load_meta
+    from edlm.checkpoint import latest_valid_checkpoint, load_model
+    from edlm.config import SampleConfig, resolve_train_config
+    from edlm.data import DataError, eval_chunks, load_meta, load_split, prepare_corpus
     from edlm.diffusion.schedule import schedule_for
-    from edlm.data import eval_chunks, load_split
     from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence, summarize
-    from edlm.checkpoint import load_model
-    from edlm.config import SampleConfig
     from edlm.sampling.generate import generate
-    from edlm.checkpoint import latest_valid_checkpoint
     from edlm.training.loop import train
 
     started = time.perf_counter()

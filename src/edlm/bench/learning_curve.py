@@ -29,12 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
+    from edlm.checkpoint import latest_valid_checkpoint, load_model
     from edlm.config import resolve_train_config
     from edlm.data import eval_chunks, load_split
     from edlm.diffusion.schedule import schedule_for
-    from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
-    from edlm.checkpoint import load_model
-    from edlm.checkpoint import latest_valid_checkpoint
+    from edlm.evaluation.nelbo import (
+        ar_nll_per_sequence,
+        mdlm_nelbo_per_sequence,
+        summarize,
+    )
     from edlm.training.loop import train
 
     run = Path(args.run)

@@ -28,9 +28,9 @@ from edlm.bench.common import environment, markdown_table, synchronize, write_re
 from edlm.checkpoint import load_model
 from edlm.config import SampleConfig, get_preset
 from edlm.device import resolve_device
+from edlm.diffusion.posterior import draw_candidates
 from edlm.energy.ar import AREnergy
 from edlm.models import build_model
-from edlm.diffusion.posterior import draw_candidates
 from edlm.sampling.generate import generate
 
 

@@ -30,15 +30,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edlm.bench.common import environment, markdown_table, matmul_peak, synchronize, write_results
+from edlm.bench.common import (
+    environment,
+    markdown_table,
+    matmul_peak,
+    synchronize,
+    write_results,
+)
 from edlm.config import RunConfig, get_preset
 from edlm.device import resolve_device
 from edlm.models import build_model
+from edlm.parallel import DistInfo
 from edlm.training.batches import global_batch
 from edlm.training.ema import EMA
-from edlm.training.loop import (_forward_backward, _to_device, build_optimizer, configure_device, make_objective,
-                                maybe_compile)
-from edlm.parallel import DistInfo
+from edlm.training.loop import (
+    _forward_backward,
+    _to_device,
+    build_optimizer,
+    configure_device,
+    make_objective,
+    maybe_compile,
+)
 
 
 @dataclasses.dataclass(frozen=True)

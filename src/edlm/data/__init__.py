@@ -7,7 +7,15 @@ Modules: ``vocabulary`` (27-symbol alphabet), ``tokenizers``, ``sources`` (corpu
 from edlm.data.errors import DataError
 from edlm.data.prepare import DEFAULT_SPLIT, prepare_corpus, split_sizes
 from edlm.data.sources import CORPORA
-from edlm.data.splits import FORMAT_VERSION, SPLITS, chars_per_token, eval_chunks, load_meta, load_split, load_tokenizer
+from edlm.data.splits import (
+    FORMAT_VERSION,
+    SPLITS,
+    chars_per_token,
+    eval_chunks,
+    load_meta,
+    load_split,
+    load_tokenizer,
+)
 from edlm.data.tokenizers import (
     TOKENIZER_HELP,
     BpeTokenizer,

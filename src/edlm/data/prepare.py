@@ -31,7 +31,13 @@ import numpy as np
 from tqdm import tqdm
 
 from edlm.data.errors import DataError
-from edlm.data.sources import ReadStats, SourceFile, iter_chunks, list_sources, total_bytes
+from edlm.data.sources import (
+    ReadStats,
+    SourceFile,
+    iter_chunks,
+    list_sources,
+    total_bytes,
+)
 from edlm.data.splits import FORMAT_VERSION, SPLITS
 from edlm.data.tokenizers import (
     TOKENIZER_FILE,
@@ -41,7 +47,13 @@ from edlm.data.tokenizers import (
     parse_tokenizer_name,
     train_bpe,
 )
-from edlm.data.vocabulary import ALPHABET, NORMALISATION, TEXT8_NORMALISATION, encode_bytes, normalise
+from edlm.data.vocabulary import (
+    ALPHABET,
+    NORMALISATION,
+    TEXT8_NORMALISATION,
+    encode_bytes,
+    normalise,
+)
 from edlm.fileio import write_bytes_atomic, write_json_atomic
 
 DEFAULT_SPLIT = (0.9, 0.05, 0.05)

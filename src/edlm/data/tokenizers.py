@@ -29,7 +29,15 @@ import numpy as np
 import torch
 
 from edlm.data.errors import DataError
-from edlm.data.vocabulary import ALPHABET, MASK_ID, NORMALISATION, VOCAB_SIZE, decode, encode, normalise_piece
+from edlm.data.vocabulary import (
+    ALPHABET,
+    MASK_ID,
+    NORMALISATION,
+    VOCAB_SIZE,
+    decode,
+    encode,
+    normalise_piece,
+)
 
 TOKENIZER_HELP = "char (27 symbols, text8-style), gpt2 (GPT-2 BPE, 50257 tokens) or bpe:N (byte-level BPE, N tokens)"
 TOKENIZER_FILE = "tokenizer.json"

@@ -28,8 +28,8 @@ def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", pr
         from edlm.energy.hf import make_hf_energy
 
         return make_hf_energy(path, denoiser_config, mode, device, precision, tokenizer)
-    from edlm.energy.ar import check_compatible
     from edlm.checkpoint import load_model
+    from edlm.energy.ar import check_compatible
 
     config, model = load_model(path, device=device)
     if config.model.kind != kind:

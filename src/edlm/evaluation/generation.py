@@ -17,10 +17,21 @@ from typing import Sequence
 
 import numpy as np
 
-from edlm.evaluation.diversity import distinct_n  # noqa: F401 (re-exported: tests and older callers)
-from edlm.evaluation.diversity import diversity_metrics, mean_entropy, unigram_entropy
-from edlm.evaluation.judges import (JUDGE_KINDS, GenerationEvalError, HFJudge, Judge,  # noqa: F401 (re-exported)
-                                    RunJudge, load_judge, make_judge)
+from edlm.evaluation.diversity import (
+    distinct_n,  # noqa: F401 (re-exported: tests and older callers)
+    diversity_metrics,
+    mean_entropy,
+    unigram_entropy,
+)
+from edlm.evaluation.judges import (  # noqa: F401 (re-exported)
+    JUDGE_KINDS,
+    GenerationEvalError,
+    HFJudge,
+    Judge,
+    RunJudge,
+    load_judge,
+    make_judge,
+)
 from edlm.evaluation.stats import DEFAULT_RESAMPLES, METRICS, SampleScores, bootstrap_ci
 from edlm.parallel import gather_to_rank0, shard
 

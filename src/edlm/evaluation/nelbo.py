@@ -12,9 +12,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from edlm.device import autocast_for
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, nelbo_terms, stratified_times, subs_log_probs
-from edlm.device import autocast_for
 from edlm.models.ar import ar_loss
 from edlm.parallel import batch_seed
 

@@ -30,9 +30,9 @@ from typing import Callable, Literal
 
 import torch
 
-from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.categorical import inverse_cdf
 from edlm.diffusion.posterior import time_grid
+from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, stratified_times
 
 LogProbsFn = Callable[[torch.Tensor], torch.Tensor]

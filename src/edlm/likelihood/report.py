@@ -26,7 +26,11 @@ from edlm.config import LikelihoodConfig, RunConfig
 from edlm.diffusion.schedule import schedule_for
 from edlm.energy.base import ZeroEnergy
 from edlm.errors import EdlmError
-from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
+from edlm.evaluation.nelbo import (
+    ar_nll_per_sequence,
+    mdlm_nelbo_per_sequence,
+    summarize,
+)
 from edlm.likelihood.estimators import (
     PaperEstimate,
     edlm_bound,

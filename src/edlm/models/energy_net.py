@@ -23,7 +23,13 @@ import torch
 import torch.nn as nn
 
 from edlm.config import ModelConfig
-from edlm.models.transformer import DiTBlock, Embedding, Rotary, TimestepEmbedder, Transformer
+from edlm.models.transformer import (
+    DiTBlock,
+    Embedding,
+    Rotary,
+    TimestepEmbedder,
+    Transformer,
+)
 
 #: state-dict prefixes copied from the denoiser (everything else is new or the unused output layer)
 SHARED_PREFIXES = ("vocab_embed.", "sigma_map.", "rotary_emb.", "blocks.")

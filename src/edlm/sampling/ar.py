@@ -22,9 +22,9 @@ import time
 import torch
 
 from edlm.data import ALPHABET, decode
-from edlm.errors import EdlmError
 from edlm.device import autocast_for
 from edlm.diffusion.categorical import inverse_cdf, sampling_probs
+from edlm.errors import EdlmError
 from edlm.models.ar import ar_log_probs
 from edlm.sampling.generate import normalise_piece
 

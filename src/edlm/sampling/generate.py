@@ -8,10 +8,10 @@ import torch
 
 from edlm.config import ConfigError, RunConfig, SampleConfig
 from edlm.data import ALPHABET, MASK_ID, decode, normalise
-from edlm.errors import EdlmError
 from edlm.device import autocast_for
 from edlm.diffusion.schedule import LogLinearSchedule, schedule_for
 from edlm.diffusion.subs import subs_log_probs
+from edlm.errors import EdlmError
 from edlm.parallel import batch_seed
 from edlm.sampling import SAMPLERS
 from edlm.sampling.base import SampleResult

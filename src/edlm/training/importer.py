@@ -35,8 +35,14 @@ from pathlib import Path
 
 import torch
 
+from edlm.checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    list_checkpoints,
+    publish_folder,
+    save_checkpoint,
+)
 from edlm.config import ConfigError, ModelConfig, RunConfig, apply_overrides, get_preset
-from edlm.checkpoint import CheckpointError, check_state_dict, list_checkpoints, publish_folder, save_checkpoint
 from edlm.fileio import FileFormatError, read_json, sha256_file, write_json_atomic
 
 PREFIX = "backbone."

@@ -7,8 +7,8 @@ continues exactly and a data-parallel run follows the single-process trajectory.
 from __future__ import annotations
 
 import csv
-import io
 import dataclasses
+import io
 import json
 import math
 import time
@@ -20,19 +20,29 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from edlm.errors import EdlmError
+from edlm.checkpoint import (
+    CheckpointError,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    load_run_config,
+    save_checkpoint,
+)
 from edlm.config import RunConfig
 from edlm.data import eval_chunks, load_meta, load_split
-from edlm.diffusion.schedule import schedule_for
 from edlm.device import autocast_for
-from edlm.models import build_model
-from edlm.training.batches import GlobalBatch, global_batch
-from edlm.checkpoint import (CheckpointError, latest_valid_checkpoint, list_checkpoints, load_run_config,
-                             save_checkpoint)
+from edlm.diffusion.schedule import schedule_for
+from edlm.errors import EdlmError
 from edlm.fileio import write_bytes_atomic, write_json_atomic
-from edlm.training.distributed import DistInfo, all_reduce_flag, barrier, init_distributed
-from edlm.training.ema import EMA
+from edlm.models import build_model
 from edlm.models.ar import ar_loss
+from edlm.training.batches import GlobalBatch, global_batch
+from edlm.training.distributed import (
+    DistInfo,
+    all_reduce_flag,
+    barrier,
+    init_distributed,
+)
+from edlm.training.ema import EMA
 from edlm.training.objectives import mdlm_loss
 
 Objective = Callable[[torch.nn.Module, GlobalBatch], tuple[torch.Tensor, dict[str, float]]]
@@ -377,7 +387,11 @@ def validate(config: RunConfig, model, ema: EMA, val_chunks: torch.Tensor, info:
 
     ``bpc`` is bits per character of decoded text: nats per token / ``chars_per_token`` / ln 2 (1.0 for a char
     corpus, so then it is bits per token)."""
-    from edlm.evaluation.nelbo import ar_nll_per_sequence, mdlm_nelbo_per_sequence, summarize
+    from edlm.evaluation.nelbo import (
+        ar_nll_per_sequence,
+        mdlm_nelbo_per_sequence,
+        summarize,
+    )
 
     ema_model = build_model(config.model).to(info.device)
     ema_model.load_state_dict({k: v.to(ema_model.state_dict()[k].dtype) for k, v in ema.shadow.items()})

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from edlm.config import ConfigError, RunConfig
+from edlm.device import autocast_for
+from edlm.diffusion.posterior import draw_candidates
 from edlm.diffusion.schedule import LogLinearSchedule, schedule_for
 from edlm.diffusion.subs import corrupt, stratified_times, subs_log_probs
-from edlm.device import autocast_for
 from edlm.models.energy_net import SHARED_PREFIXES
-from edlm.diffusion.posterior import draw_candidates
 from edlm.training.batches import GlobalBatch
 
 #: model sizes that must agree between the denoiser and the energy network initialised from it
