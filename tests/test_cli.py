@@ -126,3 +126,41 @@ def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path,
     result = json.loads(capsys.readouterr().out)
     assert result["chars_per_token"] > 2.0
     assert abs(result["bpc"] * result["chars_per_token"] - result["nll_nats"] / 0.6931471805599453) < 1e-6
+
+
+def test_run_judge_scores_subword_text_with_the_runs_tokenizer(tmp_path):
+    """A gpt2 AR run as judge: its NLL of a text equals the AR loss of the text's GPT-2 ids, and bits per
+    character divide by characters, not tokens."""
+    import json
+    from dataclasses import replace
+
+    import torch
+
+    from edlm.checkpoint import save_checkpoint
+    from edlm.config import get_preset
+    from edlm.data.tokenizers import get_tokenizer
+    from edlm.evaluation.judges import make_judge
+    from edlm.fileio import write_json_atomic
+    from edlm.models import build_model
+    from edlm.models.ar import ar_loss
+
+    config = get_preset("char-tiny")
+    config = replace(config, model=replace(config.model, kind="ar", tokenizer="gpt2", vocab_size=50257,
+                                           hidden=32, n_layers=1))
+    run = tmp_path / "judge"
+    run.mkdir()
+    write_json_atomic(run / "config.json", json.loads(config.to_json()))
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    save_checkpoint(run, 1, model.state_dict(), model.state_dict(), None, {})
+    judge = make_judge(f"run:{run}", "cpu")
+    text = "Hello world, the cat sat."
+    ids = torch.tensor(get_tokenizer("gpt2").encode(text), dtype=torch.long)[None]
+    total, tokens, characters = judge.nll([text])[0]
+    with torch.no_grad():
+        expected = float(ar_loss(model.eval(), ids, config.model.mask_id)[0]) * ids.shape[1]
+    assert (tokens, characters) == (ids.shape[1], len(text)) and tokens < characters
+    assert abs(total - expected) < 1e-3

@@ -4,9 +4,10 @@ A judge is any object with ``name`` and ``nll(texts) -> [(total_nll_nats, num_ju
 (one triple per text); ``token_ids(texts)`` is optional (judges with their own tokenizer, for token entropy)
 and ``features(texts) -> (n, H) float32`` is optional (MAUVE).
 
-    run:DIR   an edlm AR checkpoint. Character level: the text is encoded with edlm's alphabet, every character
-              is scored, the first one behind the start token; texts longer than the judge's seq_len are scored
-              in consecutive windows, each starting again from the start token.
+    run:DIR   an edlm AR checkpoint. The text is encoded with the run's own tokenizer (edlm's alphabet for a
+              char run, else its gpt2 / bpe tokenizer), every token is scored, the first one behind the start
+              token; texts longer than the judge's seq_len are scored in consecutive windows, each starting
+              again from the start token.
     hf:DIR    a Hugging Face causal LM + tokenizer from a local folder (``local_files_only``). The text is
               re-tokenised; as in the MDLM/EDLM protocol the BOS token (else EOS) is put in front, so every
               real token is scored; long texts go in windows of the model's maximum positions, each with BOS.
@@ -39,14 +40,18 @@ class Judge(Protocol):
 
 
 class RunJudge:
-    """An edlm AR model (character level) as judge. ``model``: causal Transformer over ALPHABET + [MASK]."""
+    """An edlm AR model as judge. ``model``: causal Transformer over the tokenizer's ids + [MASK]; ``tokenizer``:
+    the run's tokenizer (default: the character alphabet)."""
 
     def __init__(self, model: torch.nn.Module, seq_len: int, mask_id: int = MASK_ID, batch_size: int = 16,
-                 name: str = "run"):
+                 name: str = "run", tokenizer=None):
         self.model, self.seq_len, self.mask_id = model, seq_len, mask_id
         self.batch_size, self.name = batch_size, name
+        self.tokenizer = tokenizer if tokenizer is not None and tokenizer.name != "char" else None
 
     def encode(self, index: int, text: str) -> torch.Tensor:
+        if self.tokenizer is not None:
+            return torch.as_tensor(np.asarray(self.tokenizer.encode(text), dtype=np.int64))
         ids = [ALPHABET.find(char) for char in text]
         if -1 in ids:
             position = ids.index(-1)
@@ -82,7 +87,9 @@ class RunJudge:
             sums = (token_lp.double().cpu() * real).sum(-1)  # (b,)
             for row, index in enumerate(rows):
                 totals[index] -= float(sums[row])
-        return [(totals[i], len(text), len(text)) for i, text in enumerate(texts)]
+        if self.tokenizer is None:
+            return [(totals[i], len(text), len(text)) for i, text in enumerate(texts)]
+        return [(totals[i], len(self.tokenizer.encode(text)), len(text)) for i, text in enumerate(texts)]
 
     @torch.no_grad()
     def features(self, texts: Sequence[str]) -> np.ndarray:
@@ -223,16 +230,18 @@ def make_judge(spec: str, device: str | torch.device = "cpu", batch_size: int = 
         raise GenerationEvalError(f"--judge {spec}: no such folder {folder}")
     if kind == "hf":
         return HFJudge(folder, device, batch_size)
-    from edlm.checkpoint import load_model
+    from edlm.checkpoint import load_model, load_run_tokenizer
 
     config, model = load_model(folder, device=device)
     if config.model.kind != "ar":
         raise GenerationEvalError(f"--judge {spec}: holds an {config.model.kind!r} model; the judge must be an "
                                   f"AR model (train one with `edlm train --model ar`)")
-    if config.model.vocab_size != len(ALPHABET):
+    tokenizer = load_run_tokenizer(folder, config)
+    if tokenizer.name == "char" and config.model.vocab_size != len(ALPHABET):
         raise GenerationEvalError(f"--judge {spec}: vocab_size {config.model.vocab_size}, expected the "
                                   f"{len(ALPHABET)}-symbol character alphabet")
-    return RunJudge(model, config.model.seq_len, config.model.mask_id, batch_size, name=f"run:{folder}")
+    return RunJudge(model, config.model.seq_len, config.model.mask_id, batch_size, name=f"run:{folder}",
+                    tokenizer=tokenizer)
 
 
 load_judge = make_judge  # the name ``edlm bench quality`` imports
