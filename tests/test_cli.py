@@ -164,3 +164,34 @@ def test_run_judge_scores_subword_text_with_the_runs_tokenizer(tmp_path):
         expected = float(ar_loss(model.eval(), ids, config.model.mask_id)[0]) * ids.shape[1]
     assert (tokens, characters) == (ids.shape[1], len(text)) and tokens < characters
     assert abs(total - expected) < 1e-3
+
+
+def test_an_energy_run_with_another_tokenizer_is_refused(tmp_path):
+    import json
+    from dataclasses import replace
+
+    from edlm.checkpoint import save_checkpoint
+    from edlm.config import get_preset
+    from edlm.data.tokenizers import TokenizerMismatchError, get_tokenizer
+    from edlm.energy import make_energy
+    from edlm.fileio import write_json_atomic
+    from edlm.models import build_model
+
+    config = get_preset("char-tiny")
+    ar_config = replace(config, model=replace(config.model, kind="ar"))
+    run = tmp_path / "ar"
+    run.mkdir()
+    write_json_atomic(run / "config.json", json.loads(ar_config.to_json()))
+    model = build_model(ar_config.model)
+    save_checkpoint(run, 1, model.state_dict(), model.state_dict(), None, {})
+    assert make_energy(f"ar:{run}", config.model, tokenizer=get_tokenizer("char")) is not None
+
+    class OtherTokenizer:  # same size as the alphabet, another vocabulary
+        name = "bpe:27"
+
+        def to_meta(self):
+            return {"name": "bpe:27", "vocab_size": 27, "fingerprint": "0" * 64}
+
+    with pytest.raises(TokenizerMismatchError, match="tokenizer mismatch"):
+        make_energy(f"ar:{run}", config.model, tokenizer=OtherTokenizer())
+

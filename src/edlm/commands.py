@@ -207,7 +207,8 @@ def cmd_sample(args) -> int:
         if sample.energy:
             from edlm.energy import make_energy
 
-            energy = make_energy(sample.energy, config.model, sample.energy_mode, device, sample.precision)
+            energy = make_energy(sample.energy, config.model, sample.energy_mode, device, sample.precision,
+                                 tokenizer)
         bar = tqdm(desc="sample", leave=False, disable=args.json or not info.is_main or not sys.stderr.isatty())
         texts, result = generate(model, config, sample, energy, progress=bar.update,
                                  batches=batches_of(rows, sample.batch_size), tokenizer=tokenizer)

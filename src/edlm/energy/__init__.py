@@ -35,6 +35,12 @@ def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", pr
     if config.model.kind != kind:
         raise EnergyError(f"--energy {spec!r}: {path} holds a {config.model.kind!r} model, not {kind!r}")
     check_compatible(config.model, denoiser_config, path)
+    if tokenizer is not None:  # the run's tokenizer must be the denoiser's (name, vocabulary, fingerprint)
+        from edlm.checkpoint import load_run_tokenizer
+        from edlm.data.tokenizers import check_same_tokenizer
+
+        check_same_tokenizer(tokenizer.to_meta(), load_run_tokenizer(path, config).to_meta(), "the denoiser",
+                             f"--energy {spec}")
     if kind == "ar":
         from edlm.energy.ar import AREnergy
 
