@@ -195,13 +195,11 @@ def cmd_sample(args) -> int:
     if config.model.kind == "ar":
         if sample.energy or sample.infill:
             raise UserError("--energy/--infill need a diffusion model; --run holds an AR model")
-        if tokenizer.name != "char":
-            raise UserError(f"--run {args.run}: AR sampling is implemented for char models only; this run uses "
-                            f"{tokenizer.name}")
         from edlm.sampling.ar import generate_ar
 
         texts, stats = generate_ar(model, config, sample.num, length, sample.seed, sample.temperature,
-                                   sample.top_p, sample.prompt, sample.batch_size, rows=rows)
+                                   sample.top_p, sample.prompt, sample.batch_size, rows=rows, tokenizer=tokenizer,
+                                   keep_eos=sample.keep_eos)
     elif config.model.kind == "mdlm":
         energy = None
         if sample.energy:

@@ -81,14 +81,14 @@ def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list
 
 
 def draw_samples(model, config, sampler: str, steps: int, method: Method, energy, num: int, seed: int,
-                 batch_size: int, precision: str) -> tuple[list[str], dict]:
+                 batch_size: int, precision: str, tokenizer=None) -> tuple[list[str], dict]:
     """Sample ``num`` texts of the model's length with one setting -> (texts, timing/NFE stats)."""
     from edlm.config import SampleConfig
     from edlm.sampling.generate import generate
 
     spec = SampleConfig(num=num, steps=steps, length=config.model.seq_len, sampler=sampler, seed=seed,
                         k=method.k, window=method.window, batch_size=batch_size, precision=precision)
-    texts, result = generate(model, config, spec, energy)
+    texts, result = generate(model, config, spec, energy, tokenizer=tokenizer)
     return texts, {"seconds": result.seconds, "nfe": result.nfe, "nfe_per_sequence": result.nfe_rows,
                    **{f"energy_{key}": value for key, value in result.extra.items()}}
 
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/quality")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in OUT/quality.jsonl")
     args = parser.parse_args(argv)
-    from edlm.checkpoint import load_model
+    from edlm.checkpoint import load_model, load_run_tokenizer
     from edlm.device import resolve_device
     from edlm.energy.ar import AREnergy, check_compatible
     from edlm.evaluation.generation import evaluate_samples
@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config, mdlm = load_model(args.mdlm, device=device)
+    tokenizer = load_run_tokenizer(Path(args.mdlm), config)
     ar_config, ar_model = load_model(args.ar, device=device)
     check_compatible(ar_config.model, config.model, args.ar)
     energies = {("ar", mode): AREnergy(ar_model, config.model.mask_id, mode, precision=args.precision)
@@ -407,13 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     for sampler, method, T in tqdm(todo, desc="quality sweep"):
         energy = energies[(method.energy, method.mode)] if method.energy else None
         texts, stats = draw_samples(mdlm, config, sampler, T, method, energy, args.num, args.seed, args.num,
-                                    args.precision)
+                                    args.precision, tokenizer)
         metrics = evaluate(texts)
         keep(make_row(f"{sampler}:{method.name}", sampler, method, T, texts, stats, metrics, args.num, args.seed))
     if not any(r["setting"] == "ar" for r in rows):
         from edlm.sampling.ar import generate_ar
 
-        texts, stats = generate_ar(ar_model, ar_config, args.num, length, args.seed, batch_size=args.num)
+        texts, stats = generate_ar(ar_model, ar_config, args.num, length, args.seed, batch_size=args.num,
+                                   tokenizer=tokenizer)
         metrics = evaluate(texts)
         row = make_row("ar", "ar", Method("ar"), length, texts, stats, metrics, args.num, args.seed)
         keep({**row, "sampler": "ar", "nfe_per_sequence": stats["nfe"]})

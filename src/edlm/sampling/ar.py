@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from edlm.data import ALPHABET, decode
+from edlm.data import ALPHABET
 from edlm.device import autocast_for
 from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.errors import EdlmError
 from edlm.models.ar import ar_log_probs
-from edlm.sampling.generate import normalise_piece
+from edlm.sampling.generate import decode_sample, normalise_piece
 
 
 class ARPromptError(EdlmError, ValueError):
@@ -110,9 +110,14 @@ def sample_ar_uncached(model, prefix: torch.Tensor, length: int, uniforms: torch
     return tokens, nfe
 
 
-def encode_prompt(prompt: str | None, length: int) -> tuple[torch.Tensor, str]:
+def encode_prompt(prompt: str | None, length: int, tokenizer=None) -> tuple[torch.Tensor, str]:
     """Normalise a prompt (as the corpus, keeping a trailing space) -> ((P,) int64 ids, normalised text);
-    checks it fits ``length``."""
+    checks it fits ``length``. With a subword ``tokenizer`` the raw prompt is encoded by it instead."""
+    if tokenizer is not None and tokenizer.name != "char":
+        ids = [int(i) for i in tokenizer.encode(prompt or "")]
+        if len(ids) > length:
+            raise ARPromptError(f"--prompt is {len(ids)} {tokenizer.name} tokens, longer than --length {length}")
+        return torch.tensor(ids, dtype=torch.long), prompt or ""
     text = normalise_piece(prompt or "")
     if len(text) > length:
         raise ARPromptError(f"--prompt is {len(text)} characters after normalisation, longer than "
@@ -122,8 +127,10 @@ def encode_prompt(prompt: str | None, length: int) -> tuple[torch.Tensor, str]:
 
 def generate_ar(model, config, num: int, length: int, seed: int, temperature: float = 1.0, top_p: float = 1.0,
                 prompt: str | None = None, batch_size: int = 16, cached: bool = True, precision: str = "fp32",
-                rows: range | None = None) -> tuple[list[str], dict]:
-    """Sample ``num`` texts of ``length`` characters (the normalised prompt is their prefix).
+                rows: range | None = None, tokenizer=None, keep_eos: bool = False) -> tuple[list[str], dict]:
+    """Sample ``num`` texts of ``length`` tokens (the prompt is their prefix); ``tokenizer`` (default: the char
+    alphabet) encodes the prompt and decodes the samples (subword samples are cut at their first end-of-text
+    token unless ``keep_eos``).
 
     The uniforms of all ``num`` samples are drawn from ``seed`` up front, so ``rows`` (default: all; a
     ``parallel.shard`` of whole batches) samples just those texts, equal to the same rows of a full run.
@@ -136,9 +143,9 @@ def generate_ar(model, config, num: int, length: int, seed: int, temperature: fl
                             f"{config.model.seq_len}")
     device = next(model.parameters()).device
     mask_id = config.model.mask_id
-    prefix, prompt_text = encode_prompt(prompt, length)
+    prefix, prompt_text = encode_prompt(prompt, length, tokenizer)
     generator = torch.Generator().manual_seed(seed)
-    uniforms = torch.rand((num, length - len(prompt_text)), generator=generator, dtype=torch.float64)  # (N, G)
+    uniforms = torch.rand((num, length - len(prefix)), generator=generator, dtype=torch.float64)  # (N, G)
     sampler = sample_ar_cached if cached else sample_ar_uncached
     started = time.perf_counter()
     texts, nfe = [], 0
@@ -149,8 +156,8 @@ def generate_ar(model, config, num: int, length: int, seed: int, temperature: fl
         tokens, calls = sampler(model, batch_prefix, length, uniforms[start:start + count].to(device), mask_id,
                                 temperature, top_p, precision)
         nfe += calls
-        texts.extend(decode(row) for row in tokens.cpu())
+        texts.extend(decode_sample(row, tokenizer, keep_eos) for row in tokens.cpu())
     seconds = time.perf_counter() - started
-    stats = {"nfe": nfe, "nfe_per_sequence": length - len(prompt_text), "seconds": seconds,
+    stats = {"nfe": nfe, "nfe_per_sequence": length - len(prefix), "seconds": seconds,
              "prompt": prompt_text, "cached": cached}
     return texts, stats
