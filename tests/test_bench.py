@@ -84,6 +84,10 @@ def test_pareto_front_and_importance_effects(base):
             row("edlm", 16, 2.0, bpc + 0.2, entropy), row("edlm", 64, 8.0, bpc + 0.1, entropy)]
     front = [(r["setting"], r["steps"]) for r in pareto_front(rows, "judge_bpc")]
     assert front == [("cached:mdlm", 16), ("cached:edlm", 16), ("cached:mdlm", 64)]  # edlm T=64 is dominated
+    greedy = row("greedy", 16, 0.5, bpc - 1.0, entropy * 0.8)  # fastest and best NLL, but 20% less entropy
+    assert ("cached:greedy", 16) in [(r["setting"], r["steps"]) for r in pareto_front(rows + [greedy], "judge_bpc")]
+    kept = pareto_front(rows + [greedy], "judge_bpc", min_entropy=0.97 * float(np.mean(entropy)))
+    assert [(r["setting"], r["steps"]) for r in kept] == front
     effects = {(e["setting"], e["steps"]): e for e in importance_effects(rows, "judge_bpc", 300)}
     assert effects[("cached:edlm", 16)]["verdict"].endswith("%)") and effects[("cached:edlm", 16)]["change"] < 0
     assert effects[("cached:edlm", 64)]["change"] > 0 and effects[("cached:edlm", 64)]["significant"]

@@ -181,9 +181,14 @@ def matched_speedups(rows: list[dict], baseline: str, length: int, metric: str, 
     return out
 
 
-def pareto_front(rows: list[dict], metric: str) -> list[dict]:
+def pareto_front(rows: list[dict], metric: str, min_entropy: float | None = None) -> list[dict]:
     """Rows no other row dominates (<= seconds and <= ``metric``, one strictly), by point estimates, fastest
-    first. Points on the front can still be within each other's intervals: read the verdicts beside it."""
+    first. Points on the front can still be within each other's intervals: read the verdicts beside it.
+
+    ``min_entropy``: rows with a lower unigram entropy (bits) are left out first, so that a sampler that buys a
+    low judge NLL with less diverse text (as greedy confidence orders do) cannot take the front."""
+    if min_entropy is not None:
+        rows = [row for row in rows if row["entropy_bits"] >= min_entropy]
     front = []
     for row in rows:
         dominated = any(other["seconds_per_sample"] <= row["seconds_per_sample"] and other[metric] <= row[metric]
@@ -289,7 +294,10 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
                    for base in [next((b for b in swept if b["setting"] == baseline and b["steps"] == r["steps"]),
                                      None)] if base is not None]
     speedups = matched_speedups(swept, baseline, length, metric, num_resamples)
-    front = pareto_front(swept, metric)
+    base_rows = [r for r in swept if r["setting"] == baseline]
+    min_entropy = (1 - ENTROPY_TOLERANCE) * sum(r["entropy_bits"] for r in base_rows) / len(base_rows) \
+        if base_rows else None
+    front = pareto_front(swept, metric, min_entropy)
     effects = importance_effects(swept, metric, num_resamples)
     ranking = rank_settings(swept, baseline, metric, num_resamples)
     for row in rows:
@@ -309,7 +317,8 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
               + markdown_table([{**s, "speedup": s["speedup"] or "none"} for s in speedups],
                                ["setting", "target", "steps", "seconds", "speedup", "verdict", "note"],
                                {"speedup": ".2f", "seconds": ".4f"}))
-    table += (f"\n\nPareto front of {metric} vs seconds per sample (point estimates, fastest first):\n\n"
+    table += (f"\n\nPareto front of {metric} vs seconds per sample (point estimates, fastest first; settings whose "
+              f"entropy is more than {ENTROPY_TOLERANCE:.0%} below the baseline's are left out):\n\n"
               + markdown_table(front, ["setting", "steps", metric, "seconds_per_sample", "entropy_bits"],
                                {metric: ".4f", "seconds_per_sample": ".4f", "entropy_bits": ".4f"}))
     table += ("\n\nDoes importance sampling move each sampler? (against the same sampler without energy, "
