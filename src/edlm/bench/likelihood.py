@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         specs.append(("EDLM-NCE", f"nce:{args.nce}", "coar"))
     energies = [(label, make_energy(spec, config.model, mode, device, settings.precision))
                 for label, spec, mode in specs]
-    rows, raw = likelihood_table(settings, config, mdlm, chunks, energies, progress=True)
+    from edlm.data.splits import chars_per_token
+
+    per_token = chars_per_token(args.data, settings.split)  # bits per character of the decoded text
+    rows, raw = likelihood_table(settings, config, mdlm, chunks, energies, per_token, progress=True)
     table = markdown_table(rows, ["estimator", "kind", "bpc", "stderr_bpc", "gap_closed", "paired_gain_vs_mdlm_T",
                                   "note"],
                            {"bpc": ".4f", "stderr_bpc": ".4f", "gap_closed": "+.1%"})
