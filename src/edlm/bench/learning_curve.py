@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.checkpoint import latest_valid_checkpoint, load_model
     from edlm.config import resolve_train_config
     from edlm.data import eval_chunks, load_split
+    from edlm.data.splits import chars_per_token
     from edlm.diffusion.schedule import schedule_for
     from edlm.evaluation.nelbo import (
         ar_nll_per_sequence,
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                           config.model.mask_id, args.t_samples, progress=True)
     else:
         per_seq = ar_nll_per_sequence(model, chunks, config.model.mask_id, progress=True)
-    test = summarize(per_seq, config.model.seq_len)
+    test = summarize(per_seq, config.model.seq_len, chars_per_token(args.data, "test"))  # bits per character
     eval_seconds = time.perf_counter() - started
     curve = curve_from_metrics(run / "metrics.csv")
     plots = plot_curve(curve, test, Path(args.out) / f"learning-curve-{config.preset}-{config.model.kind}.png")
