@@ -17,7 +17,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "MDLM test NELBO" in out and "Speed-up at matched quality" in out
     result = json.loads((tmp_path / "quality" / "quality.json").read_text())
     methods = {row["method"] for row in result["rows"]}
-    assert methods == {"mdlm", "edlm-ar-coar-k2-w1.0", "edlm-ar-coar-k2-w0.2", "ar"}
+    assert methods == {"mdlm", "edlm-ar-full-k2-w1.0", "edlm-ar-coar-k2-w0.2", "ar"}
     assert all(row["gen_ppl"] > 1 and row["entropy_bits"] > 0 for row in result["rows"])
     assert (tmp_path / "quality" / "quality.png").stat().st_size > 10_000
     # a second run reuses the trained models instead of training again
