@@ -39,6 +39,23 @@ class Judge(Protocol):
     def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]: ...
 
 
+def padded_batches(windows: list[tuple[int, Sequence[int]]], batch_size: int):
+    """Group (text index, ids) windows into right-padded batches.
+
+    Yields (text index per row, ids (b, n) int64, real (b, n) bool), n the longest window of the batch; padding
+    is id 0 after a window's end, which a causal model never attends to from a real position.
+    """
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start:start + batch_size]
+        width = max(len(ids) for _, ids in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        real = torch.zeros(len(batch), width, dtype=torch.bool)
+        for row, (_, window) in enumerate(batch):
+            ids[row, :len(window)] = torch.as_tensor(window, dtype=torch.long)
+            real[row, :len(window)] = True
+        yield [index for index, _ in batch], ids, real
+
+
 class RunJudge:
     """An edlm AR model as judge. ``model``: causal Transformer over the tokenizer's ids + [MASK]; ``tokenizer``:
     the run's tokenizer (default: the character alphabet)."""
@@ -66,15 +83,8 @@ class RunJudge:
         for index, text in enumerate(texts):
             ids = self.encode(index, text)
             windows += [(index, ids[start:start + self.seq_len]) for start in range(0, len(ids), self.seq_len)]
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start:start + self.batch_size]
-            width = max(len(ids) for _, ids in batch)
-            # causal model: padding after a window's end cannot change the scores of its real positions
-            x0 = torch.zeros(len(batch), width, dtype=torch.long)
-            real = torch.zeros(len(batch), width, dtype=torch.bool)
-            for row, (_, ids) in enumerate(batch):
-                x0[row, :len(ids)], real[row, :len(ids)] = ids, True
-            yield [index for index, _ in batch], x0.to(device), real
+        for rows, x0, real in padded_batches(windows, self.batch_size):
+            yield rows, x0.to(device), real
 
     @torch.no_grad()
     def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]:
@@ -167,15 +177,8 @@ class HFJudge:
             for start in range(0, len(ids), chunk):
                 piece = ids[start:start + chunk]
                 windows.append((index, [self.start_id] + piece if has_start else piece))
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start:start + self.batch_size]
-            width = max(len(fed) for _, fed in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            attention = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, (_, fed) in enumerate(batch):
-                ids[row, :len(fed)] = torch.tensor(fed)
-                attention[row, :len(fed)] = 1
-            yield [index for index, _ in batch], ids, attention
+        for rows, ids, real in padded_batches(windows, self.batch_size):
+            yield rows, ids, real.long()  # the attention mask
 
     @torch.no_grad()
     def nll(self, texts: Sequence[str]) -> list[tuple[float, int, int]]:
