@@ -21,6 +21,28 @@ class ToyConfig:
     cached: bool = field(default=True, metadata={"help": "reuse denoiser outputs"})
 
 
+def save_run(path, config, step=1, noise=0.0):
+    """A run folder holding ``config`` and one checkpoint of a freshly built model; ``noise`` > 0 perturbs every
+    weight (the zero-initialised output layer alone would make every logit 0). Returns the model."""
+    import json
+
+    import torch
+
+    from edlm.checkpoint import save_checkpoint
+    from edlm.fileio import write_json_atomic
+    from edlm.models import build_model
+
+    path.mkdir()
+    write_json_atomic(path / "config.json", json.loads(config.to_json()))
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(noise * torch.randn_like(parameter))
+    save_checkpoint(path, step, model.state_dict(), model.state_dict(), None, {})
+    return model
+
+
 def parser_for(config_class) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toy", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_flags(parser, config_class)
@@ -60,26 +82,15 @@ def test_every_flag_of_every_command_has_help(command):
 
 
 def test_export_hf_then_import_hf_through_the_cli_gives_the_same_logits(tmp_path, capsys):
-    import json
-
     import torch
 
-    from edlm.checkpoint import load_model, save_checkpoint
+    from edlm.checkpoint import load_model
     from edlm.cli import main
     from edlm.config import get_preset
-    from edlm.fileio import write_json_atomic
-    from edlm.models import build_model
 
     config = get_preset("char-tiny")
     run = tmp_path / "run"
-    run.mkdir()
-    write_json_atomic(run / "config.json", json.loads(config.to_json()))
-    torch.manual_seed(0)
-    model = build_model(config.model)
-    with torch.no_grad():
-        for parameter in model.parameters():  # zero-initialised layers would make every logit 0
-            parameter.add_(0.02 * torch.randn_like(parameter))
-    save_checkpoint(run, 3, model.state_dict(), model.state_dict(), None, {})
+    save_run(run, config, step=3, noise=0.02)
     assert main(["export-hf", str(run), str(tmp_path / "hf")]) == 0
     assert main(["import-mdlm", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back"), "--tokenizer", "char",
                  "--preset", "char-tiny"]) == 0
@@ -131,31 +142,20 @@ def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path,
 def test_run_judge_scores_subword_text_with_the_runs_tokenizer(tmp_path):
     """A gpt2 AR run as judge: its NLL of a text equals the AR loss of the text's GPT-2 ids, and bits per
     character divide by characters, not tokens."""
-    import json
     from dataclasses import replace
 
     import torch
 
-    from edlm.checkpoint import save_checkpoint
     from edlm.config import get_preset
     from edlm.data.tokenizers import get_tokenizer
     from edlm.evaluation.judges import make_judge
-    from edlm.fileio import write_json_atomic
-    from edlm.models import build_model
     from edlm.models.ar import ar_loss
 
     config = get_preset("char-tiny")
     config = replace(config, model=replace(config.model, kind="ar", tokenizer="gpt2", vocab_size=50257,
                                            hidden=32, n_layers=1))
     run = tmp_path / "judge"
-    run.mkdir()
-    write_json_atomic(run / "config.json", json.loads(config.to_json()))
-    torch.manual_seed(0)
-    model = build_model(config.model)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    save_checkpoint(run, 1, model.state_dict(), model.state_dict(), None, {})
+    model = save_run(run, config, noise=0.05)
     judge = make_judge(f"run:{run}", "cpu")
     text = "Hello world, the cat sat."
     ids = torch.tensor(get_tokenizer("gpt2").encode(text), dtype=torch.long)[None]
@@ -167,23 +167,16 @@ def test_run_judge_scores_subword_text_with_the_runs_tokenizer(tmp_path):
 
 
 def test_an_energy_run_with_another_tokenizer_is_refused(tmp_path):
-    import json
     from dataclasses import replace
 
-    from edlm.checkpoint import save_checkpoint
     from edlm.config import get_preset
     from edlm.data.tokenizers import TokenizerMismatchError, get_tokenizer
     from edlm.energy import make_energy
-    from edlm.fileio import write_json_atomic
-    from edlm.models import build_model
 
     config = get_preset("char-tiny")
     ar_config = replace(config, model=replace(config.model, kind="ar"))
     run = tmp_path / "ar"
-    run.mkdir()
-    write_json_atomic(run / "config.json", json.loads(ar_config.to_json()))
-    model = build_model(ar_config.model)
-    save_checkpoint(run, 1, model.state_dict(), model.state_dict(), None, {})
+    save_run(run, ar_config)
     assert make_energy(f"ar:{run}", config.model, tokenizer=get_tokenizer("char")) is not None
 
     class OtherTokenizer:  # same size as the alphabet, another vocabulary
