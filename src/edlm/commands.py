@@ -31,10 +31,10 @@ def _device(name: str | None) -> str:
 
 def _check_writable(folder: Path, flag: str, value: str | Path | None = None) -> None:
     """``folder`` (or its nearest existing ancestor) must be a writable folder; ``value`` is what the user typed."""
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
+    from edlm.fileio import unwritable_ancestor
+
+    probe = unwritable_ancestor(folder)
+    if probe is not None:
         raise UserError(f"{flag} {value or folder}: not writable ({probe} is not a writable folder)")
 
 

@@ -25,6 +25,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def unwritable_ancestor(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (``path`` itself if it exists) when it is not a writable
+    folder, else None: a folder that does not exist yet can be created exactly when this returns None."""
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    return None if probe.is_dir() and os.access(probe, os.W_OK) else probe
+
+
 def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write to a temporary file in the same folder, flush + fsync, then ``os.replace`` onto ``path``.
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -43,7 +42,13 @@ from edlm.checkpoint import (
     save_checkpoint,
 )
 from edlm.config import ConfigError, ModelConfig, RunConfig, apply_overrides, get_preset
-from edlm.fileio import FileFormatError, read_json, sha256_file, write_json_atomic
+from edlm.fileio import (
+    FileFormatError,
+    read_json,
+    sha256_file,
+    unwritable_ancestor,
+    write_json_atomic,
+)
 
 PREFIX = "backbone."
 ROTARY = "rotary_emb.inv_freq"  # a buffer edlm recomputes (base 10000)
@@ -231,10 +236,8 @@ def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "holds checkpoints" if list_checkpoints(out) else "is not an empty folder"
         raise CheckpointError(f"--out {out}: {what}; choose a new folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
+    probe = unwritable_ancestor(out)
+    if probe is not None:
         raise CheckpointError(f"--out {out}: not writable ({probe} is not a writable folder)")
 
 
