@@ -47,9 +47,10 @@ def make_denoiser_fn(model: torch.nn.Module, mask_id: int, precision: str = "fp3
                 raise ValueError("a time-conditioned denoiser must be called with t")
             t = torch.as_tensor(t, dtype=torch.float64, device=device).expand(x_t.shape[0])
             sigma = schedule.sigma(t).float()  # (B,)
+        x_t = x_t.to(device)
         with autocast_for(device, precision):
-            logits = model(x_t.to(device), sigma)
-        return subs_log_probs(logits, x_t.to(device), mask_id)
+            logits = model(x_t, sigma)
+        return subs_log_probs(logits, x_t, mask_id)
 
     denoise.time_conditioned = time_conditioned
     return denoise
