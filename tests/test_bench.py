@@ -13,13 +13,13 @@ import torch
 from edlm.bench import BenchError
 from edlm.bench.common import markdown_table
 from edlm.bench.quality import main as quality_main
+from edlm.bench.throughput import flops_per_token
 from edlm.bench.verdicts import (
     importance_effects,
     matched_speedups,
     pareto_front,
     rank_settings,
 )
-from edlm.bench.throughput import flops_per_token
 from edlm.config import get_preset
 from edlm.models import build_model
 
