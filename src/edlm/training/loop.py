@@ -29,6 +29,7 @@ from edlm.checkpoint import (
 )
 from edlm.config import RunConfig
 from edlm.data import eval_chunks, load_meta, load_split
+from edlm.data.splits import chars_per_token
 from edlm.device import autocast_for
 from edlm.diffusion.schedule import schedule_for
 from edlm.errors import EdlmError
@@ -122,24 +123,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     info = init_distributed(device)
     run_dir = Path(run_dir)
     train_cfg, model_cfg = config.train, config.model
-    tokens = load_split(data_dir, "train")
-    meta = load_meta(data_dir)
-    if meta["vocab_size"] != model_cfg.vocab_size:
-        raise TrainingError(f"{data_dir}: corpus has {meta['vocab_size']} symbols but model.vocab_size is "
-                            f"{model_cfg.vocab_size}")
-    if len(tokens) < model_cfg.seq_len:
-        raise TrainingError(f"{data_dir}: train split has {len(tokens)} tokens, fewer than one sequence "
-                            f"(model.seq_len={model_cfg.seq_len})")
-    if train_cfg.batch_size % (info.world * train_cfg.grad_accum):
-        raise TrainingError(f"train.batch_size={train_cfg.batch_size} is not divisible by "
-                            f"world size {info.world} x train.grad_accum {train_cfg.grad_accum}")
-    val_tokens = load_split(data_dir, "val")
-    if len(val_tokens) < model_cfg.seq_len:
-        raise TrainingError(f"{data_dir}: val split has {len(val_tokens)} tokens, fewer than one sequence "
-                            f"(model.seq_len={model_cfg.seq_len}); use a longer corpus or a smaller model.seq_len")
-    val_chunks = eval_chunks(val_tokens, model_cfg.seq_len)
-    val_chars_per_token = meta["chars"]["val"] / max(1, meta["sizes"]["val"])  # bits per character, not per token
-    val_chunks = val_chunks[: train_cfg.eval_batches * train_cfg.batch_size]
+    tokens, val_chunks, val_chars_per_token = _load_data(config, data_dir, info)
 
     torch.manual_seed(train_cfg.seed)
     model = build_model(model_cfg)
@@ -153,24 +137,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     say = (lambda message: tqdm.write(message)) if info.is_main else (lambda message: None)
 
     if resume:
-        # the newest checkpoint that passes verification (raises, naming the defect, if none does)
-        checkpoint = latest_valid_checkpoint(run_dir, report=say)
-        if checkpoint is None and not (run_dir / "config.json").is_file():
-            raise CheckpointError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
-        if checkpoint is None:  # killed before its first checkpoint: start over (a requeued job passes --resume)
-            say(f"--resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
-        else:
-            changed = _same_model(load_run_config(run_dir), config)
-            if changed:
-                raise TrainingError(f"--resume: {', '.join(changed)} differ from {run_dir / 'config.json'}; "
-                                    f"start a new run folder instead")
-            model.load_state_dict(checkpoint.model)
-            if checkpoint.optimizer is not None:  # None for imported weights: AdamW starts fresh
-                optimizer.load_state_dict(checkpoint.optimizer)
-            ema.shadow = {k: v.to(info.device) for k, v in checkpoint.ema.items()}
-            step = checkpoint.step
-            history = checkpoint.state.get("history", {})
-            say(f"resuming from {checkpoint.path} (step {step})")
+        step, history = _restore(run_dir, config, model, optimizer, ema, info, say)
     elif list_checkpoints(run_dir):
         raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose a new "
                             f"--out folder")
@@ -281,6 +248,54 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
     barrier(info)
     return {"step": step, "stop_reason": stop_reason, "seconds": time.perf_counter() - started,
             "history": history}
+
+
+def _load_data(config: RunConfig, data_dir: str | Path, info: DistInfo):
+    """The train split and the fixed validation slice, checked against the config (one line per problem).
+
+    Returns (train tokens (N,) memmap, val chunks (n, L) int64, characters per val token)."""
+    train_cfg, model_cfg = config.train, config.model
+    tokens = load_split(data_dir, "train")
+    meta = load_meta(data_dir)
+    if meta["vocab_size"] != model_cfg.vocab_size:
+        raise TrainingError(f"{data_dir}: corpus has {meta['vocab_size']} symbols but model.vocab_size is "
+                            f"{model_cfg.vocab_size}")
+    if len(tokens) < model_cfg.seq_len:
+        raise TrainingError(f"{data_dir}: train split has {len(tokens)} tokens, fewer than one sequence "
+                            f"(model.seq_len={model_cfg.seq_len})")
+    if train_cfg.batch_size % (info.world * train_cfg.grad_accum):
+        raise TrainingError(f"train.batch_size={train_cfg.batch_size} is not divisible by "
+                            f"world size {info.world} x train.grad_accum {train_cfg.grad_accum}")
+    val_tokens = load_split(data_dir, "val")
+    if len(val_tokens) < model_cfg.seq_len:
+        raise TrainingError(f"{data_dir}: val split has {len(val_tokens)} tokens, fewer than one sequence "
+                            f"(model.seq_len={model_cfg.seq_len}); use a longer corpus or a smaller model.seq_len")
+    val_chunks = eval_chunks(val_tokens, model_cfg.seq_len)
+    val_chunks = val_chunks[: train_cfg.eval_batches * train_cfg.batch_size]
+    return tokens, val_chunks, chars_per_token(data_dir, "val")  # validation in bits per character
+
+
+def _restore(run_dir: Path, config: RunConfig, model, optimizer, ema: EMA, info: DistInfo, say) -> tuple[int, dict]:
+    """``--resume``: load the newest checkpoint that passes verification into model, optimizer and EMA.
+
+    Returns (step, validation history); (0, {}) when the run was killed before its first checkpoint."""
+    # the newest checkpoint that passes verification (raises, naming the defect, if none does)
+    checkpoint = latest_valid_checkpoint(run_dir, report=say)
+    if checkpoint is None and not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+    if checkpoint is None:  # killed before its first checkpoint: start over (a requeued job passes --resume)
+        say(f"--resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
+        return 0, {}
+    changed = _same_model(load_run_config(run_dir), config)
+    if changed:
+        raise TrainingError(f"--resume: {', '.join(changed)} differ from {run_dir / 'config.json'}; "
+                            f"start a new run folder instead")
+    model.load_state_dict(checkpoint.model)
+    if checkpoint.optimizer is not None:  # None for imported weights: AdamW starts fresh
+        optimizer.load_state_dict(checkpoint.optimizer)
+    ema.shadow = {k: v.to(info.device) for k, v in checkpoint.ema.items()}
+    say(f"resuming from {checkpoint.path} (step {checkpoint.step})")
+    return checkpoint.step, checkpoint.state.get("history", {})
 
 
 def _truncate_metrics(metrics_file: Path, step: int) -> None:
