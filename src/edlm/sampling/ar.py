@@ -26,7 +26,7 @@ from edlm.device import autocast_for
 from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.errors import EdlmError
 from edlm.models.ar import ar_log_probs
-from edlm.sampling.generate import decode_sample, normalise_piece
+from edlm.sampling.generate import decode_sample, normalise_prompt
 
 
 class ARPromptError(EdlmError, ValueError):
@@ -118,7 +118,7 @@ def encode_prompt(prompt: str | None, length: int, tokenizer=None) -> tuple[torc
         if len(ids) > length:
             raise ARPromptError(f"--prompt is {len(ids)} {tokenizer.name} tokens, longer than --length {length}")
         return torch.tensor(ids, dtype=torch.long), prompt or ""
-    text = normalise_piece(prompt or "")
+    text = normalise_prompt(prompt or "")
     if len(text) > length:
         raise ARPromptError(f"--prompt is {len(text)} characters after normalisation, longer than "
                             f"--length {length}")

@@ -56,10 +56,12 @@ def make_denoiser_fn(model: torch.nn.Module, mask_id: int, precision: str = "fp3
     return denoise
 
 
-def normalise_piece(text: str) -> str:
+def normalise_prompt(text: str) -> str:
     """Corpus normalisation (``data.normalise``) that keeps a leading / trailing space: a piece that starts or
     ends with whitespace keeps one space there, so "to be or not " stays "to be or not " and the pieces of
-    "the cat _ on" keep the blank's neighbours."""
+    "the cat _ on" keep the blank's neighbours. Unlike ``data.normalise_piece`` (the char tokenizer's), an edge
+    space is kept only where the user typed whitespace, not where a digit or a punctuation mark at the edge
+    folds to one ("hello!" stays "hello")."""
     if not text:
         return ""
     core = normalise(text)
@@ -88,10 +90,10 @@ def build_template(num: int, length: int, prompt: str | None = None, infill: str
         if text is None:
             continue
         if flag == "--prompt":
-            fixed = normalise_piece(text)
+            fixed = normalise_prompt(text)
             positions = list(enumerate(fixed))
         else:
-            pieces = [normalise_piece(part) if part.strip() else " " * len(part)
+            pieces = [normalise_prompt(part) if part.strip() else " " * len(part)
                       for part in text.split(INFILL_BLANK)]
             fixed = INFILL_BLANK.join(pieces)
             positions = [(i, c) for i, c in enumerate(fixed) if c != INFILL_BLANK]
