@@ -28,17 +28,19 @@ def reveal_probability(schedule: LogLinearSchedule, t: torch.Tensor | float, s: 
 
 def draw_candidates(log_probs: torch.Tensor, x_t: torch.Tensor, mask_id: int, num: int,
                     generator: torch.Generator | None, temperature: float = 1.0, top_p: float = 1.0,
-                    uniforms: torch.Tensor | None = None) -> torch.Tensor:
+                    uniforms: torch.Tensor | None = None, probs: torch.Tensor | None = None) -> torch.Tensor:
     """Draw ``num`` independent x0 ~ mu(. | x_t) per row in float64; visible positions copied from x_t.
 
     Args: log_probs (B, L, V + 1); x_t (B, L); ``uniforms`` (B, num, L) float64 to use instead of drawing
-    from ``generator``. Returns (B, num, L) int64.
+    from ``generator``; ``probs`` the (B, L, V + 1) float64 ``sampling_probs`` of ``log_probs`` when the caller
+    already has them. Returns (B, num, L) int64.
     Consumes exactly B * num * L float64 uniforms, generated in (B, num, L) order.
     """
     B, L = x_t.shape
     if uniforms is None:
         uniforms = torch.rand((B, num, L), generator=generator, dtype=torch.float64, device=x_t.device)
-    probs = sampling_probs(log_probs, temperature, top_p)  # (B, L, V + 1) float64
+    if probs is None:
+        probs = sampling_probs(log_probs, temperature, top_p)  # (B, L, V + 1) float64
     drawn = inverse_cdf(probs, uniforms.transpose(1, 2).contiguous()).transpose(1, 2)  # (B, num, L)
     return torch.where(x_t[:, None, :] == mask_id, drawn, x_t[:, None, :])
 

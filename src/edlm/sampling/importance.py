@@ -58,10 +58,11 @@ class ImportanceProposal:
         if not self.in_window(t) or self.constant_energy:
             return self.base(log_probs, x_t, t, generator)
         k = self.num_candidates
-        candidates = self.base.candidates(log_probs, x_t, k, generator)  # (B, k, L)
+        probs = self.base.q_probs(log_probs)  # (B, L, V + 1) float64, computed once for draws and energy
+        candidates = self.base.candidates(log_probs, x_t, k, generator, probs)  # (B, k, L)
         if k == 1:
             return candidates[:, 0]
-        energies = self.energy(candidates, x_t, self.base.log_q(log_probs))  # (B, k)
+        energies = self.energy(candidates, x_t, self.base.log_q(log_probs, probs))  # (B, k)
         self.counters["energy_calls"] += 1
         self.counters["energy_rows"] += candidates.shape[0] * k
         self.counters["is_steps"] += 1

@@ -31,16 +31,22 @@ class FactorizedProposal:
         return self.candidates(log_probs, x_t, 1, generator)[:, 0]
 
     def candidates(self, log_probs: torch.Tensor, x_t: torch.Tensor, num: int,
-                   generator: torch.Generator) -> torch.Tensor:
-        """``num`` i.i.d. draws per row: (B, num, L) int64 (consumes B * num * L uniforms)."""
-        return draw_candidates(log_probs, x_t, self.mask_id, num, generator, self.temperature, self.top_p)
+                   generator: torch.Generator, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """``num`` i.i.d. draws per row: (B, num, L) int64 (consumes B * num * L uniforms); ``probs``: the
+        proposal's probabilities when already computed (``q_probs``)."""
+        return draw_candidates(log_probs, x_t, self.mask_id, num, generator, self.temperature, self.top_p,
+                               probs=probs)
 
-    def log_q(self, log_probs: torch.Tensor) -> torch.Tensor:
+    def q_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """The distribution the draws come from: (B, L, V + 1) float64 after temperature and top-p."""
+        return sampling_probs(log_probs, self.temperature, self.top_p)
+
+    def log_q(self, log_probs: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
         """Log-probs of the distribution the draws actually come from (after temperature and top-p);
-        (B, L, V + 1) float64 (the input itself when neither is set)."""
+        (B, L, V + 1) float64 (the input itself when neither is set). ``probs``: ``q_probs`` if already computed."""
         if self.temperature == 1.0 and self.top_p >= 1.0:
             return log_probs
-        return sampling_probs(log_probs, self.temperature, self.top_p).log()
+        return (self.q_probs(log_probs) if probs is None else probs).log()
 
     def reuse_allowed(self, t: float) -> bool:
         return False  # keeps the random stream identical between the ancestral and the cached sampler
