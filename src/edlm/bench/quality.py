@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.device import resolve_device
     from edlm.energy.ar import AREnergy, check_compatible
     from edlm.evaluation.generation import evaluate_samples
-    from edlm.evaluation.judges import load_judge
+    from edlm.evaluation.judges import make_judge
 
     if Path(args.judge.split(":", 1)[-1]).resolve() == Path(args.ar).resolve():
         raise BenchError("--judge must not be the energy model (--ar): use a separately trained model")
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
         energies[("nce", "coar")] = make_energy(f"nce:{args.nce}", config.model, device=device,
                                                 precision=args.precision)
-    judge = load_judge(args.judge, device)
+    judge = make_judge(args.judge, device)
     length = config.model.seq_len
     methods = method_grid(args.grid, steps, bool(args.nce), length)
     if args.methods:

@@ -8,7 +8,6 @@ ENERGY_KINDS = ("zero", "ar", "hf", "nce")
 ENERGY_HELP = ("zero | ar:RUN_DIR (an edlm AR run) | hf:DIR (a local Hugging Face causal LM folder, "
                "safetensors only, sharing the denoiser's tokenizer) | nce:RUN_DIR (a trained energy network)")
 
-EnergySpecError = EnergyError  # the name main used for a bad --energy value
 
 
 def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32",

@@ -247,4 +247,4 @@ def make_judge(spec: str, device: str | torch.device = "cpu", batch_size: int = 
                     tokenizer=tokenizer)
 
 
-load_judge = make_judge  # the name ``edlm bench quality`` imports
+load_judge = make_judge  # older name, kept for callers of the first landing
