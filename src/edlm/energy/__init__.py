@@ -9,7 +9,6 @@ ENERGY_HELP = ("zero | ar:RUN_DIR (an edlm AR run) | hf:DIR (a local Hugging Fac
                "safetensors only, sharing the denoiser's tokenizer) | nce:RUN_DIR (a trained energy network)")
 
 
-
 def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32",
                 tokenizer=None):
     """Build an energy from ``zero`` | ``ar:RUN_DIR`` | ``hf:DIR`` | ``nce:RUN_DIR`` for a denoiser with
