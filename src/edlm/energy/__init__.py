@@ -5,8 +5,6 @@ from __future__ import annotations
 from edlm.energy.base import Energy, EnergyError, ZeroEnergy, candidate_log_mu
 
 ENERGY_KINDS = ("zero", "ar", "hf", "nce")
-ENERGY_HELP = ("zero | ar:RUN_DIR (an edlm AR run) | hf:DIR (a local Hugging Face causal LM folder, "
-               "safetensors only, sharing the denoiser's tokenizer) | nce:RUN_DIR (a trained energy network)")
 
 
 def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32",
@@ -48,4 +46,4 @@ def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", pr
     return NCEEnergy(model, precision=precision)
 
 
-__all__ = ["Energy", "EnergyError", "ZeroEnergy", "candidate_log_mu", "make_energy", "ENERGY_KINDS", "ENERGY_HELP"]
+__all__ = ["Energy", "EnergyError", "ZeroEnergy", "candidate_log_mu", "make_energy", "ENERGY_KINDS"]
