@@ -2,13 +2,12 @@
 rule (a degenerate sampler never ranks first), the Pareto front, FLOP counting, tables, and a tiny end-to-end
 quality sweep that keeps every sample."""
 
-import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
-import torch
+from toys import save_random_run as save_run
 
 from edlm.bench import BenchError
 from edlm.bench.common import markdown_table
@@ -117,23 +116,6 @@ def test_bench_help(name, capsys):
     assert "usage" in capsys.readouterr().out
 
 
-def save_run(folder, kind, seed):
-    from edlm.checkpoint import save_checkpoint, write_json_atomic
-
-    config = get_preset("char-tiny")
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=kind))
-    torch.manual_seed(seed)
-    model = build_model(config.model)
-    with torch.no_grad():  # random output layers, so nothing is uniform
-        for name, parameter in model.named_parameters():
-            if "adaLN_modulation" in name or "output_layer.linear" in name:
-                parameter.normal_(0.0, 0.3)
-    folder.mkdir()
-    write_json_atomic(folder / "config.json", json.loads(config.to_json()))
-    save_checkpoint(folder, 1, model.state_dict(), model.state_dict(), None, {})
-    return folder
-
-
 def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path, tiny_data):
     pytest.importorskip("matplotlib")
     pytest.importorskip("mauve")
@@ -168,3 +150,27 @@ def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path, tiny_dat
     with pytest.raises(BenchError, match="older edlm"):
         quality_main(["--mdlm", str(mdlm), "--ar", str(ar), "--judge", f"run:{judge}", "--out", str(out),
                       "--resume"])
+
+
+def test_learning_curve_trains_evaluates_and_plots_on_the_requested_device(tmp_path, tiny_data):
+    from edlm.bench import run_bench
+
+    out = tmp_path / "results"
+    assert run_bench("learning-curve", ["--data", str(tiny_data), "--preset", "char-tiny", "--run",
+                                        str(tmp_path / "run"), "--minutes", "1", "--device", "cpu", "--out", str(out),
+                                        "train.max_steps=6", "train.eval_every=3", "train.precision=fp32"]) == 0
+    result = json.loads((out / "learning-curve-char-tiny-mdlm.json").read_text())
+    assert [point["step"] for point in result["curve"]] == [3, 6]
+    assert 0 < result["test"]["bpc"] < 10 and result["settings"]["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_scaling_runs_one_and_two_gloo_processes(tmp_path, tiny_data):
+    from edlm.bench import run_bench
+
+    out = tmp_path / "results"
+    assert run_bench("scaling", ["--data", str(tiny_data), "--preset", "char-tiny", "--steps", "4",
+                                 "--no-threads-baseline", "--out", str(out), "train.batch_size=4"]) == 0
+    result = json.loads((out / "scaling.json").read_text())
+    assert result["device"] == "cpu" and [run["processes"] for run in result["runs"]] == [1, 2]
+    assert all(run["tokens_per_s"] > 0 for run in result["runs"]) and result["scaling_efficiency"] > 0

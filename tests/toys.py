@@ -104,3 +104,28 @@ def true_nll(p_star: torch.Tensor, x0: torch.Tensor, vocab_size: int) -> torch.T
 
 def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
     return 0.5 * float((p - q).abs().sum())
+
+
+def save_random_run(folder, kind: str, seed: int, preset: str = "char-tiny"):
+    """A run folder holding an untrained ``preset`` model of ``kind`` with random output layers (so no output is
+    uniform) and one checkpoint; no training needed."""
+    import dataclasses
+    import json
+
+    from edlm.checkpoint import save_checkpoint
+    from edlm.config import get_preset
+    from edlm.fileio import write_json_atomic
+    from edlm.models import build_model
+
+    config = get_preset(preset)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=kind))
+    torch.manual_seed(seed)
+    model = build_model(config.model)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "adaLN_modulation" in name or "output_layer.linear" in name:
+                parameter.normal_(0.0, 0.3)
+    folder.mkdir()
+    write_json_atomic(folder / "config.json", json.loads(config.to_json()))
+    save_checkpoint(folder, 1, model.state_dict(), model.state_dict(), None, {})
+    return folder

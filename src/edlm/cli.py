@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo", help="folder for the corpus, the runs and the results")
     demo.add_argument("--minutes", type=float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0, help="training budget per model (three models)")
     demo.add_argument("--quick", action="store_true", help="seconds instead of minutes (smoke test)")
+    demo.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     return parser
 
 

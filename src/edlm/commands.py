@@ -271,7 +271,7 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from edlm.bench.demo import run_demo
 
-    return run_demo(Path(args.out), args.minutes, args.quick)
+    return run_demo(Path(args.out), args.minutes, args.quick, args.device)
 
 
 def cmd_export_hf(args) -> int:

@@ -1,9 +1,10 @@
 """The README's main job: corpus -> MDLM + AR energy + judge -> test BPC, samples, MDLM vs EDLM table + plot.
 
-    edlm demo [--out out/demo] [--minutes 3] [--quick]
+    edlm demo [--out out/demo] [--minutes 3] [--quick] [--device D]
 
 Each model trains for ``--minutes`` of wall-clock (``--quick``: the char-tiny preset for a few seconds, a smoke
-test). Re-running continues from the checkpoints already in ``--out``.
+test). Re-running continues from the checkpoints already in ``--out``. Training, evaluation, sampling and the
+quality sweep all run on ``--device`` (default: CUDA when present).
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import time
 from pathlib import Path
 
 
-def run_demo(out: Path, minutes: float, quick: bool) -> int:
+def run_demo(out: Path, minutes: float, quick: bool, device: str | None = None) -> int:
     from edlm.bench import quality
     from edlm.checkpoint import latest_valid_checkpoint, load_model
     from edlm.config import SampleConfig, resolve_train_config
     from edlm.data import DataError, eval_chunks, load_meta, load_split, prepare_corpus
+    from edlm.device import resolve_device
     from edlm.diffusion.schedule import schedule_for
     from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence, summarize
     from edlm.sampling.generate import generate
     from edlm.training.loop import train
 
     started = time.perf_counter()
+    device = resolve_device(device)  # a bad --device fails here, before any work
     data = out / "data"
     try:
         load_meta(data)
@@ -42,9 +45,9 @@ def run_demo(out: Path, minutes: float, quick: bool) -> int:
                 latest_valid_checkpoint(run, with_optimizer=False).step:
             print("      already trained; reusing it")
             continue
-        train(config, data, run, resume=resume, max_minutes=budget)
+        train(config, data, run, resume=resume, max_minutes=budget, device=str(device))
 
-    config, mdlm = load_model(out / "mdlm")
+    config, mdlm = load_model(out / "mdlm", device=device)
     chunks = eval_chunks(load_split(data, "test"), config.model.seq_len)[: 64 if quick else 512]
     test = summarize(mdlm_nelbo_per_sequence(mdlm, chunks, schedule_for(config),
                                              config.model.mask_id, t_samples=2), config.model.seq_len)
@@ -61,6 +64,7 @@ def run_demo(out: Path, minutes: float, quick: bool) -> int:
     print("\n[5/5] MDLM vs EDLM-AR (judge: a separately trained AR model)")
     quality.main(["--mdlm", str(out / "mdlm"), "--ar", str(out / "ar"), "--judge", f"run:{out / 'judge'}",
                   "--steps", steps, "--num", "4" if quick else "8", "--precision", "bf16",
-                  "--methods", "mdlm,edlm-ar-full-k2-w1.0,edlm-ar-coar-k2-w0.2", "--out", str(out / "quality")])
+                  "--methods", "mdlm,edlm-ar-full-k2-w1.0,edlm-ar-coar-k2-w0.2", "--out", str(out / "quality"),
+                  "--device", str(device)])
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} minutes; plot: {out / 'quality' / 'quality.png'}")
     return 0

@@ -1,11 +1,12 @@
 """Learning curve of a preset on a corpus under a wall-clock budget, then the final test NELBO.
 
     edlm bench learning-curve --data DATA [--preset char-small] [--minutes 30] [--run RUN]
-                              [--t-samples 4] [--out bench/results]
+                              [--t-samples 4] [--out bench/results] [--device D] [overrides ...]
 
 Validation BPC (EMA weights, fixed slice of val) every ``train.eval_every`` steps comes from the training
 loop; the final number is the continuous-time NELBO on the whole test split with a standard error.
-If ``--run`` already holds a finished run, only the evaluation and plot are redone.
+If ``--run`` already holds a finished run, only the evaluation and plot are redone. Training and the final
+evaluation run on ``--device`` (default: CUDA when present).
 """
 
 from __future__ import annotations
@@ -18,21 +19,24 @@ from edlm.bench.common import environment, markdown_table, write_results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench learning-curve")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--preset", default="char-small")
-    parser.add_argument("--model", default="mdlm", choices=["mdlm", "ar"])
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--run", default="runs/learning-curve")
-    parser.add_argument("--t-samples", type=int, default=4)
-    parser.add_argument("--skip-train", action="store_true")
-    parser.add_argument("--out", default="bench/results")
-    parser.add_argument("overrides", nargs="*")
+    parser = argparse.ArgumentParser(prog="edlm bench learning-curve", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
+    parser.add_argument("--preset", default="char-small", help="named model + training settings")
+    parser.add_argument("--model", default="mdlm", choices=["mdlm", "ar"], help="what to train")
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
+    parser.add_argument("--run", default="runs/learning-curve", help="run folder (continued if it exists)")
+    parser.add_argument("--t-samples", type=int, default=4, help="MDLM only: t draws per test sequence")
+    parser.add_argument("--skip-train", action="store_true", help="only evaluate and plot the run in --run")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON, markdown and plot")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.batch_size=32")
     args = parser.parse_args(argv)
     from edlm.checkpoint import latest_valid_checkpoint, load_model
     from edlm.config import resolve_train_config
     from edlm.data import eval_chunks, load_split
     from edlm.data.splits import chars_per_token
+    from edlm.device import resolve_device
     from edlm.diffusion.schedule import schedule_for
     from edlm.evaluation.nelbo import (
         ar_nll_per_sequence,
@@ -41,14 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     from edlm.training.loop import train
 
+    device = resolve_device(args.device)
     run = Path(args.run)
     train_seconds = None
     if not args.skip_train:
         config = resolve_train_config(args.preset, args.model, args.overrides)
         started = time.perf_counter()
-        train(config, args.data, run, resume=latest_valid_checkpoint(run) is not None, max_minutes=args.minutes)
+        train(config, args.data, run, resume=latest_valid_checkpoint(run) is not None, max_minutes=args.minutes,
+              device=str(device))
         train_seconds = time.perf_counter() - started
-    config, model = load_model(run)
+    config, model = load_model(run, device=device)
     chunks = eval_chunks(load_split(args.data, "test"), config.model.seq_len)
     started = time.perf_counter()
     if config.model.kind == "mdlm":

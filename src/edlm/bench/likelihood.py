@@ -69,12 +69,12 @@ def likelihood_table(settings: LikelihoodConfig, config, mdlm, chunks, energies:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edlm bench likelihood")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--mdlm", required=True)
-    parser.add_argument("--ar", required=True)
-    parser.add_argument("--nce")
+    parser.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
+    parser.add_argument("--mdlm", required=True, help="run folder of the MDLM denoiser")
+    parser.add_argument("--ar", required=True, help="run folder of the AR model (baseline and EDLM-AR energy)")
+    parser.add_argument("--nce", help="run folder of an NCE energy network (adds EDLM-NCE rows)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     add_config_flags(parser, LikelihoodConfig, defaults={"max_sequences": BENCH_MAX_SEQUENCES})
     args = parser.parse_args(argv)
     settings = config_from_args(LikelihoodConfig, args)

@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", metavar="DATA_DIR",
                         help="also MAUVE of every row against this data folder's test split (needs mauve-text)")
     parser.add_argument("--mauve-seeds", default="0", help="k-means seeds MAUVE is averaged over (default: %(default)s)")
-    parser.add_argument("--out", default="bench/results/quality")
+    parser.add_argument("--out", default="bench/results/quality",
+                        help="folder for the JSON, markdown, plot and the samples (JSONL)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in OUT/quality.jsonl")
     args = parser.parse_args(argv)
     from edlm.checkpoint import load_model, load_run_tokenizer

@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", help="comma-separated T (default: 256,1024 on CUDA, 16,64 on CPU)")
     parser.add_argument("--samplers", default="ancestral,cached", help="comma-separated (default: both)")
     parser.add_argument("--k", type=int, default=4, help="importance-sampling candidates")
-    parser.add_argument("--window", type=float, default=1.0)
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--window", type=float, default=1.0, help="importance-sampling window (fraction of steps)")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="autocast precision")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"

@@ -1,18 +1,20 @@
-"""Data-parallel scaling on CPU: N gloo processes vs 1 process, same global batch, tokens/s.
+"""Data-parallel scaling: N processes vs 1 process, same global batch, tokens/s (CPU with gloo, or GPUs with NCCL).
 
     edlm bench scaling --data DATA [--preset char-small] [--steps 60] [--nproc 2] [--out bench/results]
-                       [--no-threads-baseline] [overrides ...]
+                       [--device cpu|cuda] [--no-threads-baseline] [overrides ...]
 
 Each configuration is a real ``edlm train`` run (``python -m torch.distributed.run --standalone`` for N > 1),
-fp32, checkpoints and validation pushed to the end. Throughput is read from the run's metrics.csv between the
+checkpoints and validation pushed to the end. On CPU (the default) every run is fp32 with gloo; with
+``--device cuda`` each process drives one GPU (``cuda:LOCAL_RANK``, NCCL) in the preset's precision, and the
+machine needs at least ``--nproc`` GPUs. Throughput is read from the run's metrics.csv between the
 first logged step (warm-up, process start and model build excluded) and the last one (final validation and
 checkpoint excluded): tokens/s = (steps between them) x global batch x L / (seconds between them).
 
 Runs, all with the same global batch:
-  1 process  x 1 thread    the baseline
-  N processes x 1 thread   data parallel (N times the cores)
-  1 process  x N threads   the same cores as the data-parallel run, used by intra-op threading instead
-Scaling efficiency = tokens/s(N processes) / (N x tokens/s(1 process, 1 thread)); 1.0 is perfect.
+  1 process  x 1 thread    the baseline (on GPUs: 1 process on 1 GPU)
+  N processes x 1 thread   data parallel (N times the cores, or N GPUs)
+  1 process  x N threads   CPU only: the same cores as the data-parallel run, used by intra-op threading instead
+Scaling efficiency = tokens/s(N processes) / (N x tokens/s(1 process)); 1.0 is perfect.
 CPU timings are noisy when other jobs share the machine: the JSON records the load average before each run.
 """
 
@@ -44,14 +46,15 @@ def throughput(run_dir: Path, tokens_per_step: int) -> tuple[float, int]:
 
 
 def run_training(data: Path, out: Path, preset: str, steps: int, processes: int, threads: int,
-                 overrides: list[str]) -> None:
+                 overrides: list[str], device: str = "cpu") -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
                 if processes > 1 else [sys.executable])
     log_every = max(1, steps // 10)
     command = launcher + ["-m", "edlm", "train", "--data", str(data), "--preset", preset, "--out", str(out),
-                          "--max-steps", str(steps), "--device", "cpu", "--no-progress", "train.precision=fp32",
-                          f"train.log_every={log_every}", f"train.eval_every={10 * steps}",
+                          "--max-steps", str(steps), "--device", device, "--no-progress",
+                          *(["train.precision=fp32"] if device == "cpu" else []), f"train.log_every={log_every}",
+                          f"train.eval_every={10 * steps}",
                           f"train.ckpt_every={10 * steps}", "train.eval_batches=1", *overrides]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -59,17 +62,26 @@ def run_training(data: Path, out: Path, preset: str, steps: int, processes: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench scaling", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="edlm bench scaling", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared corpus folder")
-    parser.add_argument("--preset", default="char-small")
+    parser.add_argument("--preset", default="char-small", help="named model + training settings")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
     parser.add_argument("--nproc", type=int, default=2, help="data-parallel processes to compare with 1")
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cpu: gloo processes; cuda: one GPU per process (NCCL)")
     parser.add_argument("--no-threads-baseline", action="store_true", help="skip the 1 process x N threads run")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.n_layers=4 train.batch_size=32")
     args = parser.parse_args(argv)
     if args.steps < 4 or args.nproc < 2:
         parser.error("need --steps >= 4 and --nproc >= 2")
+    if args.device == "cuda":
+        import torch
+
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available < args.nproc:
+            raise BenchError(f"--device cuda --nproc {args.nproc}: this machine has {available} CUDA device(s)")
     config = apply_overrides(get_preset(args.preset), args.overrides)
     if config.train.batch_size % args.nproc:
         parser.error(f"train.batch_size={config.train.batch_size} is not divisible by --nproc {args.nproc}")
@@ -78,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     scratch = out / "scaling-runs"
     shutil.rmtree(scratch, ignore_errors=True)
 
-    plan = [(1, 1), (args.nproc, 1)] + ([] if args.no_threads_baseline else [(1, args.nproc)])
+    threads_baseline = args.device == "cpu" and not args.no_threads_baseline
+    plan = [(1, 1), (args.nproc, 1)] + ([(1, args.nproc)] if threads_baseline else [])
     rows = []
     for processes, threads in plan:
         run_dir = scratch / f"p{processes}-t{threads}"
         load = os.getloadavg()[0]
         started = time.perf_counter()
-        run_training(Path(args.data), run_dir, args.preset, args.steps, processes, threads, args.overrides)
+        run_training(Path(args.data), run_dir, args.preset, args.steps, processes, threads, args.overrides,
+                     args.device)
         tokens_per_s, timed = throughput(run_dir, tokens_per_step)
         rows.append({"processes": processes, "threads_per_process": threads, "tokens_per_s": tokens_per_s,
                      "timed_steps": timed, "wall_s": time.perf_counter() - started, "load_avg_before": load})
@@ -99,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"preset": args.preset, "overrides": args.overrides, "global_batch": config.train.batch_size,
                "seq_len": config.model.seq_len, "steps": args.steps, "cpu_count": os.cpu_count(),
                "runs": rows, "speedup": parallel / base, "scaling_efficiency": parallel / (args.nproc * base),
-               "environment": environment(),
-               "note": "CPU, gloo, fp32; efficiency = tokens/s(N procs) / (N x tokens/s(1 proc, 1 thread))"}
+               "device": args.device, "environment": environment("cuda:0" if args.device == "cuda" else "cpu"),
+               "note": ("CPU, gloo, fp32" if args.device == "cpu" else f"CUDA, NCCL, {config.train.precision}, "
+                        "one GPU per process") + "; efficiency = tokens/s(N procs) / (N x tokens/s(1 proc))"}
     table = markdown_table(rows, ["processes", "threads_per_process", "tokens_per_s", "speedup", "efficiency",
                                   "timed_steps", "load_avg_before"],
                            {"tokens_per_s": ",.0f", "speedup": ".2f", "efficiency": ".2f", "load_avg_before": ".1f"})
-    write_results(out, "scaling", payload, f"Data-parallel scaling, {args.preset} (global batch "
+    write_results(out, "scaling", payload, f"Data-parallel scaling on {args.device}, {args.preset} (global batch "
                   f"{config.train.batch_size} x {config.model.seq_len}), {args.steps} steps per run\n\n{table}\n\n"
                   f"scaling efficiency ({args.nproc} processes): {payload['scaling_efficiency']:.2f}")
     return 0

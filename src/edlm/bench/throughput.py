@@ -135,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edlm bench throughput")
     parser.add_argument("--presets", "--preset", default="text8-paper,char-small",
                         help="comma-separated presets (default: text8-paper,char-small)")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per row (after warm-up)")
     parser.add_argument("--batch-sizes", "--batch-size",
                         help="comma-separated; the first is the base row (default: 64,256 on CUDA, 8 on CPU)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
