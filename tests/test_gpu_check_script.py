@@ -1,0 +1,63 @@
+"""scripts/gpu_check.sh runs on GPU machines only a few minutes a month: a broken script wastes them. Its CPU
+smoke mode (GPU_CHECK_QUICK=1 DEVICE=cpu) runs every step here, and its own deadline is checked with a small
+budget."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_check(tmp_path: Path, data: Path, budget: int) -> tuple[subprocess.CompletedProcess, float, str]:
+    env = dict(os.environ, GPU_CHECK_QUICK="1", DEVICE="cpu", PYTHON=sys.executable, GPU_DATA=str(data),
+               GPU_CHECK_WORK=str(tmp_path / "work"), GPU_CHECK_BUDGET_S=str(budget), OMP_NUM_THREADS="1")
+    env.pop("OUT", None)
+    started = time.perf_counter()
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                            env=env, timeout=600)
+    report = (tmp_path / "work" / "results" / "report.md").read_text()
+    return result, time.perf_counter() - started, report
+
+
+def step_rows(report: str) -> dict[str, str]:
+    """{step: status} from the report's summary table."""
+    rows = re.findall(r"^\| ([\w -]+) \| [-\d]+ \| \d+ \| (.+) \|$", report, flags=re.MULTILINE)
+    return {name: status for name, status in rows if name != "step"}
+
+
+@pytest.mark.slow
+def test_every_step_of_the_smoke_run_succeeds(tmp_path, tiny_data):
+    committed = ROOT / "bench" / "results" / "gpu" / "report.md"
+    before = committed.read_bytes() if committed.exists() else None
+    result, _, report = run_check(tmp_path, tiny_data, budget=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = step_rows(report)
+    expected = {"pytest -m gpu", "throughput-warmup", "train-mdlm", "train-ar", "eval-mdlm", "eval-ar",
+                "eval-edlm-bound", "sample-mdlm", "sample-edlm-ar", "eval-gen-mdlm", "eval-gen-edlm-ar",
+                "bench-throughput", "bench-sampling", "bench-throughput-small"}
+    assert set(rows) == expected, set(rows) ^ expected
+    failed = {name: status for name, status in rows.items() if status not in ("ok", "skipped (DEVICE=cpu)")}
+    assert not failed, (failed, report[-3000:])
+    results = tmp_path / "work" / "results"
+    for name in ("throughput-text8-paper", "sampling-t256", "throughput-char-small"):
+        assert (results / f"{name}.json").is_file() and f"## {name}" in report, name
+    assert (committed.read_bytes() if committed.exists() else None) == before  # the GPU's report is left alone
+
+
+@pytest.mark.slow
+def test_the_script_keeps_its_deadline(tmp_path, tiny_data):
+    budget = 12
+    result, seconds, report = run_check(tmp_path, tiny_data, budget=budget)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = step_rows(report)
+    skipped = [name for name, status in rows.items() if status.startswith("skipped: the")]
+    assert {"bench-throughput", "bench-sampling", "bench-throughput-small"} <= set(skipped), rows
+    assert seconds < budget + 20, seconds  # the deadline, the kill grace of a stopped step, the report
