@@ -233,8 +233,14 @@ def test_throughput_blocks_give_intervals_and_speedups(tmp_path, monkeypatch):
     table = (out / "throughput.md").read_text()
     assert "2 blocks of 2 timed steps" in table and "| vs first row |" in table and "95% t-interval" in table
     assert "no repeated trials" not in table
-    with pytest.raises(BenchError, match="--blocks 1"):
-        throughput.main(args + ["--blocks", "1"])
+    # one block (the compile warm-up of scripts/gpu_check.sh): the mean rate, and no interval rather than a fake one
+    assert throughput.main(args + ["--blocks", "1"]) == 0
+    rows = json.loads((out / "throughput.json").read_text())["rows"]
+    assert all(row["tokens_per_s"] == row["tokens_per_s_blocks"][0] and row["tokens_per_s_ci95"] is None
+               for row in rows)
+    assert rows[1]["vs_first_row"] == "no interval (one block)"
+    with pytest.raises(BenchError, match="--blocks 0"):
+        throughput.main(args + ["--blocks", "0"])
 
 
 def test_sampling_repeats_give_intervals_and_paired_ratios(tmp_path):

@@ -21,12 +21,12 @@ values), where N_matmul counts parameters of per-token matrix multiplies (the em
 per-sequence adaLN/sigma conditioning excluded). Peaks are measured in the same run on the same device
 (bf16 and fp32 matmuls of 2048^3, the size used in issue 9's baseline, and bf16 at 8192^3).
 
-Intervals (95%): tokens/s is the mean of the per-block rates with a t-interval (blocks - 1 df); TFLOP/s and the
-fractions of a peak scale that interval (the peak is treated as a constant). "vs first row" is the speed-up of a
-row over the preset's first row (the old loop): exp(mean log rate - mean log rate of the first row) with a Welch
-interval on the per-block log rates (Welch-Satterthwaite df), exponentiated. The blocks of a row run back to
-back in one process, so the intervals cover block-to-block noise, not what changes between runs (clocks,
-compilation, other jobs on the machine).
+Intervals (95%, none with ``--blocks 1``): tokens/s is the mean of the per-block rates with a t-interval
+(blocks - 1 df); TFLOP/s and the fractions of a peak scale that interval (the peak is treated as a constant).
+"vs first row" is the speed-up of a row over the preset's first row (the old loop): exp(mean log rate - mean
+log rate of the first row) with a Welch interval on the per-block log rates (Welch-Satterthwaite df),
+exponentiated. The blocks of a row run back to back in one process, so the intervals cover block-to-block
+noise, not what changes between runs (clocks, compilation, other jobs on the machine).
 """
 
 from __future__ import annotations
@@ -162,16 +162,19 @@ def add_intervals(rows: list[dict], flops: dict[str, float], peaks: dict[str, fl
         first.setdefault(row["preset"], row)
         if "tokens_per_s_blocks" not in row:  # a failed lever
             continue
-        rate = t_interval(row["tokens_per_s_blocks"])
+        blocks = row["tokens_per_s_blocks"]
+        rate = t_interval(blocks) if len(blocks) > 1 else None  # one block (a warm-up run): no interval
         per_token = flops[row["preset"]]
-        row.update(tokens_per_s=rate.value, tokens_per_s_ci95=[rate.low, rate.high])
-        for key, scale in (("model_tflops", per_token / 1e12), ("fraction_of_bf16_peak", per_token / peaks["bf16"]),
+        for key, scale in (("tokens_per_s", 1.0), ("model_tflops", per_token / 1e12),
+                           ("fraction_of_bf16_peak", per_token / peaks["bf16"]),
                            ("fraction_of_bf16_peak_8192", per_token / peaks["bf16_8192"])):
-            scaled = rate.scaled(scale)
-            row.update({key: scaled.value, f"{key}_ci95": [scaled.low, scaled.high]})
+            row[key] = scale * sum(blocks) / len(blocks)
+            row[f"{key}_ci95"] = [scale * rate.low, scale * rate.high] if rate else None
         base = first[row["preset"]]
         if row is base:
             row["vs_first_row"] = "reference"
+        elif rate is None:
+            row["vs_first_row"] = "no interval (one block)"
         elif "tokens_per_s_blocks" not in base:
             row["vs_first_row"] = "n/a (first row failed)"
         else:
@@ -183,13 +186,14 @@ def add_intervals(rows: list[dict], flops: dict[str, float], peaks: dict[str, fl
 def table_row(row: dict) -> dict:
     """A row's markdown cells: each mean followed by its 95% interval."""
     cells = {key: row[key] for key in ("preset", "batch", "precision", "levers")}
-    if "tokens_per_s_ci95" in row:
+    if "tokens_per_s" in row:
         for key, label, spec in (("tokens_per_s", "tokens/s (95% CI)", ",.0f"),
                                  ("model_tflops", "model TFLOP/s", ".4g"),
                                  ("fraction_of_bf16_peak", "of bf16 peak", ".1%"),
                                  ("fraction_of_bf16_peak_8192", "of bf16 peak 8192^3", ".1%")):
-            estimate = Estimate(row[key], *row[f"{key}_ci95"])
-            cells[label] = format_interval(estimate, spec)
+            interval = row[f"{key}_ci95"]
+            cells[label] = (format_interval(Estimate(row[key], *interval), spec) if interval
+                            else format(row[key], spec))
         cells["vs first row"] = row["vs_first_row"]
     return cells
 
@@ -200,15 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated presets (default: text8-paper,char-small)")
     parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per block (after warm-up)")
     parser.add_argument("--blocks", type=int, default=3,
-                        help="timed blocks of --steps steps per row, for the 95%% intervals (at least 2; default 3)")
+                        help="timed blocks of --steps steps per row, for the 95%% intervals (default 3; 1 gives "
+                             "no interval, e.g. for a compile warm-up)")
     parser.add_argument("--batch-sizes", "--batch-size",
                         help="comma-separated; the first is the base row (default: 64,256 on CUDA, 8 on CPU)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
-    if args.blocks < 2:
-        raise BenchError(f"--blocks {args.blocks}: need at least 2 timed blocks for a confidence interval")
+    if args.blocks < 1:
+        raise BenchError(f"--blocks {args.blocks}: need at least 1 timed block (2 or more for an interval)")
     if args.steps < 1:
         raise BenchError(f"--steps {args.steps}: need at least 1 timed step per block")
     device = resolve_device(args.device)
@@ -230,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                 row["levers"] += f" -- failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 continue
             row["tokens_per_s_blocks"] = rates
-            rate = t_interval(rates)
-            print(f"{name} B={lever.batch_size} {lever.precision} {lever.label}: {format_interval(rate, ',.0f')} "
-                  f"tok/s, {rate.value * flops[name] / peaks['bf16']:.1%} of the bf16 peak", flush=True)
+            mean = sum(rates) / len(rates)
+            shown = format_interval(t_interval(rates), ",.0f") if len(rates) > 1 else f"{mean:,.0f}"
+            print(f"{name} B={lever.batch_size} {lever.precision} {lever.label}: {shown} tok/s, "
+                  f"{mean * flops[name] / peaks['bf16']:.1%} of the bf16 peak", flush=True)
     add_intervals(rows, flops, peaks)
     table = markdown_table([table_row(row) for row in rows],
                            ["preset", "batch", "precision", "levers", "tokens/s (95% CI)", "model TFLOP/s",
@@ -243,11 +249,12 @@ def main(argv: list[str] | None = None) -> int:
               f"Measured peaks: bf16 {peaks['bf16'] / 1e12:.1f} TFLOP/s (2048^3), "
               f"{peaks['bf16_8192'] / 1e12:.1f} TFLOP/s (8192^3); fp32 {peaks['fp32'] / 1e12:.1f} TFLOP/s "
               f"(2048^3, no TF32), each measured once in this run and treated as a constant.\n"
-              f"Each value is the mean over blocks with its 95% t-interval ({args.blocks - 1} df); TFLOP/s and the "
-              f"peak fractions scale the tokens/s interval. \"vs first row\" is the speed-up over the preset's "
-              f"first row (the old loop): ratio of geometric-mean block rates with a 95% Welch interval on the log "
-              f"rates, \"no significant difference\" when it contains 1. The blocks run back to back, so the "
-              f"intervals cover block-to-block noise within this run, not run-to-run variation.\n\n")
+              + (f"Each value is the mean over blocks with its 95% t-interval ({args.blocks - 1} df); TFLOP/s and "
+                 f"the peak fractions scale the tokens/s interval. \"vs first row\" is the speed-up over the "
+                 f"preset's first row (the old loop): ratio of geometric-mean block rates with a 95% Welch interval "
+                 f"on the log rates, \"no significant difference\" when it contains 1. The blocks run back to back, "
+                 f"so the intervals cover block-to-block noise within this run, not run-to-run variation.\n\n"
+                 if args.blocks > 1 else "One timed block per row: no intervals, so no comparison between rows.\n\n"))
     write_results(Path(args.out), "throughput",
                   {"presets": presets, "rows": rows, "peaks_flops": peaks, "flops_per_token": flops,
                    "settings": vars(args), "environment": environment(device)}, header + table)
