@@ -1,7 +1,7 @@
 """Sampling cost: seconds per sample, denoiser and energy calls, float64 draw share, importance-sampling overhead.
 
     edlm bench sampling [--run RUN] [--energy-run AR_RUN] [--device cuda] [--num 64] [--length 256]
-                        [--steps 256,1024] [--k 4] [--window 1.0] [--out bench/results]
+                        [--steps 256,1024] [--k 4] [--window 1.0] [--repeats 3] [--out bench/results]
 
 For each T: the ancestral and the cached sampler, each plain (MDLM) and with importance sampling (EDLM, k
 candidates scored by an AR energy in one batched call per step, window 1.0). Without ``--run`` a randomly
@@ -11,8 +11,15 @@ models too (a trained model's cached sampler skips the same share of calls on av
 
 The float64 categorical draw (softmax in float64, cumulative sum, inverse CDF) is timed on its own, with the
 device synchronised before and after, on the shapes one step draws (B, L, V + 1) for 1 and k candidates;
-its share is that time over the measured seconds per ancestral step.
-Defaults on CPU are smaller (4 x 64, T = 16, 64).
+its share is that time over the measured (mean) seconds per ancestral step.
+
+Intervals (95%): for each T every (sampler, proposal) setting is run ``--repeats`` times, interleaved (repeat 1 of
+every setting, then repeat 2, ...) after one warm-up run each, all with the same seed (the same work each
+repeat). Seconds and ms/step are means with t-intervals (repeats - 1 df). Ratios are paired by repeat: the
+importance-sampling overhead is exp(mean_r log(IS seconds_r / plain seconds_r)) of the same sampler, and the
+cached sampler's speed-up is exp(mean_r log(ancestral seconds_r / cached seconds_r)) of the same proposal, each
+with the exponentiated t-interval of the mean log ratio; an interval containing 1 reads "no significant
+difference". Defaults on CPU are smaller (4 x 64, T = 16, 64).
 """
 
 from __future__ import annotations
@@ -24,7 +31,18 @@ from pathlib import Path
 
 import torch
 
-from edlm.bench.common import environment, markdown_table, synchronize, write_results
+from edlm.bench import BenchError
+from edlm.bench.common import (
+    Estimate,
+    environment,
+    format_interval,
+    format_ratio,
+    markdown_table,
+    paired_ratio,
+    synchronize,
+    t_interval,
+    write_results,
+)
 from edlm.checkpoint import load_model
 from edlm.config import SampleConfig, get_preset
 from edlm.device import resolve_device
@@ -59,6 +77,43 @@ def time_draw(shape: tuple[int, int, int], num: int, device: torch.device, dtype
     return (time.perf_counter() - start) / repeats
 
 
+def time_settings(model, config, energy, specs: dict[tuple[str, int], SampleConfig], repeats: int,
+                  device: torch.device) -> tuple[dict, dict]:
+    """Seconds of each setting's ``repeats`` runs, interleaved, after one short warm-up run of each.
+
+    ``specs`` maps (sampler, k) to its SampleConfig (k = 1: plain). Returns ({setting: [seconds per repeat]},
+    {setting: the last run's SampleResult}).
+    """
+    for (_, k), spec in specs.items():  # warm-up (kernels, allocator)
+        generate(model, config, dataclasses.replace(spec, steps=min(spec.steps, 8)), energy if k > 1 else None)
+    seconds, results = {setting: [] for setting in specs}, {}
+    for _ in range(repeats):
+        for setting, spec in specs.items():
+            synchronize(device)
+            started = time.perf_counter()
+            _, results[setting] = generate(model, config, spec, energy if setting[1] > 1 else None)
+            synchronize(device)
+            seconds[setting].append(time.perf_counter() - started)
+    return seconds, results
+
+
+def table(rows: list[dict]) -> str:
+    """The markdown table of the timing rows: means followed by their 95% intervals."""
+    cells = []
+    for row in rows:
+        overhead = "reference"
+        if "overhead_vs_plain" in row:
+            overhead = format_ratio(Estimate(row["overhead_vs_plain"], *row["overhead_vs_plain_ci95"]))
+        cells.append({"T": row["T"], "sampler": row["sampler"], "proposal": row["proposal"],
+                      "seconds (95% CI)": format_interval(Estimate(row["seconds"], *row["seconds_ci95"]), ".3f"),
+                      "s/sample": f"{row['seconds_per_sample']:.4f}", "denoiser_calls": row["denoiser_calls"],
+                      "energy_calls": row["energy_calls"],
+                      "ms/step (95% CI)": format_interval(Estimate(row["ms_per_step"], *row["ms_per_step_ci95"]),
+                                                          ".2f"),
+                      "float64_draw_share": f"{row['float64_draw_share']:.1%}", "overhead vs plain": overhead})
+    return markdown_table(cells, list(cells[0]) if cells else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edlm bench sampling")
     parser.add_argument("--run", help="denoiser run folder (default: random-init char-small)")
@@ -71,13 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=4, help="importance-sampling candidates")
     parser.add_argument("--window", type=float, default=1.0, help="importance-sampling window (fraction of steps)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="autocast precision")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs of every setting per T, interleaved, for the 95%% intervals "
+                             "(at least 2; default 3)")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
+    if args.repeats < 2:
+        raise BenchError(f"--repeats {args.repeats}: need at least 2 timed runs for a confidence interval")
+    if args.k < 2:
+        raise BenchError(f"--k {args.k}: importance sampling needs at least 2 candidates")
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     num = args.num or (64 if cuda else 4)
     length = args.length or (256 if cuda else 64)
     steps_list = [int(s) for s in (args.steps or ("256,1024" if cuda else "16,64")).split(",")]
+    samplers = [name.strip() for name in args.samplers.split(",") if name.strip()]
     if args.run:
         config, model = load_model(args.run, device=device)
     else:
@@ -94,43 +157,53 @@ def main(argv: list[str] | None = None) -> int:
     shape = (num, length, config.model.vocab_size + 1)
     draw = {(dtype, n): time_draw(shape, n, device, dtype) for dtype in ("float64", "float32") for n in (1, args.k)}
 
-    rows = []
+    rows, comparisons = [], []
+    proposal_name = {1: "plain", args.k: f"IS k={args.k}"}
     for steps in steps_list:
-        plain_seconds = {}
-        for sampler in args.samplers.split(","):
+        specs = {(sampler, k): SampleConfig(num=num, steps=steps, length=length, sampler=sampler, seed=0,
+                                            batch_size=num, precision=args.precision, k=k, window=args.window)
+                 for sampler in samplers for k in (1, args.k)}
+        seconds, results = time_settings(model, config, energy, specs, args.repeats, device)
+        for (sampler, k), times in seconds.items():
+            mean = t_interval(times)
+            per_step = mean.scaled(1e3 / steps)
+            result = results[(sampler, k)]
+            row = {"T": steps, "sampler": sampler, "proposal": proposal_name[k], "seconds_repeats": times,
+                   "seconds": mean.value, "seconds_ci95": [mean.low, mean.high],
+                   "seconds_per_sample": mean.value / num, "denoiser_calls": result.nfe,
+                   "energy_calls": int(result.extra.get("energy_calls", 0)),
+                   "ms_per_step": per_step.value, "ms_per_step_ci95": [per_step.low, per_step.high],
+                   "float64_draw_share": draw[("float64", k)] / (mean.value / steps)}
+            if k > 1:
+                overhead = paired_ratio(times, seconds[(sampler, 1)])
+                row.update(overhead_vs_plain=overhead.value, overhead_vs_plain_ci95=[overhead.low, overhead.high])
+            rows.append(row)
+            print(f"T={steps} {sampler} {row['proposal']}: {format_interval(mean, '.3f')} s, "
+                  f"{format_interval(per_step, '.2f')} ms/step, float64 draw {row['float64_draw_share']:.1%} "
+                  f"of a step" + (f", {format_ratio(overhead)} of plain" if k > 1 else ""), flush=True)
+        if "ancestral" in samplers and "cached" in samplers:
             for k in (1, args.k):
-                spec = SampleConfig(num=num, steps=steps, length=length, sampler=sampler, seed=0,
-                                    batch_size=num, precision=args.precision, k=k, window=args.window)
-                generate(model, config, dataclasses.replace(spec, steps=min(steps, 8)), energy if k > 1 else None)
-                synchronize(device)  # warm-up above (kernels, allocator)
-                started = time.perf_counter()
-                _, result = generate(model, config, spec, energy if k > 1 else None)
-                synchronize(device)
-                seconds = time.perf_counter() - started
-                if k == 1:
-                    plain_seconds[sampler] = seconds
-                per_step = seconds / steps
-                draw_share = draw[("float64", k)] / per_step
-                rows.append({"T": steps, "sampler": sampler, "proposal": "plain" if k == 1 else f"IS k={k}",
-                             "seconds": seconds, "seconds_per_sample": seconds / num,
-                             "denoiser_calls": result.nfe, "energy_calls": int(result.extra.get("energy_calls", 0)),
-                             "ms_per_step": 1e3 * per_step, "float64_draw_share": draw_share,
-                             "overhead_vs_plain": seconds / plain_seconds[sampler]})
-                print(f"T={steps} {sampler} {rows[-1]['proposal']}: {seconds:.2f}s, {1e3 * per_step:.2f} ms/step, "
-                      f"float64 draw {draw_share:.1%} of a step", flush=True)
-    table = markdown_table(rows, ["T", "sampler", "proposal", "seconds", "seconds_per_sample", "denoiser_calls",
-                                  "energy_calls", "ms_per_step", "float64_draw_share", "overhead_vs_plain"],
-                           {"seconds": ".2f", "seconds_per_sample": ".4f", "ms_per_step": ".2f",
-                            "float64_draw_share": ".1%", "overhead_vs_plain": ".2f"})
-    draws = ", ".join(f"{dtype} x{n}: {1e3 * value:.3f} ms" for (dtype, n), value in draw.items())
+                speedup = paired_ratio(seconds[("ancestral", k)], seconds[("cached", k)])
+                comparisons.append({"T": steps, "proposal": proposal_name[k],
+                                    "comparison": "cached vs ancestral (ancestral seconds / cached seconds)",
+                                    "speedup": speedup.value, "speedup_ci95": [speedup.low, speedup.high],
+                                    "verdict": format_ratio(speedup)})
     text = (f"{num} samples x L = {length}, {args.precision}, importance sampling: AR energy (coar), window "
             f"{args.window}; device {environment(device)['device_name']}; denoiser "
             f"{args.run or 'random-init char-small'}, energy {args.energy_run or 'random-init AR, same size'}.\n"
-            f"One step's categorical draw on {shape} (synchronised, mean of 20): {draws}. "
-            f"float64_draw_share = float64 draw time / measured time per step (ancestral: one denoiser call "
-            f"per step). Single runs: no confidence intervals; ratios within ~5% are not distinguishable.\n\n"
-            f"{table}")
-    write_results(Path(args.out), "sampling", {"rows": rows, "draw_seconds": {f"{d}-x{n}": v for (d, n), v in
-                                                                              draw.items()},
+            f"One step's categorical draw on {shape} (synchronised, mean of 20): "
+            + ", ".join(f"{dtype} x{n}: {1e3 * value:.3f} ms" for (dtype, n), value in draw.items()) + ". "
+            f"float64_draw_share = float64 draw time / mean measured time per step (ancestral: one denoiser call "
+            f"per step).\nEvery setting ran {args.repeats} times per T, interleaved, with the same seed, after a "
+            f"warm-up run; seconds and ms/step are means with 95% t-intervals ({args.repeats - 1} df). Ratios are "
+            f"paired by repeat: exp(mean log ratio) with the exponentiated 95% t-interval, \"no significant "
+            f"difference\" when it contains 1.\n\n{table(rows)}")
+    if comparisons:
+        text += ("\n\nCached against ancestral sampler, same proposal (speed-up = ancestral seconds / cached "
+                 "seconds, paired by repeat):\n\n"
+                 + markdown_table(comparisons, ["T", "proposal", "verdict"]))
+    write_results(Path(args.out), "sampling", {"rows": rows, "cached_vs_ancestral": comparisons,
+                                               "draw_seconds": {f"{d}-x{n}": v for (d, n), v in draw.items()},
                                                "settings": vars(args), "environment": environment(device)}, text)
     return 0
+

@@ -1,11 +1,13 @@
 """Training throughput in tokens/s and as a fraction of the bf16 matmul peak, one row per GPU lever.
 
-    edlm bench throughput [--presets text8-paper,char-small] [--steps 10] [--device cuda] [--no-compile]
-                          [--batch-sizes 64,256] [--out bench/results]
+    edlm bench throughput [--presets text8-paper,char-small] [--steps 10] [--blocks 3] [--device cuda]
+                          [--no-compile] [--batch-sizes 64,256] [--out bench/results]
 
-Each row times ``--steps`` optimiser steps of the MDLM objective after warm-up (compilation excluded) with the
-training loop's own pieces (``training.loop``: batch drawing and copy, forward/backward, gradient clipping,
-AdamW, EMA). The levers, each switchable in ``TrainConfig`` or inherent to the loop:
+Each row times ``--blocks`` consecutive blocks of ``--steps`` optimiser steps of the MDLM objective after 3
+warm-up steps (compilation excluded), the device synchronised before and after each block only (a sync per step
+would undo the "no host sync" lever), with the training loop's own pieces (``training.loop``: batch drawing
+and copy, forward/backward, gradient clipping, AdamW, EMA). The levers, each switchable in ``TrainConfig`` or
+inherent to the loop:
 
 - host sync: the old loop read the loss and gradient norm every step (``float(...)``), which stalls the host
   until the GPU has finished; the loop now reads them only on log/eval/save steps;
@@ -18,6 +20,13 @@ Model FLOPs per token (training = 3 x forward): 6 * N_matmul + 12 * n_layers * L
 values), where N_matmul counts parameters of per-token matrix multiplies (the embedding lookup and the
 per-sequence adaLN/sigma conditioning excluded). Peaks are measured in the same run on the same device
 (bf16 and fp32 matmuls of 2048^3, the size used in issue 9's baseline, and bf16 at 8192^3).
+
+Intervals (95%, none with ``--blocks 1``): tokens/s is the mean of the per-block rates with a t-interval
+(blocks - 1 df); TFLOP/s and the fractions of a peak scale that interval (the peak is treated as a constant).
+"vs first row" is the speed-up of a row over the preset's first row (the old loop): exp(mean log rate - mean
+log rate of the first row) with a Welch interval on the per-block log rates (Welch-Satterthwaite df),
+exponentiated. The blocks of a row run back to back in one process, so the intervals cover block-to-block
+noise, not what changes between runs (clocks, compilation, other jobs on the machine).
 """
 
 from __future__ import annotations
@@ -30,11 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edlm.bench import BenchError
 from edlm.bench.common import (
+    Estimate,
     environment,
+    format_interval,
+    format_ratio,
     markdown_table,
     matmul_peak,
     synchronize,
+    t_interval,
+    welch_ratio,
     write_results,
 )
 from edlm.config import RunConfig, get_preset
@@ -93,8 +108,10 @@ def levers_for(batch_sizes: list[int], compile_rows: bool) -> list[Lever]:
     return rows
 
 
-def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device) -> tuple[float, float]:
-    """(tokens/s, model FLOPs per token) of ``steps`` training steps with ``lever``'s settings."""
+def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device,
+            blocks: int = 1) -> tuple[list[float], float]:
+    """(tokens/s of each of ``blocks`` consecutive blocks of ``steps`` training steps, model FLOPs per token)
+    with ``lever``'s settings; the device is synchronised at block boundaries only."""
     train = dataclasses.replace(config.train, batch_size=lever.batch_size, precision=lever.precision,
                                 fused_adamw=lever.fused, compile=lever.compile)
     config = dataclasses.replace(config, train=train)
@@ -123,25 +140,82 @@ def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device) -
 
     for index in range(3):  # warm-up (and compilation)
         step(index)
+    rates = []
     synchronize(device)
-    start = time.perf_counter()
-    for index in range(steps):
-        step(3 + index)
-    synchronize(device)
-    return steps * B * L / (time.perf_counter() - start), flops_per_token(model, config.model)
+    for block in range(blocks):
+        start = time.perf_counter()
+        for index in range(steps):
+            step(3 + block * steps + index)
+        synchronize(device)  # also the start of the next block
+        rates.append(steps * B * L / (time.perf_counter() - start))
+    return rates, flops_per_token(model, config.model)
+
+
+def add_intervals(rows: list[dict], flops: dict[str, float], peaks: dict[str, float]) -> None:
+    """Fill each measured row's means, 95% intervals and speed-up over its preset's first row (in place).
+
+    ``rows`` hold ``tokens_per_s_blocks`` (per-block rates); ``flops`` maps a preset to model FLOPs per token;
+    ``peaks`` maps "bf16" and "bf16_8192" to FLOP/s.
+    """
+    first = {}
+    for row in rows:
+        first.setdefault(row["preset"], row)
+        if "tokens_per_s_blocks" not in row:  # a failed lever
+            continue
+        blocks = row["tokens_per_s_blocks"]
+        rate = t_interval(blocks) if len(blocks) > 1 else None  # one block (a warm-up run): no interval
+        per_token = flops[row["preset"]]
+        for key, scale in (("tokens_per_s", 1.0), ("model_tflops", per_token / 1e12),
+                           ("fraction_of_bf16_peak", per_token / peaks["bf16"]),
+                           ("fraction_of_bf16_peak_8192", per_token / peaks["bf16_8192"])):
+            row[key] = scale * sum(blocks) / len(blocks)
+            row[f"{key}_ci95"] = [scale * rate.low, scale * rate.high] if rate else None
+        base = first[row["preset"]]
+        if row is base:
+            row["vs_first_row"] = "reference"
+        elif rate is None:
+            row["vs_first_row"] = "no interval (one block)"
+        elif "tokens_per_s_blocks" not in base:
+            row["vs_first_row"] = "n/a (first row failed)"
+        else:
+            speedup = welch_ratio(row["tokens_per_s_blocks"], base["tokens_per_s_blocks"])
+            row.update(speedup_vs_first_row=speedup.value, speedup_vs_first_row_ci95=[speedup.low, speedup.high],
+                       vs_first_row=format_ratio(speedup))
+
+
+def table_row(row: dict) -> dict:
+    """A row's markdown cells: each mean followed by its 95% interval."""
+    cells = {key: row[key] for key in ("preset", "batch", "precision", "levers")}
+    if "tokens_per_s" in row:
+        for key, label, spec in (("tokens_per_s", "tokens/s (95% CI)", ",.0f"),
+                                 ("model_tflops", "model TFLOP/s", ".4g"),
+                                 ("fraction_of_bf16_peak", "of bf16 peak", ".1%"),
+                                 ("fraction_of_bf16_peak_8192", "of bf16 peak 8192^3", ".1%")):
+            interval = row[f"{key}_ci95"]
+            cells[label] = (format_interval(Estimate(row[key], *interval), spec) if interval
+                            else format(row[key], spec))
+        cells["vs first row"] = row["vs_first_row"]
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edlm bench throughput")
     parser.add_argument("--presets", "--preset", default="text8-paper,char-small",
                         help="comma-separated presets (default: text8-paper,char-small)")
-    parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per row (after warm-up)")
+    parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per block (after warm-up)")
+    parser.add_argument("--blocks", type=int, default=3,
+                        help="timed blocks of --steps steps per row, for the 95%% intervals (default 3; 1 gives "
+                             "no interval, e.g. for a compile warm-up)")
     parser.add_argument("--batch-sizes", "--batch-size",
                         help="comma-separated; the first is the base row (default: 64,256 on CUDA, 8 on CPU)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
+    if args.blocks < 1:
+        raise BenchError(f"--blocks {args.blocks}: need at least 1 timed block (2 or more for an interval)")
+    if args.steps < 1:
+        raise BenchError(f"--steps {args.steps}: need at least 1 timed step per block")
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     sizes = [int(part) for part in (args.batch_sizes or ("64,256" if cuda else "8")).split(",")]
@@ -149,35 +223,39 @@ def main(argv: list[str] | None = None) -> int:
     presets = [name.strip() for name in args.presets.split(",") if name.strip()]
     configs = {name: get_preset(name) for name in presets}
     peaks = {"bf16": matmul_peak(torch.bfloat16, device), "fp32": matmul_peak(torch.float32, device)}
-    big_peak = matmul_peak(torch.bfloat16, device, size=8192) if cuda else peaks["bf16"]
-    rows = []
+    peaks["bf16_8192"] = matmul_peak(torch.bfloat16, device, size=8192) if cuda else peaks["bf16"]
+    rows, flops = [], {}
     for name in presets:
         for lever in levers_for(sizes, compile_rows):
             row = {"preset": name, "batch": lever.batch_size, "precision": lever.precision, "levers": lever.label}
+            rows.append(row)
             try:
-                tokens_per_s, flops = measure(configs[name], lever, args.steps, device)
+                rates, flops[name] = measure(configs[name], lever, args.steps, device, args.blocks)
             except Exception as error:  # one failing lever (e.g. compile) must not lose the other rows
                 row["levers"] += f" -- failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
-                rows.append(row)
                 continue
-            achieved = tokens_per_s * flops
-            row.update(tokens_per_s=tokens_per_s, model_tflops=achieved / 1e12,
-                       fraction_of_bf16_peak=achieved / peaks["bf16"],
-                       fraction_of_bf16_peak_8192=achieved / big_peak)
-            rows.append(row)
-            print(f"{name} B={lever.batch_size} {lever.precision} {lever.label}: {tokens_per_s:,.0f} tok/s, "
-                  f"{achieved / 1e12:.1f} TFLOP/s, {achieved / peaks['bf16']:.1%} of the bf16 peak", flush=True)
-    table = markdown_table(rows, ["preset", "batch", "precision", "levers", "tokens_per_s", "model_tflops",
-                                  "fraction_of_bf16_peak", "fraction_of_bf16_peak_8192"],
-                           {"tokens_per_s": ",.0f", "fraction_of_bf16_peak": ".1%",
-                            "fraction_of_bf16_peak_8192": ".1%", "model_tflops": ".2f"})
-    header = (f"Training throughput (MDLM objective), {args.steps} timed steps per row after 3 warm-up steps, "
+            row["tokens_per_s_blocks"] = rates
+            mean = sum(rates) / len(rates)
+            shown = format_interval(t_interval(rates), ",.0f") if len(rates) > 1 else f"{mean:,.0f}"
+            print(f"{name} B={lever.batch_size} {lever.precision} {lever.label}: {shown} tok/s, "
+                  f"{mean * flops[name] / peaks['bf16']:.1%} of the bf16 peak", flush=True)
+    add_intervals(rows, flops, peaks)
+    table = markdown_table([table_row(row) for row in rows],
+                           ["preset", "batch", "precision", "levers", "tokens/s (95% CI)", "model TFLOP/s",
+                            "of bf16 peak", "of bf16 peak 8192^3", "vs first row"])
+    header = (f"Training throughput (MDLM objective), per row {args.blocks} blocks of {args.steps} timed steps "
+              f"after 3 warm-up steps, the device synchronised at block boundaries only; "
               f"device {environment(device)['device_name']}, torch {torch.__version__}.\n"
               f"Measured peaks: bf16 {peaks['bf16'] / 1e12:.1f} TFLOP/s (2048^3), "
-              f"{big_peak / 1e12:.1f} TFLOP/s (8192^3); fp32 {peaks['fp32'] / 1e12:.1f} TFLOP/s (2048^3, no TF32). "
-              f"Single runs of {args.steps} steps: differences under ~5% between rows are within run-to-run "
-              f"noise (no repeated trials, so no confidence interval).\n\n")
+              f"{peaks['bf16_8192'] / 1e12:.1f} TFLOP/s (8192^3); fp32 {peaks['fp32'] / 1e12:.1f} TFLOP/s "
+              f"(2048^3, no TF32), each measured once in this run and treated as a constant.\n"
+              + (f"Each value is the mean over blocks with its 95% t-interval ({args.blocks - 1} df); TFLOP/s and "
+                 f"the peak fractions scale the tokens/s interval. \"vs first row\" is the speed-up over the "
+                 f"preset's first row (the old loop): ratio of geometric-mean block rates with a 95% Welch interval "
+                 f"on the log rates, \"no significant difference\" when it contains 1. The blocks run back to back, "
+                 f"so the intervals cover block-to-block noise within this run, not run-to-run variation.\n\n"
+                 if args.blocks > 1 else "One timed block per row: no intervals, so no comparison between rows.\n\n"))
     write_results(Path(args.out), "throughput",
-                  {"presets": presets, "rows": rows, "peaks_flops": {**peaks, "bf16_8192": big_peak},
+                  {"presets": presets, "rows": rows, "peaks_flops": peaks, "flops_per_token": flops,
                    "settings": vars(args), "environment": environment(device)}, header + table)
     return 0
