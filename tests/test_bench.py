@@ -16,6 +16,7 @@ from edlm.bench.common import (
     Estimate,
     format_interval,
     format_ratio,
+    geometric_interval,
     markdown_table,
     paired_ratio,
     student_t_cdf,
@@ -140,6 +141,10 @@ def test_student_t_quantile_matches_tables_and_scipy():
 
 
 def test_t_interval_closed_form():
+    geometric = geometric_interval([1.0, 2.0, 4.0])  # logs 0, log 2, 2 log 2: mean log 2, sd log 2
+    half = 4.302652729911275 * math.log(2.0) / math.sqrt(3.0)
+    assert geometric.value == pytest.approx(2.0) and geometric.low > 0
+    assert (geometric.low, geometric.high) == pytest.approx((2.0 * math.exp(-half), 2.0 * math.exp(half)))
     interval = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1
     half = T975[2] / math.sqrt(3)
     assert (interval.value, interval.low, interval.high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
@@ -219,7 +224,7 @@ def test_throughput_blocks_give_intervals_and_speedups(tmp_path, monkeypatch):
     assert len(rows) == 5 and rows[0]["levers"].startswith("sync/step")
     for index, row in enumerate(rows):
         assert len(row["tokens_per_s_blocks"]) == 2 and row["tokens_per_s"] == pytest.approx(
-            np.mean(row["tokens_per_s_blocks"]))
+            math.exp(np.mean(np.log(row["tokens_per_s_blocks"]))))
         for key in ("tokens_per_s", "model_tflops", "fraction_of_bf16_peak", "fraction_of_bf16_peak_8192"):
             assert_interval(row, key)
         ratio = row["fraction_of_bf16_peak_ci95"][0] / row["tokens_per_s_ci95"][0]  # the same interval, scaled
@@ -253,7 +258,8 @@ def test_sampling_repeats_give_intervals_and_paired_ratios(tmp_path):
     rows = {(r["sampler"], r["proposal"]): r for r in result["rows"]}
     assert set(rows) == {(s, p) for s in ("ancestral", "cached") for p in ("plain", "IS k=4")}
     for (sampler, proposal), row in rows.items():
-        assert len(row["seconds_repeats"]) == 2 and row["seconds"] == pytest.approx(np.mean(row["seconds_repeats"]))
+        assert len(row["seconds_repeats"]) == 2 and row["seconds"] == pytest.approx(
+            math.exp(np.mean(np.log(row["seconds_repeats"]))))
         assert_interval(row, "seconds")
         assert_interval(row, "ms_per_step")
         assert row["ms_per_step"] == pytest.approx(1e3 * row["seconds"] / 4)

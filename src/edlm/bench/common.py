@@ -158,6 +158,13 @@ def t_interval(values) -> Estimate:
     return Estimate(mean, mean - half, mean + half)
 
 
+def geometric_interval(values) -> Estimate:
+    """Geometric mean of positive ``values`` (n >= 2: rates or times) with the exponentiated 95% t-interval of
+    the mean log: the interval of a positive quantity stays positive, and it matches the log-scale ratios."""
+    logs = t_interval([math.log(float(v)) for v in values])
+    return Estimate(math.exp(logs.value), math.exp(logs.low), math.exp(logs.high))
+
+
 def welch_ratio(numerator, denominator) -> Estimate:
     """Ratio of two independent sets of positive rates, exp(mean log numerator - mean log denominator), with its
     95% Welch interval: the difference of mean logs +- t(0.975, df) * sqrt(s_a^2 / n_a + s_b^2 / n_b), df from

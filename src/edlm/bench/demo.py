@@ -66,5 +66,6 @@ def run_demo(out: Path, minutes: float, quick: bool, device: str | None = None) 
                   "--steps", steps, "--num", "4" if quick else "8", "--precision", "bf16",
                   "--methods", "mdlm,edlm-ar-full-k2-w1.0,edlm-ar-coar-k2-w0.2", "--out", str(out / "quality"),
                   "--device", str(device)])
-    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} minutes; plot: {out / 'quality' / 'quality.png'}")
+    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} minutes; "
+          f"plot: {out / 'quality' / 'quality.png'}")
     return 0

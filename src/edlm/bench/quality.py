@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     parser.add_argument("--reference", metavar="DATA_DIR",
                         help="also MAUVE of every row against this data folder's test split (needs mauve-text)")
-    parser.add_argument("--mauve-seeds", default="0", help="k-means seeds MAUVE is averaged over (default: %(default)s)")
+    parser.add_argument("--mauve-seeds", default="0",
+                        help="k-means seeds MAUVE is averaged over (default: %(default)s)")
     parser.add_argument("--out", default="bench/results/quality",
                         help="folder for the JSON, markdown, plot and the samples (JSONL)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in OUT/quality.jsonl")

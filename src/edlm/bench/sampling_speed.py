@@ -15,7 +15,8 @@ its share is that time over the measured (mean) seconds per ancestral step.
 
 Intervals (95%): for each T every (sampler, proposal) setting is run ``--repeats`` times, interleaved (repeat 1 of
 every setting, then repeat 2, ...) after one warm-up run each, all with the same seed (the same work each
-repeat). Seconds and ms/step are means with t-intervals (repeats - 1 df). Ratios are paired by repeat: the
+repeat). Seconds and ms/step are geometric means with the exponentiated t-intervals of the mean log
+(repeats - 1 df): an interval of a time stays positive. Ratios are paired by repeat: the
 importance-sampling overhead is exp(mean_r log(IS seconds_r / plain seconds_r)) of the same sampler, and the
 cached sampler's speed-up is exp(mean_r log(ancestral seconds_r / cached seconds_r)) of the same proposal, each
 with the exponentiated t-interval of the mean log ratio; an interval containing 1 reads "no significant
@@ -37,10 +38,10 @@ from edlm.bench.common import (
     environment,
     format_interval,
     format_ratio,
+    geometric_interval,
     markdown_table,
     paired_ratio,
     synchronize,
-    t_interval,
     write_results,
 )
 from edlm.checkpoint import load_model
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                  for sampler in samplers for k in (1, args.k)}
         seconds, results = time_settings(model, config, energy, specs, args.repeats, device)
         for (sampler, k), times in seconds.items():
-            mean = t_interval(times)
+            mean = geometric_interval(times)
             per_step = mean.scaled(1e3 / steps)
             result = results[(sampler, k)]
             row = {"T": steps, "sampler": sampler, "proposal": proposal_name[k], "seconds_repeats": times,
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{dtype} x{n}: {1e3 * value:.3f} ms" for (dtype, n), value in draw.items()) + ". "
             f"float64_draw_share = float64 draw time / mean measured time per step (ancestral: one denoiser call "
             f"per step).\nEvery setting ran {args.repeats} times per T, interleaved, with the same seed, after a "
-            f"warm-up run; seconds and ms/step are means with 95% t-intervals ({args.repeats - 1} df). Ratios are "
+            f"warm-up run; seconds and ms/step are geometric means with exponentiated 95% t-intervals of the mean log "
+            f"({args.repeats - 1} df). Ratios are "
             f"paired by repeat: exp(mean log ratio) with the exponentiated 95% t-interval, \"no significant "
             f"difference\" when it contains 1.\n\n{table(rows)}")
     if comparisons:

@@ -45,10 +45,10 @@ from edlm.bench.common import (
     environment,
     format_interval,
     format_ratio,
+    geometric_interval,
     markdown_table,
     matmul_peak,
     synchronize,
-    t_interval,
     welch_ratio,
     write_results,
 )
@@ -163,12 +163,12 @@ def add_intervals(rows: list[dict], flops: dict[str, float], peaks: dict[str, fl
         if "tokens_per_s_blocks" not in row:  # a failed lever
             continue
         blocks = row["tokens_per_s_blocks"]
-        rate = t_interval(blocks) if len(blocks) > 1 else None  # one block (a warm-up run): no interval
+        rate = geometric_interval(blocks) if len(blocks) > 1 else None  # one block (a warm-up run): no interval
         per_token = flops[row["preset"]]
         for key, scale in (("tokens_per_s", 1.0), ("model_tflops", per_token / 1e12),
                            ("fraction_of_bf16_peak", per_token / peaks["bf16"]),
                            ("fraction_of_bf16_peak_8192", per_token / peaks["bf16_8192"])):
-            row[key] = scale * sum(blocks) / len(blocks)
+            row[key] = scale * (rate.value if rate else blocks[0])
             row[f"{key}_ci95"] = [scale * rate.low, scale * rate.high] if rate else None
         base = first[row["preset"]]
         if row is base:
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["levers"] += f" -- failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 continue
             row["tokens_per_s_blocks"] = rates
-            mean = sum(rates) / len(rates)
-            shown = format_interval(t_interval(rates), ",.0f") if len(rates) > 1 else f"{mean:,.0f}"
+            mean = geometric_interval(rates).value if len(rates) > 1 else rates[0]
+            shown = format_interval(geometric_interval(rates), ",.0f") if len(rates) > 1 else f"{mean:,.0f}"
             print(f"{name} B={lever.batch_size} {lever.precision} {lever.label}: {shown} tok/s, "
                   f"{mean * flops[name] / peaks['bf16']:.1%} of the bf16 peak", flush=True)
     add_intervals(rows, flops, peaks)
@@ -249,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
               f"Measured peaks: bf16 {peaks['bf16'] / 1e12:.1f} TFLOP/s (2048^3), "
               f"{peaks['bf16_8192'] / 1e12:.1f} TFLOP/s (8192^3); fp32 {peaks['fp32'] / 1e12:.1f} TFLOP/s "
               f"(2048^3, no TF32), each measured once in this run and treated as a constant.\n"
-              + (f"Each value is the mean over blocks with its 95% t-interval ({args.blocks - 1} df); TFLOP/s and "
+              + (f"Each value is the geometric mean over blocks with the exponentiated 95% t-interval of the mean log "
+                 f"rate ({args.blocks - 1} df); TFLOP/s and "
                  f"the peak fractions scale the tokens/s interval. \"vs first row\" is the speed-up over the "
-                 f"preset's first row (the old loop): ratio of geometric-mean block rates with a 95% Welch interval "
+                 f"preset's first row (the old loop): ratio of the geometric means with a 95% Welch interval "
                  f"on the log rates, \"no significant difference\" when it contains 1. The blocks run back to back, "
                  f"so the intervals cover block-to-block noise within this run, not run-to-run variation.\n\n"
                  if args.blocks > 1 else "One timed block per row: no intervals, so no comparison between rows.\n\n"))
