@@ -615,6 +615,7 @@ def test_bench_likelihood_table_compares_discrete_bounds_only():
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_flags(parser, LikelihoodConfig, defaults={"max_sequences": 64})
     args = parser.parse_args(["--window", "0.5", "--energy-mode", "full"])
-    assert config_from_args(LikelihoodConfig, args) == LikelihoodConfig(window=0.5, energy_mode="full", max_sequences=64)
+    assert config_from_args(LikelihoodConfig, args) == LikelihoodConfig(window=0.5, energy_mode="full",
+                                                                         max_sequences=64)
     assert "(default: 0.2)" in " ".join(parser.format_help().split())
     assert parser._option_string_actions["--precision"].choices == ["fp32", "bf16"]

@@ -71,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an MDLM denoiser, an AR model or an NCE energy")
     train.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
     train.add_argument("--preset", default="char-small", help="named model + training settings (see README)")
-    train.add_argument("--model", default="mdlm", help="mdlm (denoiser) | ar (autoregressive: energy, judge) | nce (energy network)")
+    train.add_argument("--model", default="mdlm",
+                       help="mdlm (denoiser) | ar (autoregressive: energy, judge) | nce (energy network)")
     train.add_argument("--out", required=True, help="run folder to create (config, metrics, checkpoints)")
-    train.add_argument("--max-steps", type=positive_int("--max-steps"), help="stop after this many optimiser steps (overrides train.max_steps)")
-    train.add_argument("--max-minutes", type=float_in("--max-minutes", 0, 1e7, low_open=True), help="stop after this much wall-clock time, with a checkpoint")
+    train.add_argument("--max-steps", type=positive_int("--max-steps"),
+                       help="stop after this many optimiser steps (overrides train.max_steps)")
+    train.add_argument("--max-minutes", type=float_in("--max-minutes", 0, 1e7, low_open=True),
+                       help="stop after this much wall-clock time, with a checkpoint")
     train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
     train.add_argument("--denoiser", help="NCE only: run folder of the frozen MDLM denoiser")
     train.add_argument("--negatives", type=positive_int("--negatives"), help="NCE only: negatives per positive")
@@ -138,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the README's main job on the embedded corpus")
     demo.add_argument("--out", default="out/demo", help="folder for the corpus, the runs and the results")
-    demo.add_argument("--minutes", type=float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0, help="training budget per model (three models)")
+    demo.add_argument("--minutes", type=float_in("--minutes", 0.0, 1e4, low_open=True), default=3.0,
+                      help="training budget per model (three models)")
     demo.add_argument("--quick", action="store_true", help="seconds instead of minutes (smoke test)")
     demo.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     return parser

@@ -121,7 +121,8 @@ def cmd_import_mdlm(args) -> int:
         config, notes = import_mdlm(args.ckpt, args.out, args.preset, args.overrides)
     for note in notes:
         print(f"edlm: note: {note}", file=sys.stderr)
-    print(f"imported {args.hf or args.ckpt} into {args.out} ({config.model.n_layers} layers, hidden {config.model.hidden}, "
+    print(f"imported {args.hf or args.ckpt} into {args.out} ({config.model.n_layers} layers, "
+          f"hidden {config.model.hidden}, "
           f"vocab {config.model.vocab_size}); load it with --run {args.out}")
     return 0
 

@@ -1,7 +1,8 @@
 """Likelihood evaluation over a whole split: MDLM NELBO (upper bound) and exact AR NLL.
 
 Both report nats per token, perplexity per token and bits per character (= nats per token / characters per
-token / ln 2), with a standard error over sequences (the sequences are the independent units; several t draws per sequence reduce variance).
+token / ln 2), with a standard error over sequences (the sequences are the independent units; several t draws
+per sequence reduce variance).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ from edlm.likelihood.exact import (
 )
 
 __all__ = [
-    "PaperEstimate", "StepPlan", "edlm_bound", "effective_sample_size", "log_z_estimate", "make_step_plan", "mdlm_discrete_nelbo", "mean_and_stderr",
+    "PaperEstimate", "StepPlan", "edlm_bound", "effective_sample_size", "log_z_estimate", "make_step_plan",
+    "mdlm_discrete_nelbo", "mean_and_stderr",
     "paper_estimate", "sample_from_denoiser", "sample_reveal_steps", "all_mask_patterns", "all_sequences",
     "exact_discrete_elbo", "exact_mdlm_nelbo", "exact_paper_value", "exact_sampler_distribution",
     "sequence_index", "sir_choice_probs", "sir_jensen_terms",
