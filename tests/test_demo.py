@@ -15,6 +15,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "MDLM test NELBO" in out and "Speed-up at matched quality" in out
+    assert "target: cached:mdlm at T = 8," in out  # the sweep stops at T = L/4 = 8: the target is its largest T
     result = json.loads((tmp_path / "quality" / "quality.json").read_text())
     methods = {row["method"] for row in result["rows"]}
     assert methods == {"mdlm", "edlm-ar-full-k2-w1.0", "edlm-ar-coar-k2-w0.2", "ar"}

@@ -197,7 +197,9 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
                            {"seconds_per_sample": ".4f"})
     table += (f"\n\nAgainst {baseline} at the same T, paired over samples ({metric}; entropy):\n\n"
               + markdown_table(comparisons, ["steps", "setting", "verdict", "entropy_verdict"]))
-    table += (f"\n\nSpeed-up at matched quality (target: {baseline} at T = {length}; declared only where the "
+    target = speedups[0]["target"].replace(" T=", " at T = ") if speedups else f"{baseline} at T = {length}"
+    table += (f"\n\nSpeed-up at matched quality (target: {target}, the baseline at T = L or its largest T swept; "
+              f"declared only where the "
               f"95% interval clears):\n\n"
               + markdown_table([{**s, "speedup": s["speedup"] or "none"} for s in speedups],
                                ["setting", "target", "steps", "seconds", "speedup", "verdict", "note"],
