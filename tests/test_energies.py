@@ -187,6 +187,8 @@ def test_hf_energy_refuses_what_it_cannot_score(tmp_path):
         with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
             make_energy(f"hf:{folder}", config)
     with pytest.raises(EnergyError, match="no config.json"):
+        make_energy(f"hf:{tmp_path}", denoiser)
+    with pytest.raises(EnergyError, match="missing: no such folder$"):
         make_energy(f"hf:{tmp_path / 'missing'}", denoiser)
     with pytest.raises(EnergyError, match=r"expected hf:DIR"):
         make_energy("hf", denoiser)

@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     eg = sub.add_parser("eval-gen", help="generative perplexity and entropy of samples under a judge")
     eg.add_argument("--samples", required=True, help="JSON written by `edlm sample --json/--out`")
-    eg.add_argument("--judge", required=True, help="run:DIR (an edlm AR model) or hf:DIR (local HF causal LM)")
+    eg.add_argument("--judge", required=True, help="run:DIR (an edlm AR model) or hf:DIR_OR_NAME (a HF causal LM: "
+                                                   "a local folder or a Hub name such as gpt2-large)")
     eg.add_argument("--batch-size", type=positive_int("--batch-size"), default=16, help="texts per judge forward pass")
     eg.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     eg.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -121,12 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
-    imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt, .safetensors, or a local "
-                                             "copy of the Hugging Face repo) into a run folder")
+    imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt, .safetensors, or the Hugging "
+                                             "Face repo: a local copy or its Hub name) into a run folder")
     source = imp.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="MDLM checkpoint file, read by PyTorch's weights-only loader")
-    source.add_argument("--hf", help="local copy of the Hugging Face repo kuleshov-group/mdlm-owt (config.json + "
-                                     "model.safetensors); sizes from its config.json, no remote code")
+    source.add_argument("--hf", help="the Hugging Face repo kuleshov-group/mdlm-owt: a local copy (config.json + "
+                                     "model.safetensors) or its Hub name (fetches json/safetensors/txt files only, "
+                                     "or uses the cached copy); sizes from its config.json, no remote code")
     imp.add_argument("--out", required=True, help="new run folder to create")
     imp.add_argument("--preset", default="text8-paper", help="training settings (and for --ckpt: n_heads, seq_len)")
     imp.add_argument("--tokenizer", default="gpt2", help="with --hf: the run's tokenizer (MDLM-OWT uses gpt2)")

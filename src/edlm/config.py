@@ -123,8 +123,9 @@ class SampleConfig:
         "help": "char models: template with '_' for each blank character, every other character stays at its "
                 "position; subword models: text with [blank:N] for N tokens to fill"})
     energy: str | None = field(default=None, metadata={
-        "help": "importance-sampling energy: zero | ar:RUN_DIR (an edlm AR run) | hf:DIR (a local Hugging Face "
-                "causal LM sharing the tokenizer) | nce:RUN_DIR (a trained energy network); default none: plain MDLM"})
+        "help": "importance-sampling energy: zero | ar:RUN_DIR (an edlm AR run) | hf:DIR_OR_NAME (a Hugging Face "
+                "causal LM sharing the tokenizer: a local folder or a Hub name) | nce:RUN_DIR (a trained energy "
+                "network); default none: plain MDLM"})
     energy_mode: Literal["coar", "full"] = field(default="coar", metadata={
         "help": "AR energy: coar (score masked positions only, the paper's) or full"})
     k: int = field(default=2, metadata={

@@ -1,6 +1,10 @@
-"""A local Hugging Face causal LM as the EDLM-AR energy: ``--energy hf:DIR`` (docs/method.md §3.1).
+"""A Hugging Face causal LM as the EDLM-AR energy: ``--energy hf:DIR_OR_NAME`` (docs/method.md §3.1).
 
 The energy is the one of ``energy.ar`` (coar or full); only the AR token log-probs come from the HF model.
+
+Source. A local folder, or a Hub repo id (``gpt2``, ``org/name@revision``) fetched into (or found in) the
+Hugging Face cache by ``edlm.hub.resolve_hf_folder``: only JSON, safetensors and tokenizer text files are
+downloaded, and ``HF_HUB_OFFLINE=1`` uses a cached copy without the network.
 
 Loading. The folder is read with ``local_files_only=True``, ``use_safetensors=True`` and
 ``trust_remote_code=False``: weights come only from ``model.safetensors`` (a pickle-based ``pytorch_model.bin``
@@ -26,20 +30,22 @@ import torch
 from edlm.device import autocast_for
 from edlm.energy.ar import ARMode, EnergyMismatchError, ar_energy
 from edlm.energy.base import EnergyError, rows_per_chunk
+from edlm.hub import resolve_hf_folder
 
 PROBE_TEXT = "The quick brown fox, 1972: naïve café -- done.\n"
 
 
-def load_hf_causal_lm(folder: str | Path, flag: str = "--energy"):
-    """Load ``folder`` as a causal LM on the CPU in float32 (safetensors only, no remote code).
+def load_hf_causal_lm(source: str | Path, flag: str = "--energy"):
+    """Load ``source`` (a local folder or a Hub repo id) as a causal LM on the CPU in float32 (safetensors only,
+    no remote code).
 
     Returns (model in eval mode, tokenizer or None when the folder has no tokenizer files).
-    Raises ``EnergyError`` naming ``{flag} hf:{folder}``.
+    Raises ``EnergyError`` naming ``{flag} hf:{source}``.
     """
-    folder = Path(folder)
-    where = f"{flag} hf:{folder}"
+    where = f"{flag} hf:{source}"
+    folder = resolve_hf_folder(source, f"{flag} hf:", EnergyError)
     if not (folder / "config.json").is_file():
-        raise EnergyError(f"{where}: no config.json (expected a local Hugging Face model folder)")
+        raise EnergyError(f"{where}: no config.json (expected a Hugging Face model folder)")
     if not any(folder.glob("*.safetensors")):
         pickled = [p.name for p in folder.glob("*.bin")]
         detail = f" (found {pickled[0]}, a pickle-based file edlm does not load)" if pickled else ""
@@ -132,6 +138,8 @@ def max_positions(config) -> int | None:
 def make_hf_energy(folder: str | Path, denoiser_config, mode: ARMode = "coar", device="cpu",
                    precision: str = "fp32", tokenizer=None) -> HFEnergy:
     """Build the HF energy for a denoiser with ``denoiser_config`` (a ``ModelConfig``), with every check.
+
+    ``folder``: a local Hugging Face folder or a Hub repo id (see ``edlm.hub.resolve_hf_folder``).
 
     ``tokenizer``: the denoiser's tokenizer (anything with ``encode(str) -> ids``), optional; when given and the
     folder has a tokenizer, both must encode ``PROBE_TEXT`` to the same ids. Raises ``EnergyError``.

@@ -8,7 +8,9 @@ and ``features(texts) -> (n, H) float32`` is optional (MAUVE).
               char run, else its gpt2 / bpe tokenizer), every token is scored, the first one behind the start
               token; texts longer than the judge's seq_len are scored in consecutive windows, each starting
               again from the start token.
-    hf:DIR    a Hugging Face causal LM + tokenizer from a local folder (``local_files_only``). The text is
+    hf:DIR_OR_NAME  a Hugging Face causal LM + tokenizer from a local folder, or from a Hub repo id such as
+              ``gpt2-large`` (the papers' judge) fetched into the Hugging Face cache by ``edlm.hub`` (JSON,
+              safetensors and tokenizer text only; ``HF_HUB_OFFLINE=1`` uses a cached copy). The text is
               re-tokenised; as in the MDLM/EDLM protocol the BOS token (else EOS) is put in front, so every
               real token is scored; long texts go in windows of the model's maximum positions, each with BOS.
 
@@ -25,6 +27,7 @@ import torch
 
 from edlm.data import ALPHABET, MASK_ID
 from edlm.errors import EdlmError
+from edlm.hub import resolve_hf_folder
 
 JUDGE_KINDS = ("run", "hf")
 
@@ -133,14 +136,19 @@ class RunJudge:
 
 
 class HFJudge:
-    """A local Hugging Face causal LM as judge (e.g. GPT-2 Large, as in the papers)."""
+    """A Hugging Face causal LM as judge (e.g. GPT-2 Large, as in the papers).
 
-    def __init__(self, folder: Path, device: str | torch.device = "cpu", batch_size: int = 16):
+    ``folder``: a local folder, or a Hub repo id resolved by ``edlm.hub.resolve_hf_folder``; the judge's name
+    keeps what the user wrote (``hf:gpt2-large``).
+    """
+
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 16):
         try:
             import transformers
         except ImportError:
             raise GenerationEvalError(f"--judge hf:{folder} needs the transformers package; "
                                       f"run `pip install transformers`") from None
+        source, folder = folder, resolve_hf_folder(folder, "--judge hf:", GenerationEvalError)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             # safetensors only: a pickle-based pytorch_model.bin could run code when loaded
@@ -148,10 +156,10 @@ class HFJudge:
                                                                            use_safetensors=True)
         except (OSError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            message = f"--judge hf:{folder}: cannot load a causal LM + tokenizer ({first})"
+            message = f"--judge hf:{source}: cannot load a causal LM + tokenizer ({first})"
             raise GenerationEvalError(message) from None
         self.model.to(device).eval()
-        self.device, self.batch_size, self.name = device, batch_size, f"hf:{folder}"
+        self.device, self.batch_size, self.name = device, batch_size, f"hf:{source}"
         self.start_id = self.tokenizer.bos_token_id
         if self.start_id is None:
             self.start_id = self.tokenizer.eos_token_id
@@ -219,20 +227,22 @@ class HFJudge:
 
 
 def make_judge(spec: str, device: str | torch.device = "cpu", batch_size: int = 16) -> Judge:
-    """``run:DIR`` or ``hf:DIR`` -> a judge on ``device``; GenerationEvalError naming the bad spec or folder."""
+    """``run:DIR`` or ``hf:DIR_OR_NAME`` -> a judge on ``device``; GenerationEvalError naming the bad spec or
+    folder."""
     kind, sep, folder_text = spec.partition(":")
-    expected = "expected run:DIR (an edlm AR model) or hf:DIR (a local Hugging Face causal LM)"
+    expected = ("expected run:DIR (an edlm AR model) or hf:DIR_OR_NAME (a Hugging Face causal LM: a local folder "
+                "or a Hub name)")
     if not sep:
         raise GenerationEvalError(f"--judge {spec!r}: {expected}")
     if kind not in JUDGE_KINDS:
         raise GenerationEvalError(f"--judge {spec!r}: unknown judge kind {kind!r}; {expected}")
     if not folder_text:
         raise GenerationEvalError(f"--judge {spec!r}: no folder after '{kind}:'; {expected}")
+    if kind == "hf":
+        return HFJudge(folder_text, device, batch_size)
     folder = Path(folder_text)
     if not folder.is_dir():
         raise GenerationEvalError(f"--judge {spec}: no such folder {folder}")
-    if kind == "hf":
-        return HFJudge(folder, device, batch_size)
     from edlm.checkpoint import load_model, load_run_tokenizer
 
     config, model = load_model(folder, device=device)

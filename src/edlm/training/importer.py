@@ -2,9 +2,11 @@
 
 Two sources:
 
-- ``--hf DIR``: a local copy of the Hugging Face repository ``kuleshov-group/mdlm-owt`` (``config.json`` with
-  ``model_type mdlm`` + ``model.safetensors``). Only JSON and safetensors are read: the repository's Python code
-  (which needs flash-attn) is never imported or run. Every size comes from ``config.json``; the tokenizer is
+- ``--hf DIR_OR_NAME``: a local copy of the Hugging Face repository ``kuleshov-group/mdlm-owt`` (``config.json``
+  with ``model_type mdlm`` + ``model.safetensors``), or the repo id itself, fetched into (or found in) the
+  Hugging Face cache by ``edlm.hub.resolve_hf_folder`` (JSON, safetensors and text files only). Only JSON and
+  safetensors are read: the repository's Python code (which needs flash-attn) is never downloaded, imported or
+  run. Every size comes from ``config.json``; the tokenizer is
   ``gpt2`` (MDLM-OWT: 50257 GPT-2 tokens + [MASK] = 50258 rows).
 - ``--ckpt FILE``: a Lightning ``.ckpt`` or a bare ``.safetensors`` state dict. This is the only place in edlm
   that reads a pickle-based file, and it reads it only with PyTorch's weights-only loader
@@ -49,6 +51,7 @@ from edlm.fileio import (
     unwritable_ancestor,
     write_json_atomic,
 )
+from edlm.hub import resolve_hf_folder
 
 PREFIX = "backbone."
 ROTARY = "rotary_emb.inv_freq"  # a buffer edlm recomputes (base 10000)
@@ -138,11 +141,10 @@ def _strip_prefix(tensors: dict[str, torch.Tensor], where: str) -> dict[str, tor
     return tensors
 
 
-def read_hf_folder(hf_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``config.json`` and ``model.safetensors`` of a local MDLM Hugging Face folder (no code is run)."""
-    hf_dir = Path(hf_dir)
-    if not hf_dir.is_dir():
-        raise CheckpointError(f"--hf {hf_dir}: no such folder")
+def read_hf_folder(hf_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``config.json`` and ``model.safetensors`` of a local MDLM Hugging Face folder (no code is run); ``hf_dir``
+    may be a Hub repo id (see ``edlm.hub.resolve_hf_folder``)."""
+    hf_dir = resolve_hf_folder(hf_dir, "--hf", CheckpointError)
     try:
         hf_config = read_json(hf_dir / "config.json", "Hugging Face config")
     except FileFormatError as error:
@@ -293,14 +295,15 @@ def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
 
 def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-paper", tokenizer: str = "gpt2",
                    overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
-    """Write an edlm run folder ``out`` from a local Hugging Face MDLM folder (``kuleshov-group/mdlm-owt``).
+    """Write an edlm run folder ``out`` from a Hugging Face MDLM folder or Hub repo id (``kuleshov-group/mdlm-owt``).
 
     Model sizes come from its ``config.json``; the training section from ``preset``; ``overrides`` may change
     either (e.g. ``train.lr=1e-4`` for fine-tuning). ``tokenizer`` names the run's tokenizer (``gpt2`` for
     MDLM-OWT, whose 50258 rows must then be the 50257 GPT-2 tokens + [MASK]). Returns (config, notes).
     """
-    hf_dir, out = Path(hf_dir), Path(out)
+    source, out = str(hf_dir), Path(out)
     _check_out(out)
+    hf_dir = resolve_hf_folder(source, "--hf", CheckpointError)  # a repo id becomes its cached snapshot
     hf_config, weights = read_hf_folder(hf_dir)
     model_config = model_config_from_hf(hf_config, hf_dir)
     if tokenizer == "gpt2" and model_config.vocab_size != GPT2_VOCAB:
@@ -314,7 +317,10 @@ def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-pap
     model = load_backbone(config.model, weights, f"--hf {hf_dir}/model.safetensors")
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     files = {name: sha256_file(hf_dir / name) for name in ("config.json", "model.safetensors")}
-    _write_run(out, config, model, ema, 0, {"hf_folder": str(hf_dir), "sha256": files, "tokenizer": tokenizer})
+    origin = {"hf_folder": str(hf_dir), "sha256": files, "tokenizer": tokenizer}
+    if Path(source).expanduser() != hf_dir:
+        origin["hf_repo"] = source  # the Hub name; hf_folder is its snapshot (named by the commit hash)
+    _write_run(out, config, model, ema, 0, origin)
     notes = [f"{config.model.n_layers} layers, hidden {config.model.hidden}, {config.model.n_heads} heads, "
              f"vocab_size {config.model.vocab_size} + [MASK], seq_len {config.model.seq_len}, tokenizer "
              f"{tokenizer}; training settings from --preset {preset}",
