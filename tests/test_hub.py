@@ -91,7 +91,8 @@ def test_what_reads_as_a_hub_name(source, expected):
     assert split_hub_name(source) == expected
 
 
-@pytest.mark.parametrize("source", ["./nope", "a/b/c", "org/name/", "~/edlm-no-such-folder", "/edlm/no/such"])
+@pytest.mark.parametrize("source", ["./nope", "a/b/c", "org/name/", "~/edlm-no-such-folder", "/edlm/no/such",
+                                    "~edlm-no-such-user/x"])
 def test_a_path_like_missing_source_is_no_such_folder_without_asking_the_hub(source, no_hub):
     with pytest.raises(HubError) as info:
         resolve_hf_folder(source, "--judge hf:")

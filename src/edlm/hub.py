@@ -64,7 +64,10 @@ def resolve_hf_folder(source: str | Path, flag: str, error: type[EdlmError] = Hu
     """
     source = str(source)
     label = f"{flag}{source}" if flag.endswith(":") else f"{flag} {source}"
-    path = Path(source).expanduser()
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # ~user of an unknown user: left as written, reported below as no such folder
+        path = Path(source)
     if path.is_dir():
         return path
     if path.exists():

@@ -318,7 +318,7 @@ def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-pap
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     files = {name: sha256_file(hf_dir / name) for name in ("config.json", "model.safetensors")}
     origin = {"hf_folder": str(hf_dir), "sha256": files, "tokenizer": tokenizer}
-    if Path(source).expanduser() != hf_dir:
+    if Path(source).expanduser() != hf_dir:  # resolved, so a folder source expands without error
         origin["hf_repo"] = source  # the Hub name; hf_folder is its snapshot (named by the commit hash)
     _write_run(out, config, model, ema, 0, origin)
     notes = [f"{config.model.n_layers} layers, hidden {config.model.hidden}, {config.model.n_heads} heads, "
