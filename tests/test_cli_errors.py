@@ -124,7 +124,7 @@ CASES = [
     ("unknown model", TRAIN + ["--data", "{data}", "--out", "{root}/o", "--model", "gpt"],
      "--model 'gpt': unknown model (valid: mdlm, ar, nce)", ["o"]),
     ("unknown energy", SAMPLE + ["--energy", "bert:{run}"],
-     "--energy 'bert:{run}': unknown energy 'bert' (valid: zero, ar:RUN_DIR, hf:DIR, nce:RUN_DIR)", ["s.json"]),
+     "--energy 'bert:{run}': unknown energy 'bert' (valid: zero, ar:RUN_DIR, hf:DIR_OR_NAME, nce:RUN_DIR)", ["s.json"]),
     ("energy without a folder", SAMPLE + ["--energy", "ar"], "--energy 'ar': expected ar:RUN_DIR", ["s.json"]),
     ("energy of the wrong kind", SAMPLE + ["--energy", "nce:{root}/ar-short"],
      "holds a 'ar' model, not 'nce'", ["s.json"]),

@@ -1,4 +1,4 @@
-"""AR energies (``ar:RUN`` and ``hf:DIR``) against brute force on V = 3, L = 3 toys and against the models' own
+"""AR energies (``ar:RUN`` and ``hf:DIR_OR_NAME``) against brute force on V = 3, L = 3 toys and against the models' own
 losses: sign, coAR masking, position 0, B > 1 and k > 1 ordering, chunking, devices, and the HF loading checks."""
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def test_hf_energy_refuses_what_it_cannot_score(tmp_path):
         make_energy(f"hf:{tmp_path}", denoiser)
     with pytest.raises(EnergyError, match="missing: no such folder$"):
         make_energy(f"hf:{tmp_path / 'missing'}", denoiser)
-    with pytest.raises(EnergyError, match=r"expected hf:DIR"):
+    with pytest.raises(EnergyError, match=r"expected hf:DIR_OR_NAME"):
         make_energy("hf", denoiser)
     with pytest.raises(EnergyError, match="--energy-mode 'sum'"):
         make_energy(f"hf:{folder}", denoiser, mode="sum")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from pathlib import Path
 
 from edlm.errors import EdlmError
@@ -78,23 +77,15 @@ def resolve_hf_folder(source: str | Path, flag: str, error: type[EdlmError] = Hu
     repo_id, revision = parsed
     try:
         import huggingface_hub
-        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     except ImportError:
         raise error(f"{label}: no such folder, and fetching the Hugging Face Hub name {repo_id!r} needs the "
                     f"huggingface_hub package; run `pip install huggingface_hub` (it comes with transformers)"
                     ) from None
-    bars_were_off = are_progress_bars_disabled()
-    with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS=0 keeps the bars (the user asked), silently
-        warnings.simplefilter("ignore")
-        disable_progress_bars()  # library code prints nothing; restored below
-    try:
+    try:  # the Hub's own progress bars (stderr) show a first download of a large model; a cached copy is quiet
         folder = huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=list(SAFE_PATTERNS))
     except Exception as hub_error:  # any failure to fetch (offline, unknown repo, gated, network) is one line
         text = str(hub_error).strip()
         first = f"{type(hub_error).__name__}: {text.splitlines()[0]}" if text else type(hub_error).__name__
         raise error(f"{label}: no such folder, and {repo_id!r} could not be fetched from the Hugging Face Hub "
                     f"({first}); {PREFETCH_HINT.format(name=repo_id)}") from hub_error
-    finally:
-        if not bars_were_off:
-            enable_progress_bars()
     return Path(folder)

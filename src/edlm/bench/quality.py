@@ -1,6 +1,6 @@
 """``edlm bench quality``: sample quality vs wall-clock over sampler x energy x steps, with 95% intervals.
 
-    edlm bench quality --mdlm RUN --ar RUN --judge run:DIR|hf:DIR [--nce RUN] [--samplers cached,...]
+    edlm bench quality --mdlm RUN --ar RUN --judge run:DIR|hf:DIR_OR_NAME [--nce RUN] [--samplers cached,...]
                        [--steps 8,16,32,64,128,256] [--num 16] [--grid cpu|full] [--device D]
                        [--metric judge_bpc|gen_ppl] [--reference DATA_DIR [--mauve-seeds 0,1,2]]
                        [--out bench/results/quality]
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edlm bench quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mdlm", required=True, help="MDLM run folder (the denoiser)")
     parser.add_argument("--ar", required=True, help="AR run used as the energy and as the AR baseline")
-    parser.add_argument("--judge", required=True, help="run:DIR or hf:DIR (must not be the energy model)")
+    parser.add_argument("--judge", required=True, help="run:DIR or hf:DIR_OR_NAME (must not be the energy model)")
     parser.add_argument("--nce", help="EDLM-NCE energy run folder (optional)")
     parser.add_argument("--samplers", default="cached",
                         help="comma-separated samplers to sweep; the first one's MDLM is the baseline "

@@ -1,4 +1,5 @@
-"""Energies by name: ``zero``, ``ar:RUN_DIR`` (modes coar/full), ``hf:DIR`` (modes coar/full), ``nce:RUN_DIR``."""
+"""Energies by name: ``zero``, ``ar:RUN_DIR`` (modes coar/full), ``hf:DIR_OR_NAME`` (a local folder or a Hub
+name; modes coar/full), ``nce:RUN_DIR``."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ ENERGY_KINDS = ("zero", "ar", "hf", "nce")
 
 def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32",
                 tokenizer=None):
-    """Build an energy from ``zero`` | ``ar:RUN_DIR`` | ``hf:DIR`` | ``nce:RUN_DIR`` for a denoiser with
+    """Build an energy from ``zero`` | ``ar:RUN_DIR`` | ``hf:DIR_OR_NAME`` | ``nce:RUN_DIR`` for a denoiser with
     ``denoiser_config`` (a ``ModelConfig``). ``tokenizer`` (optional, the denoiser's) lets ``hf:`` compare
     tokenizers beyond the vocabulary size. Raises ``EnergyError`` naming ``--energy``."""
     kind, _, path = spec.partition(":")
     if kind not in ENERGY_KINDS:
-        raise EnergyError(f"--energy {spec!r}: unknown energy {kind!r} (valid: zero, ar:RUN_DIR, hf:DIR, "
+        raise EnergyError(f"--energy {spec!r}: unknown energy {kind!r} (valid: zero, ar:RUN_DIR, hf:DIR_OR_NAME, "
                           f"nce:RUN_DIR)")
     if kind == "zero":
         return ZeroEnergy()
     if not path:
-        raise EnergyError(f"--energy {spec!r}: expected {kind}:{'DIR' if kind == 'hf' else 'RUN_DIR'}")
+        raise EnergyError(f"--energy {spec!r}: expected {kind}:{'DIR_OR_NAME' if kind == 'hf' else 'RUN_DIR'}")
     if kind == "hf":
         from edlm.energy.hf import make_hf_energy
 
