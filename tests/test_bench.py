@@ -3,6 +3,7 @@ rule (a degenerate sampler never ranks first), the Pareto front, FLOP counting, 
 intervals of repeated timings (closed forms and coverage), tiny CPU runs of the throughput and sampling
 benchmarks, and a tiny end-to-end quality sweep that keeps every sample."""
 
+import importlib.util
 import json
 import math
 import statistics
@@ -238,6 +239,9 @@ def test_throughput_blocks_give_intervals_and_speedups(tmp_path, monkeypatch):
     table = (out / "throughput.md").read_text()
     assert "2 blocks of 2 timed steps" in table and "| vs first row |" in table and "95% t-interval" in table
     assert "no repeated trials" not in table
+    if importlib.util.find_spec("matplotlib"):  # the same intervals as a picture
+        assert (out / "throughput.png").stat().st_size > 5_000
+        assert json.loads((out / "throughput.json").read_text())["plots"] == [str(out / "throughput.png")]
     # one block (the compile warm-up of scripts/gpu_check.sh): the mean rate, and no interval rather than a fake one
     assert throughput.main(args + ["--blocks", "1"]) == 0
     rows = json.loads((out / "throughput.json").read_text())["rows"]
@@ -255,6 +259,8 @@ def test_sampling_repeats_give_intervals_and_paired_ratios(tmp_path):
     args = ["--device", "cpu", "--num", "2", "--length", "16", "--steps", "4", "--out", str(out)]
     assert sampling_main(args + ["--repeats", "2"]) == 0
     result = json.loads((out / "sampling.json").read_text())
+    if importlib.util.find_spec("matplotlib"):
+        assert result["plots"] == [str(out / "sampling.png")] and (out / "sampling.png").stat().st_size > 5_000
     rows = {(r["sampler"], r["proposal"]): r for r in result["rows"]}
     assert set(rows) == {(s, p) for s in ("ancestral", "cached") for p in ("plain", "IS k=4")}
     for (sampler, proposal), row in rows.items():

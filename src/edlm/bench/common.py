@@ -202,3 +202,33 @@ def format_ratio(estimate: Estimate) -> str:
     if estimate.contains(1.0):
         return f"no significant difference ({estimate.low:.2f}..{estimate.high:.2f}x)"
     return f"{estimate.value:.2f}x ({estimate.low:.2f}..{estimate.high:.2f})"
+
+
+def interval_plot(labels: list[str], estimates: list[Estimate | None], path: Path, xlabel: str,
+                  title: str) -> list[str]:
+    """A point per label with its 95% interval as a whisker (a point without an interval has none), on a log
+    axis: the intervals are multiplicative, and a few repeats can give a long upper whisker. Returns [path], or
+    [] when matplotlib is missing (the JSON and markdown carry the same numbers)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    values = [e.value if e else float("nan") for e in estimates]
+    errors = [[e.value - e.low if e else 0.0 for e in estimates], [e.high - e.value if e else 0.0 for e in estimates]]
+    fig, axis = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.4))
+    positions = list(range(len(labels)))[::-1]  # first label on top
+    axis.errorbar(values, positions, xerr=errors, fmt="o", color="#4c72b0", ecolor="black", capsize=3)
+    axis.set_xscale("log")
+    axis.set_yticks(positions, labels, fontsize=8)
+    axis.set_ylim(-0.7, len(labels) - 0.3)
+    axis.set_xlabel(xlabel + ", log scale")
+    axis.set_title(title, fontsize=10)
+    axis.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]

@@ -39,6 +39,7 @@ from edlm.bench.common import (
     format_interval,
     format_ratio,
     geometric_interval,
+    interval_plot,
     markdown_table,
     paired_ratio,
     synchronize,
@@ -204,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         text += ("\n\nCached against ancestral sampler, same proposal (speed-up = ancestral seconds / cached "
                  "seconds, paired by repeat):\n\n"
                  + markdown_table(comparisons, ["T", "proposal", "verdict"]))
-    write_results(Path(args.out), "sampling", {"rows": rows, "cached_vs_ancestral": comparisons,
+    plots = interval_plot([f"T={r['T']} {r['sampler']} {r['proposal']}" for r in rows],
+                          [Estimate(r["ms_per_step"], *r["ms_per_step_ci95"]) for r in rows],
+                          Path(args.out) / "sampling.png", "milliseconds per step (95% CI)",
+                          f"sampling {num} x {length}, {environment(device)['device_name']}")
+    write_results(Path(args.out), "sampling", {"rows": rows, "cached_vs_ancestral": comparisons, "plots": plots,
                                                "draw_seconds": {f"{d}-x{n}": v for (d, n), v in draw.items()},
                                                "settings": vars(args), "environment": environment(device)}, text)
     return 0

@@ -46,6 +46,7 @@ from edlm.bench.common import (
     format_interval,
     format_ratio,
     geometric_interval,
+    interval_plot,
     markdown_table,
     matmul_peak,
     synchronize,
@@ -256,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
                  f"on the log rates, \"no significant difference\" when it contains 1. The blocks run back to back, "
                  f"so the intervals cover block-to-block noise within this run, not run-to-run variation.\n\n"
                  if args.blocks > 1 else "One timed block per row: no intervals, so no comparison between rows.\n\n"))
+    measured = [row for row in rows if "tokens_per_s" in row]
+    plots = interval_plot([f"{r['preset']} B={r['batch']} {r['precision']}: {r['levers']}" for r in measured],
+                          [Estimate(r["fraction_of_bf16_peak"], *r["fraction_of_bf16_peak_ci95"])
+                           if r["fraction_of_bf16_peak_ci95"] else None for r in measured],
+                          Path(args.out) / "throughput.png", "fraction of the bf16 matmul peak (95% CI)",
+                          f"training throughput, {environment(device)['device_name']}")
     write_results(Path(args.out), "throughput",
                   {"presets": presets, "rows": rows, "peaks_flops": peaks, "flops_per_token": flops,
-                   "settings": vars(args), "environment": environment(device)}, header + table)
+                   "plots": plots, "settings": vars(args), "environment": environment(device)}, header + table)
     return 0
