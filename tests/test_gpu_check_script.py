@@ -4,6 +4,7 @@ budget."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -49,6 +50,7 @@ def test_every_step_of_the_smoke_run_succeeds(tmp_path, tiny_data):
     results = tmp_path / "work" / "results"
     for name in ("throughput-text8-paper", "sampling-t256", "throughput-char-small"):
         assert (results / f"{name}.json").is_file() and f"## {name}" in report, name
+        assert (results / f"{name}.png").is_file() or importlib.util.find_spec("matplotlib") is None, name
     assert (committed.read_bytes() if committed.exists() else None) == before  # the GPU's report is left alone
 
 
