@@ -7,10 +7,11 @@
 #     torch.compile test, and the rest);
 #   - end to end: train MDLM and AR for ~60 s each (together), then eval (MDLM, AR, the EDLM bound), sample
 #     (MDLM, EDLM-AR), then eval-gen of both sample sets;
-#   - a warm-up of the throughput benchmark, which fills torch.compile's on-disk cache, so that phase B's
+#   - warm-ups of the throughput benchmarks, which fill torch.compile's on-disk cache, so that phase B's
 #     compiled rows do not spend their time compiling.
 # Phase B, measurements (one at a time, the GPU alone): training throughput of text8-paper (levers, batch 64
-#   and 256), the sampling cost at T = 256 (plain vs importance sampling), then char-small throughput.
+#   and 256), the sampling cost at T = 256 (plain vs importance sampling), then char-small throughput (with a
+#   CUDA-graphs row: launches, not FLOPs, limit a model that small).
 #
 # Timing: measured on one H100 for the first, sequential version of this script (2026-11-27): gpu tests 220 s,
 # training 74 s, each eval/sample/eval-gen 13-22 s, throughput 128 s (two compiles of about 50 s), sampling
@@ -52,7 +53,7 @@ else
          train.eval_every=100000 train.ckpt_every=100000 train.warmup_steps=100)
   TRAIN_MIN=1; NUM=64; LEN=256; EVAL_SEQ=512
   TP=(--presets text8-paper --steps 10 --blocks 3 --batch-sizes 64,256)
-  TP_SMALL=(--presets char-small --steps 10 --blocks 3 --batch-sizes 128,512 --no-compile)
+  TP_SMALL=(--presets char-small --steps 10 --blocks 3 --batch-sizes 128,512 --cuda-graphs)
   SP=(--samplers ancestral --steps 256 --repeats 3)  # T = 1024 and the cached sampler: bench/results/gpu/sampling.md
 fi
 
@@ -152,9 +153,11 @@ else
   DESELECT=(); for id in "${CLI_TESTS[@]}" "${COMPILE_TESTS[@]}"; do DESELECT+=(--deselect "$id"); done
   step pytest-gpu-rest 280 "${PYTEST[@]}" --basetemp "$WORK/pytest-rest" -m gpu tests "${DESELECT[@]}" & TESTS+=($!)
 fi
-# ... the compile-cache warm-up of phase B's throughput rows (nothing from it is reported) ...
+# ... the compile-cache warm-ups of phase B's throughput rows (nothing from them is reported) ...
 step throughput-warmup 240 "${EDLM[@]}" bench throughput "${TP[@]}" --steps 1 --blocks 1 --device "$DEVICE" \
   --out "$WORK/warmup" & TESTS+=($!)
+step throughput-warmup-small 240 "${EDLM[@]}" bench throughput "${TP_SMALL[@]}" --steps 1 --blocks 1 \
+  --device "$DEVICE" --out "$WORK/warmup-small" & TESTS+=($!)
 
 # ... and end to end: train MDLM and AR together, then everything that reads them
 MDLM="$WORK/runs/mdlm"; AR="$WORK/runs/ar"
@@ -210,7 +213,7 @@ TOTAL=$(( $(date +%s) - STARTED ))
   echo "|---|---|---|---|"
   cat "$SUMMARY"
   echo
-  echo "Phase A (the gpu tests, the end-to-end chain and a compile warm-up) shares the GPU, so its training"
+  echo "Phase A (the gpu tests, the end-to-end chain and compile warm-ups) shares the GPU, so its training"
   echo "rates are lower than alone; phase B's benchmarks ran alone. Training: ${MODEL[*]}, --max-minutes"
   echo "$TRAIN_MIN. The judge of eval-gen is the AR model that is also the EDLM-AR energy, which flatters"
   echo "EDLM-AR's generative perplexity."

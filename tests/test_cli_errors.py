@@ -121,6 +121,8 @@ CASES = [
     # names
     ("unknown preset", TRAIN + ["--data", "{data}", "--out", "{root}/o", "--preset", "huge"],
      "unknown preset 'huge' (valid: char-tiny, char-small, text8-paper, bpe-small, owt-paper)", ["o"]),
+    ("a value outside a setting's choices", TRAIN + ["--data", "{data}", "--out", "{root}/o", "train.precision=fp16"],
+     "train.precision='fp16': expected one of bf16, fp32", ["o"]),
     ("unknown model", TRAIN + ["--data", "{data}", "--out", "{root}/o", "--model", "gpt"],
      "--model 'gpt': unknown model (valid: mdlm, ar, nce)", ["o"]),
     ("unknown energy", SAMPLE + ["--energy", "bert:{run}"],

@@ -41,7 +41,8 @@ def test_every_step_of_the_smoke_run_succeeds(tmp_path, tiny_data):
     result, _, report = run_check(tmp_path, tiny_data, budget=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = step_rows(report)
-    expected = {"pytest -m gpu", "throughput-warmup", "train-mdlm", "train-ar", "eval-mdlm", "eval-ar",
+    expected = {"pytest -m gpu", "throughput-warmup", "throughput-warmup-small", "train-mdlm", "train-ar",
+                "eval-mdlm", "eval-ar",
                 "eval-edlm-bound", "sample-mdlm", "sample-edlm-ar", "eval-gen-mdlm", "eval-gen-edlm-ar",
                 "bench-throughput", "bench-sampling", "bench-throughput-small"}
     assert set(rows) == expected, set(rows) ^ expected

@@ -73,3 +73,36 @@ def test_throughput_rows_add_one_lever_at_a_time():
         "no sync, fused, loop EMA, eager", "no sync, fused, foreach EMA, eager",
         "no sync, fused, foreach EMA, compiled"]
     assert (rows[5].batch_size, rows[5].compile) == (256, True) and rows[6].precision == "fp32"
+    graphs = levers_for([64, 256], compile_rows=True, cuda_graphs=True)
+    assert graphs[5].label == "no sync, fused, foreach EMA, compiled + CUDA graphs"
+    assert graphs[5].compile_mode == "reduce-overhead" and graphs[:5] == rows[:5] and graphs[6:] == rows[5:]
+    assert levers_for([64], compile_rows=False, cuda_graphs=True) == levers_for([64], compile_rows=False)
+
+
+@pytest.mark.parametrize("mode, passed", [("default", None), ("reduce-overhead", "reduce-overhead"),
+                                          ("max-autotune", "max-autotune")])
+def test_compile_mode_reaches_torch_compile(monkeypatch, mode, passed):
+    from edlm.config import apply_overrides
+    from edlm.training import loop
+
+    seen = []
+    monkeypatch.setattr(loop.torch, "compile", lambda model, mode=None: seen.append(mode) or model)
+    config = apply_overrides(get_preset("char-tiny"), ["train.compile=true", f"train.compile_mode={mode}"])
+    model = build_model(config.model)
+    assert loop.maybe_compile(model, config.train.compile, config.train.compile_mode) is model
+    assert seen == [passed]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.compile_mode=fast", "train.compile_mode='fast': expected one of default, reduce-overhead, max-autotune"),
+    ("train.precision=fp16", "train.precision='fp16': expected one of bf16, fp32"),
+    ("train.lr_schedule=linear", "train.lr_schedule='linear': expected one of constant, cosine"),
+    ("train.on_nonfinite=ignore", "train.on_nonfinite='ignore': expected one of stop, skip"),
+])
+def test_a_setting_outside_its_choices_is_refused(override, message):
+    """Before this check, train.precision=fp16 trained silently in fp32 and lr_schedule=linear ran constant."""
+    from edlm.config import ConfigError, apply_overrides
+
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(get_preset("char-tiny"), [override])
+    assert str(error.value) == message

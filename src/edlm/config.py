@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from edlm.errors import EdlmError
 
@@ -66,6 +66,9 @@ class TrainConfig:
     nce_window: float = 1.0  # NCE only: draw t in [1 - nce_window, 1]
     # GPU throughput levers (docs/distributed.md, "GPU"); none changes the math of a step.
     compile: bool = False  # torch.compile the model (falls back to eager, with a note, if compiling fails)
+    # torch.compile's mode: "reduce-overhead" adds CUDA graphs (fewer kernel launches: helps small models on a
+    # GPU), "max-autotune" also searches matmul kernels (long compiles); "default" is neither
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     fused_adamw: bool = True  # fused AdamW kernel on CUDA (ignored on CPU, where the default kernel runs)
     tf32: bool = True  # TF32 tensor cores for fp32 matmuls on CUDA (ignored on CPU)
 
@@ -348,9 +351,23 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     return config
 
 
+def literal_errors(section, prefix: str) -> list[str]:
+    """One message per field of the dataclass ``section`` whose value is not among its ``Literal`` choices
+    (e.g. ``train.precision=fp16``, which would otherwise run silently in fp32)."""
+    hints = get_type_hints(type(section))
+    errors = []
+    for f in dataclasses.fields(section):
+        if get_origin(hints[f.name]) is Literal and getattr(section, f.name) not in get_args(hints[f.name]):
+            errors.append(f"{prefix}.{f.name}={getattr(section, f.name)!r}: expected one of "
+                          f"{', '.join(get_args(hints[f.name]))}")
+    return errors
+
+
 def validate(config: RunConfig) -> None:
-    """Range checks, once, at the boundary."""
+    """Range checks and the Literal fields' choices, once, at the boundary."""
     m, t = config.model, config.train
+    for message in literal_errors(m, "model") + literal_errors(t, "train"):
+        raise ConfigError(message)
     checks = [
         (m.hidden % m.n_heads == 0, "model.hidden must be divisible by model.n_heads"),
         ((m.hidden // m.n_heads) % 2 == 0, "model.hidden / model.n_heads must be even (rotary embeddings)"),

@@ -1,7 +1,7 @@
 """Training throughput in tokens/s and as a fraction of the bf16 matmul peak, one row per GPU lever.
 
     edlm bench throughput [--presets text8-paper,char-small] [--steps 10] [--blocks 3] [--device cuda]
-                          [--no-compile] [--batch-sizes 64,256] [--out bench/results]
+                          [--no-compile] [--cuda-graphs] [--batch-sizes 64,256] [--out bench/results]
 
 Each row times ``--blocks`` consecutive blocks of ``--steps`` optimiser steps of the MDLM objective after 3
 warm-up steps (compilation excluded), the device synchronised before and after each block only (a sync per step
@@ -14,6 +14,8 @@ inherent to the loop:
 - fused: ``train.fused_adamw`` (CUDA only: on CPU the default AdamW kernel runs either way);
 - foreach EMA: the EMA update as two multi-tensor kernels instead of two kernels per tensor;
 - compile: ``train.compile`` (``torch.compile`` of the model; compile time is excluded from the rate);
+- CUDA graphs: ``train.compile_mode=reduce-overhead`` (``--cuda-graphs`` adds the row; fewer kernel launches,
+  which is what limits small models on a GPU);
 - batch size: ``train.batch_size``.
 
 Model FLOPs per token (training = 3 x forward): 6 * N_matmul + 12 * n_layers * L * H (attention scores and
@@ -79,11 +81,14 @@ class Lever:
     foreach_ema: bool = True
     compile: bool = False
     precision: str = "bf16"
+    compile_mode: str = "default"  # "reduce-overhead": torch.compile with CUDA graphs
 
     @property
     def label(self) -> str:
         parts = ["sync/step" if self.host_sync else "no sync", "fused" if self.fused else "foreach AdamW",
-                 "foreach EMA" if self.foreach_ema else "loop EMA", "compiled" if self.compile else "eager"]
+                 "foreach EMA" if self.foreach_ema else "loop EMA",
+                 ("compiled + CUDA graphs" if self.compile_mode == "reduce-overhead" else "compiled")
+                 if self.compile else "eager"]
         return ", ".join(parts)
 
 
@@ -94,8 +99,9 @@ def flops_per_token(model, config) -> float:
     return 6 * matmul + 12 * config.n_layers * config.seq_len * config.hidden
 
 
-def levers_for(batch_sizes: list[int], compile_rows: bool) -> list[Lever]:
-    """Rows from the old loop to all levers on, one lever added at a time, then batch size (and fp32)."""
+def levers_for(batch_sizes: list[int], compile_rows: bool, cuda_graphs: bool = False) -> list[Lever]:
+    """Rows from the old loop to all levers on, one lever added at a time (CUDA graphs last, when asked for),
+    then batch size (and fp32)."""
     first = batch_sizes[0]
     rows = [Lever(first, host_sync=True, fused=False, foreach_ema=False),
             Lever(first, fused=False, foreach_ema=False),
@@ -103,6 +109,8 @@ def levers_for(batch_sizes: list[int], compile_rows: bool) -> list[Lever]:
             Lever(first)]
     if compile_rows:
         rows.append(Lever(first, compile=True))
+        if cuda_graphs:
+            rows.append(Lever(first, compile=True, compile_mode="reduce-overhead"))
     for size in batch_sizes[1:]:
         rows.append(Lever(size, compile=compile_rows))
     rows.append(Lever(first, precision="fp32"))
@@ -114,7 +122,7 @@ def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device,
     """(tokens/s of each of ``blocks`` consecutive blocks of ``steps`` training steps, model FLOPs per token)
     with ``lever``'s settings; the device is synchronised at block boundaries only."""
     train = dataclasses.replace(config.train, batch_size=lever.batch_size, precision=lever.precision,
-                                fused_adamw=lever.fused, compile=lever.compile)
+                                fused_adamw=lever.fused, compile=lever.compile, compile_mode=lever.compile_mode)
     config = dataclasses.replace(config, train=train)
     if lever.compile:
         torch._dynamo.reset()  # a fresh static-shape compile for this model and batch size
@@ -123,7 +131,7 @@ def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device,
     configure_device(config, device)
     optimizer = build_optimizer(model, config, device)
     ema = EMA(model, train.ema_decay, foreach=lever.foreach_ema)
-    module = maybe_compile(model, lever.compile)
+    module = maybe_compile(model, lever.compile, lever.compile_mode)
     objective = make_objective(config)
     info = DistInfo(device=device)
     tokens = np.random.default_rng(0).integers(0, config.model.vocab_size, 200_000, dtype=np.uint16)
@@ -211,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated; the first is the base row (default: 64,256 on CUDA, 8 on CPU)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="add a row compiled with CUDA graphs (train.compile_mode=reduce-overhead) after the "
+                             "compiled row (CUDA only)")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
     if args.blocks < 1:
@@ -227,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks["bf16_8192"] = matmul_peak(torch.bfloat16, device, size=8192) if cuda else peaks["bf16"]
     rows, flops = [], {}
     for name in presets:
-        for lever in levers_for(sizes, compile_rows):
+        for lever in levers_for(sizes, compile_rows, args.cuda_graphs):
             row = {"preset": name, "batch": lever.batch_size, "precision": lever.precision, "levers": lever.label}
             rows.append(row)
             try:

@@ -93,11 +93,13 @@ def configure_device(config: RunConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """``torch.compile(model)`` when ``enabled`` (the caller keeps ``model`` itself for state dicts: a compiled
-    module's keys carry an ``_orig_mod.`` prefix). Compilation happens lazily at the first call; ``Stepper``
-    falls back to eager if that fails."""
-    return torch.compile(model) if enabled else model
+def maybe_compile(model: torch.nn.Module, enabled: bool, mode: str = "default") -> torch.nn.Module:
+    """``torch.compile(model, mode=mode)`` when ``enabled`` (the caller keeps ``model`` itself for state dicts: a
+    compiled module's keys carry an ``_orig_mod.`` prefix). Compilation happens lazily at the first call; the
+    training loop falls back to eager if that fails. ``mode``: ``train.compile_mode``."""
+    if not enabled:
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 def _same_model(a: RunConfig, b: RunConfig) -> list[str]:
@@ -146,7 +148,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
         write_json_atomic(run_dir / "config.json", json.loads(config.to_json()))
 
     objective = make_objective(config, denoiser)
-    compiled = maybe_compile(model, train_cfg.compile)
+    compiled = maybe_compile(model, train_cfg.compile, train_cfg.compile_mode)
     wrapped = DistributedDataParallel(compiled) if info.distributed else compiled
     metrics_file = run_dir / "metrics.csv"
     fields = ["step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "val_bpc", "extra"]
