@@ -194,7 +194,7 @@ step bench-sampling 90 "${EDLM[@]}" bench sampling "${SP[@]}" --device "$DEVICE"
 cp "$WORK/sp/sampling.md" "$RES/sampling-t256.md" 2>/dev/null
 cp "$WORK/sp/sampling.json" "$RES/sampling-t256.json" 2>/dev/null
 cp "$WORK/sp/sampling.png" "$RES/sampling-t256.png" 2>/dev/null
-step bench-throughput-small 60 "${EDLM[@]}" bench throughput "${TP_SMALL[@]}" --device "$DEVICE" --out "$WORK/tp-small"
+step bench-throughput-small 100 "${EDLM[@]}" bench throughput "${TP_SMALL[@]}" --device "$DEVICE" --out "$WORK/tp-small"
 cp "$WORK/tp-small/throughput.md" "$RES/throughput-char-small.md" 2>/dev/null
 cp "$WORK/tp-small/throughput.json" "$RES/throughput-char-small.json" 2>/dev/null
 cp "$WORK/tp-small/throughput.png" "$RES/throughput-char-small.png" 2>/dev/null
