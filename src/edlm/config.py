@@ -19,6 +19,20 @@ class ConfigError(EdlmError, ValueError):
     """A bad preset, override or config file; the message names the offending key."""
 
 
+def literal_errors(section, prefix: str | None = None) -> list[str]:
+    """One message per field of the dataclass ``section`` whose value is not among its ``Literal`` choices
+    (e.g. ``train.precision=fp16``, which would otherwise run silently in fp32). Fields are named
+    ``prefix.field=value``, or as flags (``--field-name 'value'``) when ``prefix`` is None."""
+    hints = get_type_hints(type(section))
+    errors = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if get_origin(hints[f.name]) is Literal and value not in get_args(hints[f.name]):
+            name = f"{prefix}.{f.name}={value!r}" if prefix else f"--{f.name.replace('_', '-')} {value!r}"
+            errors.append(f"{name}: expected one of {', '.join(get_args(hints[f.name]))}")
+    return errors
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Transformer sizes. ``vocab_size`` counts real tokens; the network has ``vocab_size + 1`` rows (mask)."""
@@ -170,7 +184,10 @@ class SampleConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Range checks, once, at the boundary (run on construction); ConfigError names the flag."""
+        """Range checks and the Literal fields' choices, once, at the boundary (run on construction); ConfigError
+        names the flag."""
+        for message in literal_errors(self):
+            raise ConfigError(message)
         checks = [
             (self.num >= 1, "--num must be >= 1"),
             (self.steps >= 1, "--steps must be >= 1"),
@@ -351,16 +368,6 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     return config
 
 
-def literal_errors(section, prefix: str) -> list[str]:
-    """One message per field of the dataclass ``section`` whose value is not among its ``Literal`` choices
-    (e.g. ``train.precision=fp16``, which would otherwise run silently in fp32)."""
-    hints = get_type_hints(type(section))
-    errors = []
-    for f in dataclasses.fields(section):
-        if get_origin(hints[f.name]) is Literal and getattr(section, f.name) not in get_args(hints[f.name]):
-            errors.append(f"{prefix}.{f.name}={getattr(section, f.name)!r}: expected one of "
-                          f"{', '.join(get_args(hints[f.name]))}")
-    return errors
 
 
 def validate(config: RunConfig) -> None:
