@@ -123,6 +123,8 @@ CASES = [
      "unknown preset 'huge' (valid: char-tiny, char-small, text8-paper, bpe-small, owt-paper)", ["o"]),
     ("a value outside a setting's choices", TRAIN + ["--data", "{data}", "--out", "{root}/o", "train.precision=fp16"],
      "train.precision='fp16': expected one of bf16, fp32", ["o"]),
+    ("a setting out of range", TRAIN + ["--data", "{data}", "--out", "{root}/o", "train.eval_every=0"],
+     "train.eval_every must be >= 1", ["o"]),
     ("unknown model", TRAIN + ["--data", "{data}", "--out", "{root}/o", "--model", "gpt"],
      "--model 'gpt': unknown model (valid: mdlm, ar, nce)", ["o"]),
     ("unknown energy", SAMPLE + ["--energy", "bert:{run}"],

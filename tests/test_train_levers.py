@@ -106,3 +106,37 @@ def test_a_setting_outside_its_choices_is_refused(override, message):
     with pytest.raises(ConfigError) as error:
         apply_overrides(get_preset("char-tiny"), [override])
     assert str(error.value) == message
+
+
+def test_every_numeric_setting_has_a_range_check():
+    """A numeric model/train field without a check let `train.eval_every=0` end in a ZeroDivisionError traceback
+    and `model.hidden=0` train a model of width 0; a new field must come with its check."""
+    import dataclasses
+
+    from edlm.config import ModelConfig, TrainConfig, range_checks
+
+    checked = {name for name, _, _ in range_checks(get_preset("char-tiny"))}
+    numeric = {f"{prefix}.{f.name}" for prefix, cls in (("model", ModelConfig), ("train", TrainConfig))
+               for f in dataclasses.fields(cls) if f.type in ("int", "float", "tuple[float, float]")}
+    assert numeric and numeric <= checked, sorted(numeric - checked)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.n_heads=0", "model.n_heads must be >= 1"),
+    ("model.hidden=0", "model.hidden must be >= 1 and divisible by model.n_heads"),
+    ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+    ("train.eval_every=0", "train.eval_every must be >= 1"),
+    ("train.log_every=0", "train.log_every must be >= 1"),
+    ("train.ckpt_every=0", "train.ckpt_every must be >= 1"),
+    ("train.eval_batches=0", "train.eval_batches must be >= 1"),
+    ("train.grad_clip=0", "train.grad_clip must be > 0 (it is a norm to clip to)"),
+    ("train.betas=0.9,1.5", "train.betas must be two numbers in [0, 1), e.g. train.betas=0.9,0.999"),
+    ("train.warmup_steps=-1", "train.warmup_steps must be >= 0"),
+])
+def test_out_of_range_settings_are_one_line_errors(override, message):
+    """Each of these used to crash with a traceback (a zero modulus) or train something meaningless."""
+    from edlm.config import ConfigError, apply_overrides
+
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(get_preset("char-tiny"), [override])
+    assert str(error.value) == message

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
 
 from edlm.errors import EdlmError
 
@@ -370,29 +370,53 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
 
 
 
-def validate(config: RunConfig) -> None:
-    """Range checks and the Literal fields' choices, once, at the boundary."""
+def range_checks(config: RunConfig) -> list[tuple[str, Callable[[], bool], str]]:
+    """(field, check, message) for the model and train settings: every numeric field of ModelConfig and
+    TrainConfig has one (a test enforces it). Checks are lazy and run in order, so the divisibility checks only
+    run once n_heads >= 1 is known."""
     m, t = config.model, config.train
-    for message in literal_errors(m, "model") + literal_errors(t, "train"):
-        raise ConfigError(message)
-    checks = [
-        (m.hidden % m.n_heads == 0, "model.hidden must be divisible by model.n_heads"),
-        ((m.hidden // m.n_heads) % 2 == 0, "model.hidden / model.n_heads must be even (rotary embeddings)"),
-        (m.seq_len >= 2, "model.seq_len must be >= 2"),
-        (m.n_layers >= 1, "model.n_layers must be >= 1"),
-        (t.batch_size >= 1, "train.batch_size must be >= 1"),
-        (t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
+    return [
+        ("model.vocab_size", lambda: m.vocab_size >= 2, "model.vocab_size must be >= 2"),
+        ("model.seq_len", lambda: m.seq_len >= 2, "model.seq_len must be >= 2"),
+        ("model.n_layers", lambda: m.n_layers >= 1, "model.n_layers must be >= 1"),
+        ("model.n_heads", lambda: m.n_heads >= 1, "model.n_heads must be >= 1"),
+        ("model.hidden", lambda: m.hidden >= 1 and m.hidden % m.n_heads == 0,
+         "model.hidden must be >= 1 and divisible by model.n_heads"),
+        ("model.hidden", lambda: (m.hidden // m.n_heads) % 2 == 0,
+         "model.hidden / model.n_heads must be even (rotary embeddings)"),
+        ("model.cond_dim", lambda: m.cond_dim >= 1, "model.cond_dim must be >= 1"),
+        ("model.mlp_ratio", lambda: m.mlp_ratio >= 1, "model.mlp_ratio must be >= 1"),
+        ("model.dropout", lambda: 0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        ("train.batch_size", lambda: t.batch_size >= 1, "train.batch_size must be >= 1"),
+        ("train.grad_accum", lambda: t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
          "train.grad_accum must be >= 1 and divide train.batch_size"),
-        (t.lr > 0, "train.lr must be > 0"),
-        (t.max_steps >= 1, "train.max_steps must be >= 1"),
-        (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
-        (0.0 < t.eps_t < 1.0, "train.eps_t must be in (0, 1)"),
-        (t.negatives >= 1, "train.negatives must be >= 1"),
-        (0.0 < t.nce_window <= 1.0, "train.nce_window must be in (0, 1]"),
-        (t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        ("train.lr", lambda: t.lr > 0, "train.lr must be > 0"),
+        ("train.weight_decay", lambda: t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        ("train.betas", lambda: len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas),
+         "train.betas must be two numbers in [0, 1), e.g. train.betas=0.9,0.999"),
+        ("train.warmup_steps", lambda: t.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        ("train.max_steps", lambda: t.max_steps >= 1, "train.max_steps must be >= 1"),
+        ("train.grad_clip", lambda: t.grad_clip > 0, "train.grad_clip must be > 0 (it is a norm to clip to)"),
+        ("train.ema_decay", lambda: 0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        ("train.seed", lambda: t.seed >= 0, "train.seed must be >= 0"),
+        ("train.eval_every", lambda: t.eval_every >= 1, "train.eval_every must be >= 1"),
+        ("train.eval_batches", lambda: t.eval_batches >= 1, "train.eval_batches must be >= 1"),
+        ("train.ckpt_every", lambda: t.ckpt_every >= 1, "train.ckpt_every must be >= 1"),
+        ("train.keep_checkpoints", lambda: t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        ("train.log_every", lambda: t.log_every >= 1, "train.log_every must be >= 1"),
+        ("train.eps_t", lambda: 0.0 < t.eps_t < 1.0, "train.eps_t must be in (0, 1)"),
+        ("train.schedule_eps", lambda: 0.0 < t.schedule_eps < 1.0, "train.schedule_eps must be in (0, 1)"),
+        ("train.negatives", lambda: t.negatives >= 1, "train.negatives must be >= 1"),
+        ("train.nce_window", lambda: 0.0 < t.nce_window <= 1.0, "train.nce_window must be in (0, 1]"),
     ]
-    for ok, message in checks:
-        if not ok:
+
+
+def validate(config: RunConfig) -> None:
+    """The Literal fields' choices, then the range checks, once, at the boundary."""
+    for message in literal_errors(config.model, "model") + literal_errors(config.train, "train"):
+        raise ConfigError(message)
+    for _, ok, message in range_checks(config):
+        if not ok():
             raise ConfigError(message)
 
 
