@@ -11,14 +11,11 @@ import sys
 
 from edlm.config import LikelihoodConfig, SampleConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
-from edlm.flags import add_config_flags, float_in, positive_int
+from edlm.flags import OneLineParser, add_config_flags, float_in, positive_int
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad flags: exit 2 with one line naming the flag (subcommand parsers inherit this class)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+class _Parser(OneLineParser):
+    """The top-level parser (subcommand parsers inherit its one-line errors)."""
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

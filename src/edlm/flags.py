@@ -13,6 +13,25 @@ import types
 import typing
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags: exit 2 with one line naming the flag (subparsers and the benchmarks' parsers use it too)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_ints(name):
+    """A comma-separated list of integers >= 1, e.g. ``--steps 8,16,32``."""
+    single = positive_int(name)
+
+    def parse(text):
+        parts = [part.strip() for part in str(text).split(",") if part.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"{name} needs at least one value, got {text!r}")
+        return [single(part) for part in parts]
+    return parse
+
+
 def positive_int(name):
     def parse(text):
         try:

@@ -16,17 +16,20 @@ import time
 from pathlib import Path
 
 from edlm.bench.common import environment, markdown_table, write_results
+from edlm.flags import OneLineParser, float_in, positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench learning-curve", description=__doc__.split("\n")[0],
+    parser = OneLineParser(prog="edlm bench learning-curve", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
     parser.add_argument("--preset", default="char-small", help="named model + training settings")
     parser.add_argument("--model", default="mdlm", choices=["mdlm", "ar"], help="what to train")
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
+    parser.add_argument("--minutes", type=float_in("--minutes", 0.0, 1e7, low_open=True), default=30.0,
+                        help="wall-clock training budget")
     parser.add_argument("--run", default="runs/learning-curve", help="run folder (continued if it exists)")
-    parser.add_argument("--t-samples", type=int, default=4, help="MDLM only: t draws per test sequence")
+    parser.add_argument("--t-samples", type=positive_int("--t-samples"), default=4,
+                        help="MDLM only: t draws per test sequence")
     parser.add_argument("--skip-train", action="store_true", help="only evaluate and plot the run in --run")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON, markdown and plot")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")

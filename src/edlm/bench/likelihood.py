@@ -14,13 +14,12 @@ Rules the table follows:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.config import LikelihoodConfig
-from edlm.flags import add_config_flags, config_from_args
+from edlm.flags import OneLineParser, add_config_flags, config_from_args
 
 #: the full test split is too slow for the EDLM bound on a CPU; the bench's only default of its own
 BENCH_MAX_SEQUENCES = 64
@@ -68,7 +67,7 @@ def likelihood_table(settings: LikelihoodConfig, config, mdlm, chunks, energies:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench likelihood")
+    parser = OneLineParser(prog="edlm bench likelihood")
     parser.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
     parser.add_argument("--mdlm", required=True, help="run folder of the MDLM denoiser")
     parser.add_argument("--ar", required=True, help="run folder of the AR model (baseline and EDLM-AR energy)")

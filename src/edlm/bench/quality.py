@@ -24,7 +24,6 @@ for a point that is significantly better than the baseline at T = L and faster; 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -42,6 +41,7 @@ from edlm.bench.verdicts import (
     pareto_front,
     rank_settings,
 )
+from edlm.flags import OneLineParser, positive_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +220,7 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench quality", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="edlm bench quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mdlm", required=True, help="MDLM run folder (the denoiser)")
     parser.add_argument("--ar", required=True, help="AR run used as the energy and as the AR baseline")
     parser.add_argument("--judge", required=True, help="run:DIR or hf:DIR_OR_NAME (must not be the energy model)")
@@ -229,13 +229,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated samplers to sweep; the first one's MDLM is the baseline "
                              "(default: %(default)s)")
     parser.add_argument("--steps", default="8,16,32,64,128,256", help="comma-separated T values (default: %(default)s)")
-    parser.add_argument("--num", type=int, default=16, help="samples per setting (default: %(default)s)")
+    parser.add_argument("--num", type=positive_int("--num"), default=16,
+                        help="samples per setting (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every setting")
     parser.add_argument("--grid", default="cpu", choices=["cpu", "full"], help="energy settings (default: %(default)s)")
     parser.add_argument("--methods", help="comma-separated subset of method names")
     parser.add_argument("--metric", default="judge_bpc", choices=["judge_bpc", "gen_ppl"],
                         help="quality metric of the verdicts and the Pareto front (default: %(default)s)")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=positive_int("--bootstrap"), default=2000,
+                        help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
                         help="network precision (categorical draws are float64 either way)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")

@@ -25,7 +25,6 @@ difference". Defaults on CPU are smaller (4 x 64, T = 16, 64).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ from edlm.config import SampleConfig, get_preset
 from edlm.device import resolve_device
 from edlm.diffusion.posterior import draw_candidates
 from edlm.energy.ar import AREnergy
+from edlm.flags import OneLineParser, float_in, positive_int, positive_ints
 from edlm.models import build_model
 from edlm.sampling.generate import generate
 
@@ -117,16 +117,19 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench sampling")
+    parser = OneLineParser(prog="edlm bench sampling")
     parser.add_argument("--run", help="denoiser run folder (default: random-init char-small)")
     parser.add_argument("--energy-run", help="AR run folder for the energy (default: random-init, same size)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
-    parser.add_argument("--num", type=int, help="samples (default: 64 on CUDA, 4 on CPU)")
-    parser.add_argument("--length", type=int, help="sequence length (default: 256 on CUDA, 64 on CPU)")
-    parser.add_argument("--steps", help="comma-separated T (default: 256,1024 on CUDA, 16,64 on CPU)")
+    parser.add_argument("--num", type=positive_int("--num"), help="samples (default: 64 on CUDA, 4 on CPU)")
+    parser.add_argument("--length", type=positive_int("--length"),
+                        help="sequence length (default: 256 on CUDA, 64 on CPU)")
+    parser.add_argument("--steps", type=positive_ints("--steps"),
+                        help="comma-separated T (default: 256,1024 on CUDA, 16,64 on CPU)")
     parser.add_argument("--samplers", default="ancestral,cached", help="comma-separated (default: both)")
     parser.add_argument("--k", type=int, default=4, help="importance-sampling candidates")
-    parser.add_argument("--window", type=float, default=1.0, help="importance-sampling window (fraction of steps)")
+    parser.add_argument("--window", type=float_in("--window", 0.0, 1.0), default=1.0,
+                        help="importance-sampling window (fraction of steps)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="autocast precision")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs of every setting per T, interleaved, for the 95%% intervals "
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     num = args.num or (64 if cuda else 4)
     length = args.length or (256 if cuda else 64)
-    steps_list = [int(s) for s in (args.steps or ("256,1024" if cuda else "16,64")).split(",")]
+    steps_list = args.steps or ([256, 1024] if cuda else [16, 64])
     samplers = [name.strip() for name in args.samplers.split(",") if name.strip()]
     if args.run:
         config, model = load_model(args.run, device=device)

@@ -32,6 +32,7 @@ from pathlib import Path
 from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.config import apply_overrides, get_preset
+from edlm.flags import OneLineParser
 
 
 def throughput(run_dir: Path, tokens_per_step: int) -> tuple[float, int]:
@@ -62,7 +63,7 @@ def run_training(data: Path, out: Path, preset: str, steps: int, processes: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench scaling", description=__doc__.split("\n")[0],
+    parser = OneLineParser(prog="edlm bench scaling", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared corpus folder")
     parser.add_argument("--preset", default="char-small", help="named model + training settings")

@@ -33,7 +33,6 @@ noise, not what changes between runs (clocks, compilation, other jobs on the mac
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -57,6 +56,7 @@ from edlm.bench.common import (
 )
 from edlm.config import RunConfig, get_preset
 from edlm.device import resolve_device
+from edlm.flags import OneLineParser, positive_ints
 from edlm.models import build_model
 from edlm.parallel import DistInfo
 from edlm.training.batches import global_batch
@@ -208,14 +208,14 @@ def table_row(row: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edlm bench throughput")
+    parser = OneLineParser(prog="edlm bench throughput")
     parser.add_argument("--presets", "--preset", default="text8-paper,char-small",
                         help="comma-separated presets (default: text8-paper,char-small)")
     parser.add_argument("--steps", type=int, default=10, help="timed optimiser steps per block (after warm-up)")
     parser.add_argument("--blocks", type=int, default=3,
                         help="timed blocks of --steps steps per row, for the 95%% intervals (default 3; 1 gives "
                              "no interval, e.g. for a compile warm-up)")
-    parser.add_argument("--batch-sizes", "--batch-size",
+    parser.add_argument("--batch-sizes", "--batch-size", type=positive_ints("--batch-sizes"),
                         help="comma-separated; the first is the base row (default: 64,256 on CUDA, 8 on CPU)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--steps {args.steps}: need at least 1 timed step per block")
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    sizes = [int(part) for part in (args.batch_sizes or ("64,256" if cuda else "8")).split(",")]
+    sizes = args.batch_sizes or ([64, 256] if cuda else [8])
     compile_rows = not args.no_compile and cuda  # compiling on a small CPU takes minutes
     presets = [name.strip() for name in args.presets.split(",") if name.strip()]
     configs = {name: get_preset(name) for name in presets}
