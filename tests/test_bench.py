@@ -357,3 +357,18 @@ def test_scaling_runs_one_and_two_gloo_processes(tmp_path, tiny_data):
     result = json.loads((out / "scaling.json").read_text())
     assert result["device"] == "cpu" and [run["processes"] for run in result["runs"]] == [1, 2]
     assert all(run["tokens_per_s"] > 0 for run in result["runs"]) and result["scaling_efficiency"] > 0
+
+
+def test_sampling_profile_counts_host_syncs_per_step(tmp_path):
+    """--profile: one extra run per setting under torch.profiler; the top operators go to a file per setting and
+    the host-synchronising calls per step into the JSON (the loop's `.any()`/`.item()` checks are among them)."""
+    from edlm.bench.sampling_speed import main as sampling_main
+
+    out = tmp_path / "results"
+    assert sampling_main(["--device", "cpu", "--num", "2", "--length", "16", "--steps", "4", "--repeats", "2",
+                          "--samplers", "cached", "--profile", "--out", str(out)]) == 0
+    rows = json.loads((out / "sampling.json").read_text())["rows"]
+    assert [row["profile"]["file"] for row in rows] == ["profile-4-cached-plain.txt", "profile-4-cached-is4.txt"]
+    for row in rows:
+        assert "aten::addmm" in (out / row["profile"]["file"]).read_text()
+        assert row["profile"]["ops_per_step"] > 10 and row["profile"]["syncs_per_step"]["aten::item"] >= 1

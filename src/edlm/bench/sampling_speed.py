@@ -21,6 +21,12 @@ importance-sampling overhead is exp(mean_r log(IS seconds_r / plain seconds_r)) 
 cached sampler's speed-up is exp(mean_r log(ancestral seconds_r / cached seconds_r)) of the same proposal, each
 with the exponentiated t-interval of the mean log ratio; an interval containing 1 reads "no significant
 difference". Defaults on CPU are smaller (4 x 64, T = 16, 64).
+
+``--profile`` runs every setting once more under ``torch.profiler`` (after the timed runs, so the timings are
+unaffected) and writes, per setting, the operators that took the most time (``profile-T-SAMPLER-PROPOSAL.txt``)
+and, in the JSON, the host synchronisations per step (``aten::item``/``_local_scalar_dense``, ``aten::nonzero``,
+CUDA stream/device syncs): where the per-row cache spends its time on a GPU, where launches and syncs, not
+FLOPs, bound a small model.
 """
 
 from __future__ import annotations
@@ -99,6 +105,30 @@ def time_settings(model, config, energy, specs: dict[tuple[str, int], SampleConf
     return seconds, results
 
 
+# operators that make the host wait for the device (a sync each call on CUDA)
+SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "cudaStreamSynchronize",
+            "cudaDeviceSynchronize")
+
+
+def profile_setting(model, config, energy, spec: SampleConfig, device: torch.device, path: Path) -> dict:
+    """One run of ``spec`` under torch.profiler: writes the top operators to ``path`` and returns the calls per
+    step of each host-synchronising operator, the total operator count per step and the file's name."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        generate(model, config, spec, energy)
+        synchronize(device)
+    averages = prof.key_averages()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(averages.table(sort_by=sort, row_limit=20) + "\n")
+    counts = {event.key: event.count for event in averages}
+    return {"file": path.name, "ops_per_step": sum(counts.values()) / spec.steps,
+            "syncs_per_step": {name: counts[name] / spec.steps for name in SYNC_OPS if name in counts}}
+
+
 def table(rows: list[dict]) -> str:
     """The markdown table of the timing rows: means followed by their 95% intervals."""
     cells = []
@@ -134,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs of every setting per T, interleaved, for the 95%% intervals "
                              "(at least 2; default 3)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one run of every setting (top operators, host syncs per step)")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
     if args.repeats < 2:
@@ -169,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                                             batch_size=num, precision=args.precision, k=k, window=args.window)
                  for sampler in samplers for k in (1, args.k)}
         seconds, results = time_settings(model, config, energy, specs, args.repeats, device)
+        profiles = {}
+        for (sampler, k), spec in specs.items() if args.profile else ():
+            name = f"profile-{steps}-{sampler}-{'plain' if k == 1 else f'is{k}'}.txt"
+            profiles[(sampler, k)] = profile_setting(model, config, energy if k > 1 else None, spec, device,
+                                                     Path(args.out) / name)
         for (sampler, k), times in seconds.items():
             mean = geometric_interval(times)
             per_step = mean.scaled(1e3 / steps)
@@ -179,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                    "energy_calls": int(result.extra.get("energy_calls", 0)),
                    "ms_per_step": per_step.value, "ms_per_step_ci95": [per_step.low, per_step.high],
                    "float64_draw_share": draw[("float64", k)] / (mean.value / steps)}
+            if (sampler, k) in profiles:
+                row["profile"] = profiles[(sampler, k)]
             if k > 1:
                 overhead = paired_ratio(times, seconds[(sampler, 1)])
                 row.update(overhead_vs_plain=overhead.value, overhead_vs_plain_ci95=[overhead.low, overhead.high])
