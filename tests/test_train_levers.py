@@ -140,3 +140,20 @@ def test_out_of_range_settings_are_one_line_errors(override, message):
     with pytest.raises(ConfigError) as error:
         apply_overrides(get_preset("char-tiny"), [override])
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("mode, marks_per_step", [("default", 0), ("reduce-overhead", 2)])
+def test_cuda_graph_training_marks_every_micro_step(monkeypatch, tmp_path, tiny_data, mode, marks_per_step):
+    """With CUDA graphs each forward/backward is a new graph iteration (torch.compile's rule for training loops);
+    torch.compile is replaced by the identity here, so this runs on CPU in a second."""
+    from edlm.config import resolve_train_config
+    from edlm.training import loop
+
+    marks = []
+    monkeypatch.setattr(loop.torch, "compile", lambda model, mode=None: model)
+    monkeypatch.setattr(loop.torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    config = resolve_train_config("char-tiny", "mdlm", ["train.compile=true", f"train.compile_mode={mode}",
+                                                        "train.grad_accum=2", "train.max_steps=3",
+                                                        "train.precision=fp32"])
+    loop.train(config, tiny_data, tmp_path / "run", progress=False, device="cpu")
+    assert len(marks) == 3 * marks_per_step

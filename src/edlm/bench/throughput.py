@@ -139,7 +139,8 @@ def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device,
 
     def step(index: int) -> None:
         batch = _to_device(global_batch(tokens, L, B, 0, index, train.eps_t), device)
-        loss, _ = _forward_backward(module, objective, batch, 1, info, lever.precision)
+        loss, _ = _forward_backward(module, objective, batch, 1, info, lever.precision,
+                                    lever.compile and lever.compile_mode == "reduce-overhead")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         if lever.host_sync:
             float(loss), float(norm)

@@ -149,6 +149,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
 
     objective = make_objective(config, denoiser)
     compiled = maybe_compile(model, train_cfg.compile, train_cfg.compile_mode)
+    cuda_graphs = train_cfg.compile and train_cfg.compile_mode == "reduce-overhead"
     wrapped = DistributedDataParallel(compiled) if info.distributed else compiled
     metrics_file = run_dir / "metrics.csv"
     fields = ["step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_loss", "val_bpc", "extra"]
@@ -183,7 +184,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
         model.train()
         try:
             loss_sum, extras = _forward_backward(wrapped, objective, batch, train_cfg.grad_accum, info,
-                                                 train_cfg.precision)
+                                                 train_cfg.precision, cuda_graphs)
         except Exception as error:  # torch.compile failed on first use: note it and train eagerly
             if wrapped is model or info.distributed or steps_here:
                 raise
@@ -191,7 +192,7 @@ def train(config: RunConfig, data_dir: str | Path, run_dir: str | Path, resume: 
             say(f"note: torch.compile failed ({type(error).__name__}: {first_line}); training eagerly "
                 f"(set train.compile=false to skip the attempt)")
             optimizer.zero_grad(set_to_none=True)
-            wrapped = model
+            wrapped, cuda_graphs = model, False
             loss_sum, extras = _forward_backward(wrapped, objective, batch, train_cfg.grad_accum, info,
                                                  train_cfg.precision)
         # gradients are already averaged over ranks here, so every rank sees the same norm
@@ -336,13 +337,17 @@ def _to_device(batch: GlobalBatch, device: torch.device) -> GlobalBatch:
 
 
 def _forward_backward(module, objective: Objective, batch: GlobalBatch, grad_accum: int, info: DistInfo,
-                      precision: str) -> tuple[torch.Tensor, dict[str, float]]:
+                      precision: str, cuda_graphs: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and gradients of one optimiser step over ``grad_accum`` micro-batches.
 
+    ``cuda_graphs``: the module is compiled with CUDA graphs (``train.compile_mode=reduce-overhead``); each
+    micro-step is marked as a new graph iteration, as torch.compile asks of training loops.
     Returns the step's mean loss as a 0-dim float32 tensor on the device (not read back) and the extras.
     """
     loss_sum, extras = torch.zeros((), device=info.device), {}
     for micro in range(grad_accum):
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         part = batch.shard(micro, grad_accum)
         sync = micro == grad_accum - 1 or info.world == 1
         context = module.no_sync() if not sync else nullcontext()
