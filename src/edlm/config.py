@@ -179,6 +179,11 @@ class SampleConfig:
     threshold: float = field(default=0.9, metadata={
         "help": "threshold sampler: reveal every masked position whose top probability exceeds this "
                 "(at least one per step)"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the MDLM denoiser (AR sampling ignores it): fewer kernel launches per step on a "
+                "GPU, where a small model's step is launch-bound; the first call pays the compile, and the cached "
+                "sampler's changing row counts one more (not yet measured on a GPU; on a CPU compiling takes "
+                "minutes)"})
 
     def __post_init__(self):
         self.validate()

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs of every setting per T, interleaved, for the 95%% intervals "
                              "(at least 2; default 3)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the denoiser (SampleConfig.compile); the warm-up run pays the compile")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one run of every setting (top operators, host syncs per step)")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     proposal_name = {1: "plain", args.k: f"IS k={args.k}"}
     for steps in steps_list:
         specs = {(sampler, k): SampleConfig(num=num, steps=steps, length=length, sampler=sampler, seed=0,
-                                            batch_size=num, precision=args.precision, k=k, window=args.window)
+                                            batch_size=num, precision=args.precision, k=k, window=args.window,
+                                            compile=args.compile)
                  for sampler in samplers for k in (1, args.k)}
         seconds, results = time_settings(model, config, energy, specs, args.repeats, device)
         profiles = {}

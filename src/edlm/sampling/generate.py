@@ -147,7 +147,8 @@ def build_sampler(model, config: RunConfig, sample: SampleConfig, energy=None) -
     ``ancestral`` is the uncached reference; every other sampler runs with the per-row cache (where valid)."""
     mask_id = config.model.mask_id
     schedule = schedule_for(config)
-    denoiser = make_denoiser_fn(model, mask_id, sample.precision, schedule)
+    network = torch.compile(model) if sample.compile else model
+    denoiser = make_denoiser_fn(network, mask_id, sample.precision, schedule)
     proposal = FactorizedProposal(mask_id, sample.temperature, sample.top_p)
     if energy is not None:
         proposal = ImportanceProposal(proposal, energy, sample.k, sample.window, sample.energy_temp)
