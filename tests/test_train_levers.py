@@ -157,3 +157,22 @@ def test_cuda_graph_training_marks_every_micro_step(monkeypatch, tmp_path, tiny_
                                                         "train.precision=fp32"])
     loop.train(config, tiny_data, tmp_path / "run", progress=False, device="cpu")
     assert len(marks) == 3 * marks_per_step
+
+
+def test_schedule_eps_is_a_model_setting_and_old_runs_still_load():
+    """The schedule belongs to the trained model (sampling and scoring read it); runs written before the move
+    stored it as train.schedule_eps, and their config.json still loads, with the value carried over."""
+    import json
+
+    from edlm.config import ConfigError, RunConfig, apply_overrides
+    from edlm.diffusion.schedule import schedule_for
+
+    config = apply_overrides(get_preset("char-tiny"), ["model.schedule_eps=0.01"])
+    assert schedule_for(config).eps == 0.01
+    old = json.loads(get_preset("char-tiny").to_json())
+    old["model"].pop("schedule_eps")
+    old["train"]["schedule_eps"] = 0.02
+    loaded = RunConfig.from_dict(old)
+    assert loaded.model.schedule_eps == 0.02 and not hasattr(loaded.train, "schedule_eps")
+    with pytest.raises(ConfigError, match=r"^train.schedule_eps is now model.schedule_eps"):
+        apply_overrides(get_preset("char-tiny"), ["train.schedule_eps=0.01"])

@@ -48,6 +48,9 @@ class ModelConfig:
     time_conditioning: bool = False
     dropout: float = 0.0
     tokenizer: str = "char"  # the data folder's tokenizer name (char, gpt2, bpe:N); checked when data is loaded
+    # the log-linear noise schedule's eps (alpha_t = 1 - (1 - eps) t): part of the trained model, so sampling and
+    # scoring read it from here (schedule_for); stored as train.schedule_eps by runs before it moved
+    schedule_eps: float = 1e-3
 
     @property
     def mask_id(self) -> int:
@@ -75,7 +78,6 @@ class TrainConfig:
     log_every: int = 10
     on_nonfinite: Literal["stop", "skip"] = "stop"
     eps_t: float = 1e-3  # lower end of the training-time range t ~ U[eps_t, 1]
-    schedule_eps: float = 1e-3
     negatives: int = 1  # NCE only: negatives per positive
     nce_window: float = 1.0  # NCE only: draw t in [1 - nce_window, 1]
     # GPU throughput levers (docs/distributed.md, "GPU"); none changes the math of a step.
@@ -100,8 +102,11 @@ class RunConfig:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "RunConfig":
         try:
-            model = _build(ModelConfig, data["model"], "model")
-            train = _build(TrainConfig, data["train"], "train")
+            model_values, train_values = dict(data["model"]), dict(data["train"])
+            if "schedule_eps" in train_values:  # a run from before schedule_eps moved to the model
+                model_values.setdefault("schedule_eps", train_values.pop("schedule_eps"))
+            model = _build(ModelConfig, model_values, "model")
+            train = _build(TrainConfig, train_values, "train")
         except KeyError as error:
             raise ConfigError(f"config is missing the section {error}") from None
         return RunConfig(model=model, train=train, preset=data.get("preset", "custom"))
@@ -363,6 +368,8 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
         parts = key.split(".")
         if len(parts) != 2 or parts[0] not in ("model", "train"):
             raise ConfigError(f"malformed override key {key!r}: expected model.<field> or train.<field>")
+        if key == "train.schedule_eps":
+            raise ConfigError("train.schedule_eps is now model.schedule_eps (the schedule belongs to the model)")
         section = getattr(config, parts[0])
         names = {f.name for f in dataclasses.fields(section)}
         if parts[1] not in names:
@@ -392,6 +399,7 @@ def range_checks(config: RunConfig) -> list[tuple[str, Callable[[], bool], str]]
         ("model.cond_dim", lambda: m.cond_dim >= 1, "model.cond_dim must be >= 1"),
         ("model.mlp_ratio", lambda: m.mlp_ratio >= 1, "model.mlp_ratio must be >= 1"),
         ("model.dropout", lambda: 0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        ("model.schedule_eps", lambda: 0.0 < m.schedule_eps < 1.0, "model.schedule_eps must be in (0, 1)"),
         ("train.batch_size", lambda: t.batch_size >= 1, "train.batch_size must be >= 1"),
         ("train.grad_accum", lambda: t.grad_accum >= 1 and t.batch_size % t.grad_accum == 0,
          "train.grad_accum must be >= 1 and divide train.batch_size"),
@@ -410,7 +418,6 @@ def range_checks(config: RunConfig) -> list[tuple[str, Callable[[], bool], str]]
         ("train.keep_checkpoints", lambda: t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         ("train.log_every", lambda: t.log_every >= 1, "train.log_every must be >= 1"),
         ("train.eps_t", lambda: 0.0 < t.eps_t < 1.0, "train.eps_t must be in (0, 1)"),
-        ("train.schedule_eps", lambda: 0.0 < t.schedule_eps < 1.0, "train.schedule_eps must be in (0, 1)"),
         ("train.negatives", lambda: t.negatives >= 1, "train.negatives must be >= 1"),
         ("train.nce_window", lambda: 0.0 < t.nce_window <= 1.0, "train.nce_window must be in (0, 1]"),
     ]

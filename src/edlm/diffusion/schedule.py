@@ -52,4 +52,4 @@ def make_schedule(name: str = "loglinear", eps: float = 1e-3) -> LogLinearSchedu
 
 def schedule_for(config) -> LogLinearSchedule:
     """The schedule a model was trained with, from its ``RunConfig``: the one place sampling and scoring read it."""
-    return make_schedule(eps=config.train.schedule_eps)
+    return make_schedule(eps=config.model.schedule_eps)
