@@ -24,9 +24,9 @@ difference". Defaults on CPU are smaller (4 x 64, T = 16, 64).
 
 ``--profile`` runs every setting once more under ``torch.profiler`` (after the timed runs, so the timings are
 unaffected) and writes, per setting, the operators that took the most time (``profile-T-SAMPLER-PROPOSAL.txt``)
-and, in the JSON, the host synchronisations per step (``aten::item``/``_local_scalar_dense``, ``aten::nonzero``,
-CUDA stream/device syncs): where the per-row cache spends its time on a GPU, where launches and syncs, not
-FLOPs, bound a small model.
+and, in the JSON, the host synchronisations per step (``bench.common.HostSyncCounter``: value reads, nonzero,
+boolean-mask indexing; counted the same on any device): where the time goes on a GPU, where launches and
+syncs, not FLOPs, bound a small model.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import torch
 from edlm.bench import BenchError
 from edlm.bench.common import (
     Estimate,
+    HostSyncCounter,
     environment,
     format_interval,
     format_ratio,
@@ -105,14 +106,9 @@ def time_settings(model, config, energy, specs: dict[tuple[str, int], SampleConf
     return seconds, results
 
 
-# operators that make the host wait for the device (a sync each call on CUDA)
-SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "cudaStreamSynchronize",
-            "cudaDeviceSynchronize")
-
-
 def profile_setting(model, config, energy, spec: SampleConfig, device: torch.device, path: Path) -> dict:
-    """One run of ``spec`` under torch.profiler: writes the top operators to ``path`` and returns the calls per
-    step of each host-synchronising operator, the total operator count per step and the file's name."""
+    """One run of ``spec`` under torch.profiler (the top operators go to ``path``) and one under
+    ``HostSyncCounter``; returns the file's name, operators per step and host syncs per step (by operation)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -124,9 +120,11 @@ def profile_setting(model, config, energy, spec: SampleConfig, device: torch.dev
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(averages.table(sort_by=sort, row_limit=20) + "\n")
-    counts = {event.key: event.count for event in averages}
-    return {"file": path.name, "ops_per_step": sum(counts.values()) / spec.steps,
-            "syncs_per_step": {name: counts[name] / spec.steps for name in SYNC_OPS if name in counts}}
+    with HostSyncCounter() as syncs:
+        generate(model, config, spec, energy)
+    return {"file": path.name, "ops_per_step": sum(event.count for event in averages) / spec.steps,
+            "host_syncs_per_step": syncs.total / spec.steps,
+            "host_syncs_by_op": {name: count / spec.steps for name, count in sorted(syncs.counts.items())}}
 
 
 def table(rows: list[dict]) -> str:

@@ -25,23 +25,29 @@ from edlm.sampling.mdlm import AncestralStep, FactorizedProposal
 
 
 class ReusedX0:
-    """Proposal wrapper the loop installs when caching: rows unchanged since the last step keep their x0."""
+    """Proposal wrapper the loop installs when caching: rows unchanged since the last step keep their x0.
+
+    Before each step the loop sets ``fresh``: the indices (n,) int64 of the rows whose x_t changed (the same rows
+    whose denoiser output it recomputed), or None for all rows; only those draw a new x0.
+    """
 
     def __init__(self, inner: Proposal):
         self.inner = inner
         self.x0: torch.Tensor | None = None  # (B, L) last step's x0
-        self.valid: torch.Tensor | None = None  # (B,) bool: row unchanged since then
+        self.fresh: torch.Tensor | None = None  # (n,) rows that need a new x0; None: all
 
     def __call__(self, log_probs, x_t, t, generator):
-        if self.x0 is None or not self.inner.reuse_allowed(t) or not self.valid.any():
+        fresh = self.fresh
+        if self.x0 is None or fresh is None or fresh.numel() == x_t.shape[0] or not self.inner.reuse_allowed(t):
             return self.inner(log_probs, x_t, t, generator)
-        x0, fresh = self.x0.clone(), ~self.valid
-        if fresh.any():
-            x0[fresh] = self.inner(log_probs[fresh], x_t[fresh], t, generator)
+        x0 = self.x0.clone()
+        if fresh.numel():
+            x0.index_copy_(0, fresh, self.inner(log_probs.index_select(0, fresh), x_t.index_select(0, fresh), t,
+                                                generator))
         return x0
 
-    def update(self, x0: torch.Tensor, changed_rows: torch.Tensor) -> None:
-        self.x0, self.valid = x0, ~changed_rows
+    def update(self, x0: torch.Tensor) -> None:
+        self.x0 = x0
 
     def reuse_allowed(self, t: float) -> bool:
         return self.inner.reuse_allowed(t)
@@ -86,23 +92,27 @@ class MaskedDiffusionSampler:
         grid = time_grid(iterations, self.t_min).to(x_t.device)
         t = torch.ones(B, dtype=torch.float64, device=x_t.device)  # (B,) each row's current time
         log_probs: torch.Tensor | None = None  # (B, L, V + 1) cache
-        stale = torch.ones(B, dtype=torch.bool, device=x_t.device)  # rows whose cache is out of date
+        stale: torch.Tensor | None = None  # (n,) rows whose cache is out of date; None: all of them
         nfe, rows = 0, 0
         for index in range(iterations):
             if not (x_t == self.mask_id).any():
                 break  # nothing left to reveal: further steps would change nothing
             log_probs, calls, evaluated = self._denoise(x_t, t, log_probs, stale)
             nfe, rows = nfe + calls, rows + evaluated
-            out = step.step(log_probs, x_t, t, grid[index + 1].expand(B), generator)
-            stale = out.changed_rows if self.cached else torch.ones_like(out.changed_rows)
             if reuse is not None:
-                reuse.update(out.x0, out.changed_rows)
+                reuse.fresh = stale  # the rows whose x_t changed are also the rows that need a new x0
+            out = step.step(log_probs, x_t, t, grid[index + 1].expand(B), generator)
+            # one host sync per step for the cache: the changed rows' indices, used by the denoiser call and x0
+            stale = out.changed_rows.nonzero().squeeze(1) if self.cached else None
+            if reuse is not None:
+                reuse.update(out.x0)
             x_t, t = out.x_s, out.t_s
             if progress is not None:
                 progress(index)
         remaining = (x_t == self.mask_id).any(-1)
         if remaining.any():  # greedy fill of whatever is still masked
-            log_probs, calls, evaluated = self._denoise(x_t, t, log_probs, stale & remaining)
+            needed = None if stale is None else stale[remaining.index_select(0, stale)]  # stale and still masked
+            log_probs, calls, evaluated = self._denoise(x_t, t, log_probs, needed)
             nfe, rows = nfe + calls, rows + evaluated
             greedy = log_probs.argmax(-1)
             x_t = torch.where(x_t == self.mask_id, greedy, x_t)
@@ -111,11 +121,14 @@ class MaskedDiffusionSampler:
     def _call(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.denoiser(x_t, t) if self.time_conditioned else self.denoiser(x_t)
 
-    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, cache: torch.Tensor | None, stale: torch.Tensor):
-        """Recompute the denoiser for stale rows only. Returns (log_probs, calls, rows evaluated)."""
-        if cache is None or not self.cached or stale.all():
+    def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, cache: torch.Tensor | None,
+                 stale: torch.Tensor | None):
+        """Recompute the denoiser for the rows ``stale`` (n,) int64 only (None: every row). Returns (log_probs,
+        calls, rows evaluated). Index tensors, not boolean masks: a mask costs a host sync per use on a GPU."""
+        if cache is None or not self.cached or stale is None or stale.numel() == x_t.shape[0]:
             return self._call(x_t, t), 1, x_t.shape[0]
-        if not stale.any():
+        if stale.numel() == 0:
             return cache, 0, 0
-        cache[stale] = self._call(x_t[stale], t[stale])  # in place: the sampler holds no other reference
-        return cache, 1, int(stale.sum())
+        # in place: the sampler holds no other reference
+        cache.index_copy_(0, stale, self._call(x_t.index_select(0, stale), t.index_select(0, stale)))
+        return cache, 1, stale.numel()
