@@ -204,17 +204,26 @@ def format_ratio(estimate: Estimate) -> str:
     return f"{estimate.value:.2f}x ({estimate.low:.2f}..{estimate.high:.2f})"
 
 
-def interval_plot(labels: list[str], estimates: list[Estimate | None], path: Path, xlabel: str,
-                  title: str) -> list[str]:
-    """A point per label with its 95% interval as a whisker (a point without an interval has none), on a log
-    axis: the intervals are multiplicative, and a few repeats can give a long upper whisker. Returns [path], or
-    [] when matplotlib is missing (the JSON and markdown carry the same numbers)."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is missing (plots are optional:
+    every figure's numbers are in the JSON and markdown too)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def interval_plot(labels: list[str], estimates: list[Estimate | None], path: Path, xlabel: str,
+                  title: str) -> list[str]:
+    """A point per label with its 95% interval as a whisker (a point without an interval has none), on a log
+    axis: the intervals are multiplicative, and a few repeats can give a long upper whisker. Returns [path], or
+    [] when matplotlib is missing (the JSON and markdown carry the same numbers)."""
+    plt = pyplot()
+    if plt is None:
         return []
     values = [e.value if e else float("nan") for e in estimates]
     errors = [[e.value - e.low if e else 0.0 for e in estimates], [e.high - e.value if e else 0.0 for e in estimates]]

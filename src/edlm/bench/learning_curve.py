@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from edlm.bench.common import environment, markdown_table, write_results
+from edlm.bench.common import environment, markdown_table, pyplot, write_results
 from edlm.flags import OneLineParser, float_in, positive_int
 
 
@@ -98,12 +98,8 @@ def curve_from_metrics(path: Path) -> list[dict]:
 
 
 def plot_curve(curve: list[dict], test: dict, path: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axis = plt.subplots(figsize=(6, 4))

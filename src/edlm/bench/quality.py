@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from edlm.bench import BenchError
-from edlm.bench.common import environment, markdown_table, write_results
+from edlm.bench.common import environment, markdown_table, pyplot, write_results
 from edlm.bench.verdicts import (
     BASELINE_METHOD,
     ENTROPY_TOLERANCE,
@@ -105,14 +105,10 @@ def draw_samples(model, config, sampler: str, steps: int, method: Method, energy
 def plot(rows: list[dict], front: list[dict], metric: str, out: Path) -> list[str]:
     """quality.png: (1) ``metric`` vs seconds per sample with the Pareto front, (2) gen-PPL vs T,
     (3) entropy vs T; 95% intervals as error bars; log axes, T axes labelled at the sampled T values."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import FixedLocator, NullLocator
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
+    from matplotlib.ticker import FixedLocator, NullLocator
     settings = sorted({r["setting"] for r in rows if r["setting"] != "ar"}, key=lambda s: (BASELINE_METHOD not in s, s))
     steps = sorted({r["steps"] for r in rows if r["setting"] != "ar"})
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
