@@ -33,11 +33,10 @@ def positive_ints(name):
 
 
 def positive_int(name):
+    whole = integer(name)
+
     def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        value = whole(text)
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {value}")
         return value
