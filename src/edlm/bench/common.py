@@ -8,9 +8,11 @@ import json
 import math
 import platform
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def environment(device: torch.device | str | None = None) -> dict:
@@ -243,11 +245,11 @@ def interval_plot(labels: list[str], estimates: list[Estimate | None], path: Pat
     return [str(path)]
 
 
-class HostSyncCounter:
+class HostSyncCounter(TorchDispatchMode):
     """Counts, while active, the operations that make the host wait for the device on a GPU: reading a value
     (``.item()``, ``if tensor``: ``_local_scalar_dense``/``is_nonzero``), ``nonzero``, and indexing or assigning
-    with a boolean mask (its size must reach the host). A TorchDispatchMode sees each op on any device, so the
-    count is the same on a CPU as it would be on CUDA. ``counts``: {op: calls}.
+    with a boolean mask (its size must reach the host). A dispatch mode sees each op on any device, so the count
+    is the same on a CPU as it would be on CUDA. ``counts``: {op: calls}.
 
         with HostSyncCounter() as syncs:
             generate(...)
@@ -258,32 +260,18 @@ class HostSyncCounter:
     MASK_OPS = ("aten.index", "aten.index_put_", "aten.index_put")
 
     def __init__(self):
-        from collections import Counter
-
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        counter = self
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                name = str(func.overloadpacket)
-                if name in counter.VALUE_OPS:
-                    counter.counts[name] += 1
-                elif name in counter.MASK_OPS and len(args) > 1 and any(
-                        isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in args[1] or []):
-                    counter.counts[f"{name} (boolean mask)"] += 1
-                return func(*args, **(kwargs or {}))
-
+        super().__init__()
         self.counts: Counter = Counter()
-        self._mode = _Mode()
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def __enter__(self) -> "HostSyncCounter":
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if name in self.VALUE_OPS:
+            self.counts[name] += 1
+        elif name in self.MASK_OPS and len(args) > 1 and any(
+                isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in args[1] or []):
+            self.counts[f"{name} (boolean mask)"] += 1
+        return func(*args, **(kwargs or {}))
