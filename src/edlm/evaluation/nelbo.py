@@ -8,7 +8,6 @@ per sequence reduce variance).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -40,7 +39,7 @@ def summarize(per_sequence: torch.Tensor, seq_len: int, chars_per_token: float =
 def mdlm_nelbo_per_sequence(model, chunks: torch.Tensor, schedule: LogLinearSchedule, mask_id: int,
                             t_samples: int = 1, batch_size: int = 32, seed: int = 0, eps_t: float = 1e-3,
                             precision: str = "fp32", progress: bool = False,
-                            log_probs_hook: Callable | None = None, first_batch: int = 0) -> torch.Tensor:
+                            first_batch: int = 0) -> torch.Tensor:
     """Continuous-time NELBO of every chunk (N, L) -> (N,) nats/token, averaged over ``t_samples`` draws.
 
     t is stratified across each evaluation batch. Batch b (rows b * batch_size ...) draws its ``t_samples``

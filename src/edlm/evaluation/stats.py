@@ -30,7 +30,6 @@ import numpy as np
 LN2 = math.log(2.0)
 METRICS = ("gen_ppl", "judge_bpc", "entropy_bits")
 DEFAULT_RESAMPLES = 2000
-METRIC_NAMES = {"gen_ppl": "gen-PPL", "judge_bpc": "judge bpc", "entropy_bits": "entropy", "mauve": "MAUVE"}
 
 
 @dataclass(frozen=True)
