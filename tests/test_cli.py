@@ -223,10 +223,13 @@ def test_subword_runs_sample_decode_and_judge_through_the_cli(tmp_path, capsys):
 
 def test_a_library_caller_gets_the_same_choice_check_as_the_flags():
     """argparse offers choices on the command line; a SampleConfig built in Python is checked the same way."""
-    from edlm.config import ConfigError, SampleConfig
+    from edlm.config import ConfigError
+    from edlm.sampling import SampleConfig
 
     with pytest.raises(ConfigError, match=r"^--precision 'fp16': expected one of fp32, bf16$"):
         SampleConfig(precision="fp16")
     with pytest.raises(ConfigError, match=r"^--energy-mode 'half': expected one of coar, full$"):
         SampleConfig(energy_mode="half")
-    assert SampleConfig(sampler="remdm", remask="loop").remask == "loop"
+    with pytest.raises(ConfigError, match=r"^--remask 'sometimes': expected one of cap, rescale, conf"):
+        SampleConfig.of(sampler="remdm", remask="sometimes")
+    assert SampleConfig.of(sampler="remdm", remask="loop").options_for().remask == "loop"

@@ -192,7 +192,7 @@ def test_hf_energy_refuses_what_it_cannot_score(tmp_path):
         make_energy(f"hf:{tmp_path / 'missing'}", denoiser)
     with pytest.raises(EnergyError, match=r"expected hf:DIR_OR_NAME"):
         make_energy("hf", denoiser)
-    with pytest.raises(EnergyError, match="--energy-mode 'sum'"):
+    with pytest.raises(EnergyError, match="unknown AR energy mode 'sum'"):
         make_energy(f"hf:{folder}", denoiser, mode="sum")
     # pickle-based weights only: refused without being read
     pickled = tmp_path / "pickled"

@@ -449,17 +449,16 @@ def test_greedy_fill_cost_is_minus_log_of_the_unfilled_probability():
 
 @pytest.mark.parametrize("k, cached", [(2, True), (3, False), (4, True)])
 def test_real_importance_sampler_matches_the_exact_distribution(k, cached):
-    """MaskedDiffusionSampler + ImportanceProposal (the code `edlm sample` runs), 60,000 independent rows:
+    """MaskedDiffusionSampler + ImportanceSampler (the code `edlm sample` runs), 60,000 independent rows:
     the empirical distribution over V^L matches ``exact_sampler_distribution`` (chi-square, 7 dof, p = 1e-3),
     and is far from the plain MDLM sampler's (so the test can fail)."""
-    from edlm.sampling.importance import ImportanceProposal
+    from edlm.sampling.importance import ImportanceSampler
     from edlm.sampling.loop import MaskedDiffusionSampler
-    from edlm.sampling.mdlm import FactorizedProposal
 
     steps, window, t_min, rows = 3, 0.6, 0.3, 60000
     denoiser, energy = wrong_denoiser(), exact_energy(P_STAR, V)
-    proposal = ImportanceProposal(FactorizedProposal(V), energy, num_candidates=k, window=window)
-    sampler = MaskedDiffusionSampler(denoiser, SCHEDULE, V, steps, proposal, cached=cached, t_min=t_min)
+    sampler = MaskedDiffusionSampler(denoiser, SCHEDULE, V, steps, importance=ImportanceSampler(energy, k, window),
+                                     cached=cached, t_min=t_min)
     tokens = sampler.sample(torch.full((rows, L), V), torch.Generator().manual_seed(k)).tokens
     counts = torch.bincount(sequence_index(tokens, V), minlength=V ** L).double()
     plan = make_step_plan(SCHEDULE, steps, window, k, t_min=t_min)

@@ -216,7 +216,7 @@ def test_cli_trains_nce_and_samples_with_it(tiny_data, denoiser_run, tmp_path, c
                  "--num", "2", "--steps", "8", "--json", "--device", "cpu"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert len(record["samples"]) == 2 and all(len(s) == 32 for s in record["samples"])
-    assert record["is_steps"] > 0
+    assert record["energy_calls"] > 0
     # a mismatched denoiser is refused with a message naming the flag
     assert main(["train", "--data", str(tiny_data), "--preset", "char-tiny", "--model", "nce", "--denoiser",
                  str(denoiser_run), "--out", str(tmp_path / "bad"), "--max-steps", "1", "--device", "cpu",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edlm.config import LikelihoodConfig, SampleConfig
+from edlm.config import LikelihoodConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
 from edlm.flags import OneLineParser, add_config_flags, float_in, positive_int
 
@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser("sample", help="generate text (MDLM, EDLM importance sampling, or the AR baseline)")
     sa.add_argument("--run", required=True, help="run folder of a trained MDLM denoiser (or an AR model)")
-    add_config_flags(sa, SampleConfig)
+    from edlm.sampling.config import add_sample_flags
+
+    add_sample_flags(sa)
     sa.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     sa.add_argument("--out", help="also write the JSON result (samples, settings, timings) to this file")
     sa.add_argument("--json", action="store_true", help="print one JSON object instead of the texts")

@@ -172,12 +172,11 @@ def cmd_sample(args) -> int:
     from tqdm.auto import tqdm
 
     from edlm.checkpoint import load_model, load_run_tokenizer
-    from edlm.config import SampleConfig
-    from edlm.flags import config_from_args
     from edlm.parallel import batches_of, cleanup, gather_to_rank0, init_from_env, shard
+    from edlm.sampling.config import sample_config_from_args
     from edlm.sampling.generate import build_template, generate, merge_sample_stats
 
-    sample = config_from_args(SampleConfig, args)
+    sample = sample_config_from_args(args)
     info = init_from_env(args.device)
     device = str(info.device)
     config, model = load_model(args.run, device=device)
@@ -212,7 +211,7 @@ def cmd_sample(args) -> int:
         texts, result = generate(model, config, sample, energy, progress=bar.update,
                                  batches=batches_of(rows, sample.batch_size), tokenizer=tokenizer)
         bar.close()
-        stats = {"nfe": result.nfe, "nfe_per_sequence": result.nfe_rows, **result.extra}
+        stats = result.costs()
     else:
         raise UserError(f"--run {args.run}: cannot sample from an {config.model.kind!r} model; pass it as "
                         f"--energy nce:{args.run} with the denoiser's --run")

@@ -19,7 +19,7 @@ class ConfigError(EdlmError, ValueError):
     """A bad preset, override or config file; the message names the offending key."""
 
 
-def _raise_first_error(config, checks: list[tuple[bool, str]]) -> None:
+def raise_first_error(config, checks: list[tuple[bool, str]]) -> None:
     """ConfigError with the first bad Literal field of the flag-level ``config``, else the first failed check."""
     for message in literal_errors(config) + [message for ok, message in checks if not ok]:
         raise ConfigError(message)
@@ -118,110 +118,6 @@ class RunConfig:
         return RunConfig(model=model, train=train, preset=data.get("preset", "custom"))
 
 
-SamplerName = Literal["ancestral", "cached", "first-hitting", "confidence", "remdm", "semi-ar", "threshold"]
-InnerSamplerName = Literal["ancestral", "cached", "first-hitting", "confidence", "remdm", "threshold"]
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """Every knob of ``edlm sample`` (masked diffusion, optionally with EDLM importance sampling).
-
-    One default per knob, written here only; the CLI flag is the field name with '_' -> '-', its help the
-    ``help`` metadata. Construction checks the ranges (``validate``), naming the flag.
-    """
-
-    num: int = field(default=4, metadata={"help": "number of sequences to draw"})
-    steps: int = field(default=256, metadata={
-        "help": "reverse steps T (network calls at most T, fewer with the cache; first-hitting and threshold use "
-                "at most L; semi-ar gives each block T // blocks)"})
-    length: int | None = field(default=None, metadata={
-        "help": "sequence length (default: the model's seq_len)"})
-    sampler: SamplerName = field(default="cached", metadata={
-        "help": "ancestral (uncached reference) | cached (same samples, skips rows that did not change) | "
-                "first-hitting (exact, one token per call) | confidence (reveal the most confident first) | "
-                "remdm (may remask revealed tokens) | semi-ar (blocks left to right, --inner inside each) | "
-                "threshold (reveal every position more confident than --threshold)"})
-    seed: int = field(default=0, metadata={
-        "help": "random seed; sample i depends only on (seed, i // batch-size), so batches can be sharded"})
-    temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the x0 draws (> 0)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus filter of the x0 draws, in (0, 1]"})
-    prompt: str | None = field(default=None, metadata={
-        "help": "fixed prefix (char models: normalised to the alphabet; subword models: encoded by the tokenizer)"})
-    infill: str | None = field(default=None, metadata={
-        "help": "char models: template with '_' for each blank character, every other character stays at its "
-                "position; subword models: text with [blank:N] for N tokens to fill"})
-    energy: str | None = field(default=None, metadata={
-        "help": "importance-sampling energy: zero | ar:RUN_DIR (an edlm AR run) | hf:DIR_OR_NAME (a Hugging Face "
-                "causal LM sharing the tokenizer: a local folder or a Hub name) | nce:RUN_DIR (a trained energy "
-                "network); default none: plain MDLM"})
-    energy_mode: Literal["coar", "full"] = field(default="coar", metadata={
-        "help": "AR energy: coar (score masked positions only, the paper's) or full"})
-    k: int = field(default=2, metadata={
-        "help": "importance-sampling candidates per step (the paper's setting: 2); 1 = plain MDLM"})
-    window: float = field(default=0.2, metadata={
-        "help": "importance sampling runs for t >= 1 - window (the paper's setting: 0.2); 0 = never"})
-    energy_temp: float = field(default=1.0, metadata={"help": "resampling temperature: softmax(-E / energy-temp)"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per network call"})
-    precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
-        "help": "network precision (sampling itself is always float64)"})
-    keep_eos: bool = field(default=False, metadata={
-        "help": "subword models: keep the whole row instead of cutting each sample at its first end-of-text token"})
-    order: Literal["max-prob", "margin", "entropy"] = field(default="max-prob", metadata={
-        "help": "confidence sampler: score of a masked position (probability of its x0 token, top-2 margin, "
-                "or minus the entropy)"})
-    order_temp: float = field(default=0.0, metadata={
-        "help": "confidence sampler: Gumbel noise scale on the scores (0 = greedy order)"})
-    remask: Literal["cap", "rescale", "conf", "loop"] = field(default="cap", metadata={
-        "help": "remdm: remasking probability sigma_t = min(eta, sigma_max) (cap), eta * sigma_max (rescale), "
-                "cap shared by softmax(-confidence) over the revealed tokens (conf), or cap inside "
-                "[remask-off, remask-on] with alpha held fixed and plain MDLM outside (loop)"})
-    eta: float = field(default=0.02, metadata={
-        "help": "remdm: remasking strength in [0, 1] (0 = plain MDLM)"})
-    remask_on: float = field(default=0.55, metadata={
-        "help": "remdm loop: grid time t_on where the loop phase (alpha held, remasking) starts"})
-    remask_off: float = field(default=0.05, metadata={
-        "help": "remdm loop: grid time t_off where the loop phase ends (then MDLM reveals the rest)"})
-    remask_alpha_on: float = field(default=0.9, metadata={
-        "help": "remdm loop: fraction of tokens revealed (alpha) held during the loop phase"})
-    block: int = field(default=32, metadata={
-        "help": "semi-ar: block length; blocks are sampled left to right, steps split evenly among them"})
-    inner: InnerSamplerName = field(default="ancestral", metadata={
-        "help": "semi-ar: the sampler run inside each block"})
-    threshold: float = field(default=0.9, metadata={
-        "help": "threshold sampler: reveal every masked position whose top probability exceeds this "
-                "(at least one per step)"})
-    compile: bool = field(default=False, metadata={
-        "help": "torch.compile the MDLM denoiser (AR sampling ignores it): fewer kernel launches per step on a "
-                "GPU, where a small model's step is launch-bound; the first call pays the compile, and the cached "
-                "sampler's changing row counts one more (not yet measured on a GPU; on a CPU compiling takes "
-                "minutes)"})
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        """Range checks and the Literal fields' choices, once, at the boundary (run on construction); ConfigError
-        names the flag."""
-        _raise_first_error(self, [
-            (self.num >= 1, "--num must be >= 1"),
-            (self.steps >= 1, "--steps must be >= 1"),
-            (self.length is None or self.length >= 1, "--length must be >= 1"),
-            (self.temperature > 0, "--temperature must be > 0"),
-            (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
-            (self.k >= 1, "--k must be >= 1"),
-            (0.0 <= self.window <= 1.0, "--window must be in [0, 1]"),
-            (self.energy_temp > 0, "--energy-temp must be > 0"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (self.order_temp >= 0, "--order-temp must be >= 0"),
-            (0.0 <= self.eta <= 1.0, "--eta must be in [0, 1]"),
-            (0.0 < self.remask_off < self.remask_on < 1.0, "--remask-off and --remask-on need "
-                                                            "0 < remask-off < remask-on < 1"),
-            (0.0 < self.remask_alpha_on < 1.0, "--remask-alpha-on must be in (0, 1)"),
-            (self.block >= 1, "--block must be >= 1"),
-            (0.0 <= self.threshold <= 1.0, "--threshold must be in [0, 1]"),
-        ])
-
-
 def _build(cls, values: dict[str, Any], prefix: str):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
@@ -277,7 +173,7 @@ class LikelihoodConfig:
     def __post_init__(self) -> None:
         """Range checks and the Literal fields' choices, once, on construction; raises ``ConfigError`` naming the
         flag (``--field-name``)."""
-        _raise_first_error(self, [
+        raise_first_error(self, [
             (self.t_samples >= 1, "--t-samples must be >= 1"),
             (self.max_sequences is None or self.max_sequences >= 1, "--max-sequences must be >= 1"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),

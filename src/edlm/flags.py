@@ -95,21 +95,20 @@ def _finite_float(name):
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class, skip: tuple[str, ...] = (),
-                     types_override: dict | None = None, defaults: dict | None = None) -> None:
+def add_config_flags(parser, config_class, defaults: dict | None = None) -> None:
     """One flag per field of a frozen config dataclass: ``--field-name``, default and help from the field.
 
     The field's ``metadata["help"]`` is the help text (so each default and explanation is written once, in the
-    config); ``Literal`` fields become choices, bools become ``--x/--no-x``. Range checks stay in the config's own
+    config); ``Literal`` fields become choices, bools become ``--x/--no-x``; a field whose metadata says
+    ``"flag": False`` gets none. ``parser`` may be an argument group. Range checks stay in the config's own
     validation (``__post_init__``), which names the flag.
     """
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
-        if field.name in skip:
+        if field.metadata.get("flag", True) is False:
             continue
         flag = "--" + field.name.replace("_", "-")
         kwargs = dict(_flag_type(hints[field.name], flag))
-        kwargs.update((types_override or {}).get(field.name, {}))
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         default = (defaults or {}).get(field.name, default)
         parser.add_argument(flag, dest=field.name, default=default, help=field.metadata.get("help", " "), **kwargs)

@@ -17,7 +17,8 @@ from pathlib import Path
 def run_demo(out: Path, minutes: float, quick: bool, device: str | None = None) -> int:
     from edlm.bench import quality
     from edlm.checkpoint import latest_valid_checkpoint, load_model
-    from edlm.config import SampleConfig, resolve_train_config
+    from edlm.config import resolve_train_config
+    from edlm.sampling.config import SampleConfig
     from edlm.data import DataError, eval_chunks, load_meta, load_split, prepare_corpus
     from edlm.device import resolve_device
     from edlm.diffusion.schedule import schedule_for

@@ -88,14 +88,13 @@ def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list
 def draw_samples(model, config, sampler: str, steps: int, method: Method, energy, num: int, seed: int,
                  batch_size: int, precision: str, tokenizer=None) -> tuple[list[str], dict]:
     """Sample ``num`` texts of the model's length with one setting -> (texts, timing/NFE stats)."""
-    from edlm.config import SampleConfig
+    from edlm.sampling.config import SampleConfig
     from edlm.sampling.generate import generate
 
     spec = SampleConfig(num=num, steps=steps, length=config.model.seq_len, sampler=sampler, seed=seed,
                         k=method.k, window=method.window, batch_size=batch_size, precision=precision)
     texts, result = generate(model, config, spec, energy, tokenizer=tokenizer)
-    return texts, {"seconds": result.seconds, "nfe": result.nfe, "nfe_per_sequence": result.nfe_rows,
-                   **{f"energy_{key}": value for key, value in result.extra.items()}}
+    return texts, {"seconds": result.seconds, **result.costs()}
 
 
 # ----------------------------------------------------------------------------------------------------------

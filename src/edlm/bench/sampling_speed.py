@@ -52,7 +52,8 @@ from edlm.bench.common import (
     write_results,
 )
 from edlm.checkpoint import load_model
-from edlm.config import SampleConfig, get_preset
+from edlm.config import get_preset
+from edlm.sampling.config import SampleConfig
 from edlm.device import resolve_device
 from edlm.diffusion.posterior import draw_candidates
 from edlm.energy.ar import AREnergy
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"T": steps, "sampler": sampler, "proposal": proposal_name[k], "seconds_repeats": times,
                    "seconds": mean.value, "seconds_ci95": [mean.low, mean.high],
                    "seconds_per_sample": mean.value / num, "denoiser_calls": result.nfe,
-                   "energy_calls": int(result.extra.get("energy_calls", 0)),
+                   "energy_calls": result.energy_calls,
                    "ms_per_step": per_step.value, "ms_per_step_ci95": [per_step.low, per_step.high],
                    "float64_draw_share": draw[("float64", k)] / (mean.value / steps)}
             if (sampler, k) in profiles:

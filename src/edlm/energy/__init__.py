@@ -1,50 +1,75 @@
 """Energies by name: ``zero``, ``ar:RUN_DIR`` (modes coar/full), ``hf:DIR_OR_NAME`` (a local folder or a Hub
-name; modes coar/full), ``nce:RUN_DIR``."""
+name; modes coar/full), ``nce:RUN_DIR``. ``ENERGIES`` maps each kind to its builder."""
 
 from __future__ import annotations
 
-from edlm.energy.base import Energy, EnergyError, ZeroEnergy, candidate_log_mu
+from typing import Callable
 
-ENERGY_KINDS = ("zero", "ar", "hf", "nce")
+from edlm.energy.base import Energy, EnergyAbilities, EnergyError, FunctionEnergy, ZeroEnergy, candidate_log_mu
+
+
+def _zero(path, denoiser_config, mode, device, precision, tokenizer):
+    return ZeroEnergy()
+
+
+def _hf(path, denoiser_config, mode, device, precision, tokenizer):
+    from edlm.energy.hf import make_hf_energy
+
+    return make_hf_energy(path, denoiser_config, mode, device, precision, tokenizer)
+
+
+def _run(kind: str):
+    """Builder of an energy stored as an edlm run folder of model kind ``kind`` (ar, nce)."""
+
+    def build(path, denoiser_config, mode, device, precision, tokenizer):
+        from edlm.checkpoint import load_model
+        from edlm.energy.ar import check_compatible
+
+        config, model = load_model(path, device=device)
+        if config.model.kind != kind:
+            raise EnergyError(f"--energy {kind}:{path}: {path} holds a {config.model.kind!r} model, not {kind!r}")
+        check_compatible(config.model, denoiser_config, path)
+        if tokenizer is not None:  # the run's tokenizer must be the denoiser's (name, vocabulary, fingerprint)
+            from edlm.checkpoint import load_run_tokenizer
+            from edlm.data.tokenizers import check_same_tokenizer
+
+            check_same_tokenizer(tokenizer.to_meta(), load_run_tokenizer(path, config).to_meta(), "the denoiser",
+                                 f"--energy {kind}:{path}")
+        if kind == "ar":
+            from edlm.energy.ar import AREnergy
+
+            return AREnergy(model, denoiser_config.mask_id, mode, precision=precision)
+        from edlm.energy.nce import NCEEnergy
+
+        return NCEEnergy(model, precision=precision)
+
+    return build
+
+
+#: kind -> (what follows the colon, builder(path, denoiser_config, mode, device, precision, tokenizer))
+ENERGIES: dict[str, tuple[str, Callable]] = {
+    "zero": ("", _zero),
+    "ar": ("RUN_DIR", _run("ar")),
+    "hf": ("DIR_OR_NAME", _hf),
+    "nce": ("RUN_DIR", _run("nce")),
+}
+ENERGY_KINDS = tuple(ENERGIES)
 
 
 def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", precision: str = "fp32",
                 tokenizer=None):
-    """Build an energy from ``zero`` | ``ar:RUN_DIR`` | ``hf:DIR_OR_NAME`` | ``nce:RUN_DIR`` for a denoiser with
-    ``denoiser_config`` (a ``ModelConfig``). ``tokenizer`` (optional, the denoiser's) lets ``hf:`` compare
-    tokenizers beyond the vocabulary size. Raises ``EnergyError`` naming ``--energy``."""
+    """Build an energy from ``KIND[:PATH]`` (see ``ENERGIES``) for a denoiser with ``denoiser_config`` (a
+    ``ModelConfig``). ``tokenizer`` (optional, the denoiser's) lets the builders compare tokenizers beyond the
+    vocabulary size. Raises ``EnergyError`` naming ``--energy``."""
     kind, _, path = spec.partition(":")
-    if kind not in ENERGY_KINDS:
-        raise EnergyError(f"--energy {spec!r}: unknown energy {kind!r} (valid: zero, ar:RUN_DIR, hf:DIR_OR_NAME, "
-                          f"nce:RUN_DIR)")
-    if kind == "zero":
-        return ZeroEnergy()
-    if not path:
-        raise EnergyError(f"--energy {spec!r}: expected {kind}:{'DIR_OR_NAME' if kind == 'hf' else 'RUN_DIR'}")
-    if kind == "hf":
-        from edlm.energy.hf import make_hf_energy
-
-        return make_hf_energy(path, denoiser_config, mode, device, precision, tokenizer)
-    from edlm.checkpoint import load_model
-    from edlm.energy.ar import check_compatible
-
-    config, model = load_model(path, device=device)
-    if config.model.kind != kind:
-        raise EnergyError(f"--energy {spec!r}: {path} holds a {config.model.kind!r} model, not {kind!r}")
-    check_compatible(config.model, denoiser_config, path)
-    if tokenizer is not None:  # the run's tokenizer must be the denoiser's (name, vocabulary, fingerprint)
-        from edlm.checkpoint import load_run_tokenizer
-        from edlm.data.tokenizers import check_same_tokenizer
-
-        check_same_tokenizer(tokenizer.to_meta(), load_run_tokenizer(path, config).to_meta(), "the denoiser",
-                             f"--energy {spec}")
-    if kind == "ar":
-        from edlm.energy.ar import AREnergy
-
-        return AREnergy(model, denoiser_config.mask_id, mode, precision=precision)
-    from edlm.energy.nce import NCEEnergy
-
-    return NCEEnergy(model, precision=precision)
+    if kind not in ENERGIES:
+        valid = ", ".join(f"{name}:{arg}" if arg else name for name, (arg, _) in ENERGIES.items())
+        raise EnergyError(f"--energy {spec!r}: unknown energy {kind!r} (valid: {valid})")
+    argument, build = ENERGIES[kind]
+    if argument and not path:
+        raise EnergyError(f"--energy {spec!r}: expected {kind}:{argument}")
+    return build(path, denoiser_config, mode, device, precision, tokenizer)
 
 
-__all__ = ["Energy", "EnergyError", "ZeroEnergy", "candidate_log_mu", "make_energy", "ENERGY_KINDS"]
+__all__ = ["Energy", "EnergyAbilities", "EnergyError", "FunctionEnergy", "ZeroEnergy", "candidate_log_mu",
+           "make_energy", "ENERGIES", "ENERGY_KINDS"]

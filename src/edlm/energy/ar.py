@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from edlm.device import autocast_for
-from edlm.energy.base import EnergyError, candidate_log_mu, rows_per_chunk
+from edlm.energy.base import EnergyAbilities, EnergyError, candidate_log_mu, rows_per_chunk
 from edlm.models.ar import ar_log_probs
 
 ARMode = Literal["coar", "full"]
@@ -37,7 +37,33 @@ def ar_energy(token_log_probs: torch.Tensor, candidates: torch.Tensor, x_t: torc
     return -token_log_probs.sum(-1) + candidate_log_mu(candidates, x_t, log_probs, mask_id)  # (B, k)
 
 
-class AREnergy:
+class TokenLogProbEnergy(EnergyAbilities):
+    """The EDLM-AR energy of any causal model that gives token log-probs (``token_log_probs``); ``mode`` coar or
+    full (module docstring). coAR is self-normalised: mu exp(-E) = prod_{i masked} p_AR(x0_i | x0_<i)."""
+
+    mask_id: int
+    mode: ARMode
+
+    @property
+    def self_normalised(self) -> bool:
+        return self.mode == "coar"
+
+    def token_log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
+        """log p(x_i | x_<i) for (N, L) sequences -> (N, L) float64 on their device."""
+        raise NotImplementedError
+
+    def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+        B, k, L = candidates.shape
+        token_lp = self.token_log_probs(candidates.reshape(B * k, L)).view(B, k, L)  # (B, k, L)
+        return ar_energy(token_lp, candidates, x_t, log_probs, self.mask_id, self.mode)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in ("coar", "full"):
+        raise EnergyError(f"unknown AR energy mode {mode!r} (valid: coar, full)")
+
+
+class AREnergy(TokenLogProbEnergy):
     """An edlm AR run (``--energy ar:RUN``) as the energy: (candidates (B, k, L), x_t (B, L), log_probs) -> (B, k).
 
     Candidates are scored in chunks of ``chunk_rows`` sequences (default: as many as keep a chunk's logits
@@ -45,12 +71,9 @@ class AREnergy:
     as float64 on the candidates' device.
     """
 
-    constant = False
-
     def __init__(self, model: torch.nn.Module, mask_id: int, mode: ARMode = "coar",
                  chunk_rows: int | None = None, precision: str = "fp32"):
-        if mode not in ("coar", "full"):
-            raise EnergyError(f"--energy-mode {mode!r}: unknown AR energy mode (valid: coar, full)")
+        check_mode(mode)
         self.model, self.mask_id, self.mode = model, mask_id, mode
         self.chunk_rows, self.precision = chunk_rows, precision
         self.vocab_size = model.config.vocab_size
@@ -68,11 +91,6 @@ class AREnergy:
                 log_probs = ar_log_probs(self.model, rows, self.mask_id)  # (n, L, V + 1)
             out.append(log_probs.gather(-1, rows.unsqueeze(-1)).squeeze(-1).double())  # (n, L)
         return torch.cat(out).to(sequences.device)
-
-    def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-        B, k, L = candidates.shape
-        token_lp = self.token_log_probs(candidates.reshape(B * k, L)).view(B, k, L)  # (B, k, L)
-        return ar_energy(token_lp, candidates, x_t, log_probs, self.mask_id, self.mode)
 
 
 def check_compatible(energy_config, denoiser_config, source: str) -> None:

@@ -21,24 +21,55 @@ class EnergyError(EdlmError, ValueError):
 
 
 class Energy(Protocol):
-    #: True when E does not depend on the candidate (the zero energy): resampling is then uniform over
-    #: i.i.d. candidates, which is exactly one draw from mu, so the importance sampler skips it.
+    """Scores candidates; every energy declares its abilities (the samplers and likelihood code read them, never
+    guess from the type or a mode string)."""
+
+    #: E does not depend on the candidate (the zero energy): resampling is then uniform over i.i.d. candidates,
+    #: which is exactly one draw from mu, so the importance sampler skips it.
     constant: bool
+    #: sum_{x0_M} mu(x0 | x_t) exp(-E(x0, x_t)) = 1 exactly, so log Z = 0 needs no estimate (zero, coAR).
+    self_normalised: bool
+    #: E reads the time (none of edlm's does): an x0 drawn at an earlier time may then not be reused.
+    time_dependent: bool
+    #: The energy knows the exact marginals of its target (a known law): ``subset_log_prob`` is available and
+    #: importance sampling can weigh a reveal set by its exact marginal.
+    exact_marginals: bool
 
     def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
         """candidates (B, k, L) int64, x_t (B, L) int64, denoiser SUBS log-probs (B, L, V + 1)
         -> energies (B, k) float32 or float64, on the candidates' device."""
 
 
-class ZeroEnergy:
+class EnergyAbilities:
+    """The abilities of an ordinary energy (none of them); energies inherit it and override what they have."""
+
+    constant = False
+    self_normalised = False
+    time_dependent = False
+    exact_marginals = False
+
+
+class ZeroEnergy(EnergyAbilities):
     """E = 0: the importance sampler must reproduce plain MDLM exactly."""
 
     constant = True
+    self_normalised = True
     vocab_size = None
     seq_len = None
 
     def __call__(self, candidates, x_t, log_probs):
         return torch.zeros(candidates.shape[:2], dtype=torch.float64, device=candidates.device)
+
+
+class FunctionEnergy(EnergyAbilities):
+    """A plain function ``(candidates (B, k, L), x_t (B, L), log_probs) -> (B, k)`` as an energy without special
+    abilities (for experiments and tests: ``FunctionEnergy(lambda c, x, lp: ...)``)."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, candidates, x_t, log_probs):
+        return self.function(candidates, x_t, log_probs)
 
 
 def candidate_log_mu(candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor,

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from edlm.device import autocast_for
-from edlm.energy.ar import ARMode, EnergyMismatchError, ar_energy
+from edlm.energy.ar import ARMode, EnergyMismatchError, TokenLogProbEnergy, check_mode
 from edlm.energy.base import EnergyError, rows_per_chunk
 from edlm.hub import resolve_hf_folder
 
@@ -79,7 +79,7 @@ def load_hf_causal_lm(source: str | Path, flag: str = "--energy"):
     return model.eval(), tokenizer
 
 
-class HFEnergy:
+class HFEnergy(TokenLogProbEnergy):
     """A Hugging Face causal LM as the AR energy: (candidates (B, k, L), x_t (B, L), log_probs) -> (B, k).
 
     ``model`` is an ``AutoModelForCausalLM``; ``vocab_size`` and ``mask_id`` are the denoiser's; ``start_id`` is
@@ -88,12 +88,9 @@ class HFEnergy:
     energies come back as float64 on the candidates' device.
     """
 
-    constant = False
-
     def __init__(self, model: torch.nn.Module, vocab_size: int, start_id: int, mode: ARMode = "coar",
                  chunk_rows: int | None = None, precision: str = "fp32"):
-        if mode not in ("coar", "full"):
-            raise EnergyError(f"--energy-mode {mode!r}: unknown AR energy mode (valid: coar, full)")
+        check_mode(mode)
         self.model, self.vocab_size, self.start_id, self.mode = model, vocab_size, start_id, mode
         self.mask_id = vocab_size  # the denoiser's [MASK]; never a token of the HF model
         self.chunk_rows, self.precision = chunk_rows, precision
@@ -119,11 +116,6 @@ class HFEnergy:
             picked = logits.gather(-1, rows.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (n, L)
             out.append(picked.double())
         return torch.cat(out).to(sequences.device)
-
-    def __call__(self, candidates: torch.Tensor, x_t: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
-        B, k, L = candidates.shape
-        token_lp = self.token_log_probs(candidates.reshape(B * k, L)).view(B, k, L)  # (B, k, L)
-        return ar_energy(token_lp, candidates, x_t, log_probs, self.mask_id, self.mode)
 
 
 def max_positions(config) -> int | None:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import torch
 
 from edlm.device import autocast_for
+from edlm.energy.base import EnergyAbilities
 
 
-class NCEEnergy:
+class NCEEnergy(EnergyAbilities):
     """Energy protocol around a trained ``EnergyNetwork``: (candidates (B, k, L), x_t (B, L), log_probs) -> (B, k).
 
     Candidates are scored in chunks of ``chunk_rows`` sequences under ``torch.no_grad``; ``precision`` is
     ``fp32`` or ``bf16`` (autocast). Energies come back as float64 on the candidates' device.
     """
-
-    constant = False
 
     def __init__(self, model: torch.nn.Module, precision: str = "fp32", chunk_rows: int = 64):
         self.model, self.precision, self.chunk_rows = model, precision, chunk_rows

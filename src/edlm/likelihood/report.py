@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from edlm.config import LikelihoodConfig, RunConfig
 from edlm.diffusion.schedule import schedule_for
-from edlm.energy.base import ZeroEnergy
 from edlm.errors import EdlmError
 from edlm.evaluation.nelbo import (
     ar_nll_per_sequence,
@@ -39,7 +38,7 @@ from edlm.likelihood.estimators import (
     paper_estimate,
 )
 from edlm.parallel import gather_to_rank0, shard
-from edlm.sampling.generate import make_denoiser_fn
+from edlm.models.denoiser import make_denoiser_fn
 
 
 class LikelihoodError(EdlmError, ValueError):
@@ -47,17 +46,9 @@ class LikelihoodError(EdlmError, ValueError):
 
 
 def is_self_normalised(energy) -> bool:
-    """True when sum_{x0_M} mu(x0 | x_t) exp(-E(x0, x_t)) = 1 exactly, so log Z = 0 needs no estimate.
-
-    An energy may declare it (``self_normalised`` attribute); otherwise: the zero energy, and the coAR energy
-    (mu exp(-E) = prod_{i masked} p_AR(x0_i | x0_<i), which sums to 1 over the masked tokens).
-    """
-    declared = getattr(energy, "self_normalised", None)
-    if declared is not None:
-        return bool(declared)
-    if isinstance(energy, ZeroEnergy):
-        return True
-    return getattr(energy, "mode", None) == "coar" and hasattr(energy, "token_log_probs")
+    """True when sum_{x0_M} mu(x0 | x_t) exp(-E(x0, x_t)) = 1 exactly, so log Z = 0 needs no estimate: the energy
+    declares it (``Energy.self_normalised``: the zero energy and coAR do)."""
+    return bool(energy.self_normalised)
 
 
 def paper_summary(estimate: PaperEstimate, seq_len: int, min_ess: float, chars_per_token: float = 1.0,

@@ -6,54 +6,24 @@ from typing import Callable
 
 import torch
 
-from edlm.config import ConfigError, RunConfig, SampleConfig
+from edlm.config import RunConfig
 from edlm.data import ALPHABET, MASK_ID, decode, normalise
-from edlm.device import autocast_for
-from edlm.diffusion.schedule import LogLinearSchedule, schedule_for
-from edlm.diffusion.subs import subs_log_probs
+from edlm.diffusion.schedule import schedule_for
 from edlm.errors import EdlmError
+from edlm.models.denoiser import make_denoiser_fn
 from edlm.parallel import batch_seed
-from edlm.sampling import SAMPLERS
 from edlm.sampling.base import SampleResult
-from edlm.sampling.importance import ImportanceProposal
+from edlm.sampling.config import SampleConfig
+from edlm.sampling.importance import ImportanceSampler
 from edlm.sampling.loop import MaskedDiffusionSampler
-from edlm.sampling.mdlm import FactorizedProposal
+from edlm.sampling.proposal import FactorizedProposal
+from edlm.sampling.registry import SAMPLERS
 
 INFILL_BLANK = "_"
 
 
 class PromptError(EdlmError, ValueError):
     """A prompt or infill template that cannot be used; the message names the flag."""
-
-
-def make_denoiser_fn(model: torch.nn.Module, mask_id: int, precision: str = "fp32",
-                     schedule: LogLinearSchedule | None = None):
-    """Wrap a denoiser network as x_t (B, L) [, t (B,) float64] -> SUBS log-probs (B, L, V + 1) float32.
-
-    A time-conditioned model (``model.config.time_conditioning``) is fed sigma(t) from ``schedule`` (required
-    then) and the returned function says so (``time_conditioned = True``); otherwise t is ignored (sigma = 0,
-    as the model was trained).
-    """
-    device = next(model.parameters()).device
-    time_conditioned = bool(getattr(getattr(model, "config", None), "time_conditioning", False))
-    if time_conditioned and schedule is None:
-        raise ValueError("make_denoiser_fn: a time-conditioned model needs the schedule (sigma(t))")
-
-    @torch.no_grad()
-    def denoise(x_t: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        sigma = None
-        if time_conditioned:
-            if t is None:
-                raise ValueError("a time-conditioned denoiser must be called with t")
-            t = torch.as_tensor(t, dtype=torch.float64, device=device).expand(x_t.shape[0])
-            sigma = schedule.sigma(t).float()  # (B,)
-        x_t = x_t.to(device)
-        with autocast_for(device, precision):
-            logits = model(x_t, sigma)
-        return subs_log_probs(logits, x_t, mask_id)
-
-    denoise.time_conditioned = time_conditioned
-    return denoise
 
 
 def normalise_prompt(text: str) -> str:
@@ -141,37 +111,46 @@ def decode_sample(row: torch.Tensor, tokenizer=None, keep_eos: bool = False) -> 
     return tokenizer.decode(ids)
 
 
-def build_sampler(model, config: RunConfig, sample: SampleConfig, energy=None) -> MaskedDiffusionSampler:
-    """The sampler ``sample`` asks for: registry step + proposal (EDLM importance sampling if ``energy``).
+def build_sampler(denoiser, schedule, mask_id: int, sample: SampleConfig, energy=None) -> MaskedDiffusionSampler:
+    """The sampler ``sample`` asks for around a denoiser function (``sampling.base.DenoiserFn``): the registry's
+    step, the factorised proposal, EDLM importance sampling when ``energy`` is given. ``ancestral`` is the uncached
+    reference; every other sampler runs with the per-row cache (where valid)."""
+    spec = SAMPLERS[sample.sampler]
+    step = spec.build(schedule, mask_id, sample.options_for(), sample)
+    proposal = FactorizedProposal(mask_id, sample.temperature, sample.top_p)
+    importance = None
+    if energy is not None:
+        importance = ImportanceSampler(energy, sample.k, sample.window, sample.energy_temp, sample.is_target,
+                                       sample.fills)
+    return MaskedDiffusionSampler(denoiser, schedule, mask_id, sample.steps, step, proposal, importance,
+                                  cached=spec.cached)
 
-    ``ancestral`` is the uncached reference; every other sampler runs with the per-row cache (where valid)."""
-    mask_id = config.model.mask_id
+
+def model_denoiser(model, config: RunConfig, sample: SampleConfig):
+    """(denoiser function, schedule) of an MDLM network under ``sample``'s precision (compiled if asked)."""
     schedule = schedule_for(config)
     network = torch.compile(model) if sample.compile else model
-    denoiser = make_denoiser_fn(network, mask_id, sample.precision, schedule)
-    proposal = FactorizedProposal(mask_id, sample.temperature, sample.top_p)
-    if energy is not None:
-        proposal = ImportanceProposal(proposal, energy, sample.k, sample.window, sample.energy_temp)
-    if sample.sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler {sample.sampler!r}: not available (valid: {', '.join(SAMPLERS)})")
-    step = SAMPLERS[sample.sampler](schedule, mask_id, proposal, sample)
-    return MaskedDiffusionSampler(denoiser, schedule, mask_id, sample.steps, cached=sample.sampler != "ancestral",
-                                  step=step)
+    return make_denoiser_fn(network, config.model.mask_id, sample.precision, schedule), schedule
 
 
 def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
-             progress: Callable[[int], None] | None = None, batches: range | None = None, tokenizer=None
-             ) -> tuple[list[str], SampleResult]:
-    """Sample ``sample.num`` sequences in batches of ``sample.batch_size``; returns texts and merged stats.
+             progress: Callable[[int], None] | None = None, batches: range | None = None, tokenizer=None,
+             denoiser=None) -> tuple[list[str], SampleResult]:
+    """Sample ``sample.num`` sequences in batches of ``sample.batch_size``; returns texts and the summed costs.
 
     Batch b (samples b * batch_size ...) uses a generator seeded by ``batch_seed(sample.seed, b)``, so
     ``batches`` (default: all) can split the work across processes: the union of the shards equals one run.
     ``progress(1)`` is called after every step of every batch. ``tokenizer`` (default: the char alphabet)
-    encodes the prompt / infill and decodes the samples (see ``decode_sample``).
+    encodes the prompt / infill and decodes the samples (see ``decode_sample``). ``denoiser``: a denoiser function
+    to use instead of ``model`` (e.g. a known law's exact posterior; ``model`` may then be None).
     """
-    device = next(model.parameters()).device
+    if denoiser is None:
+        denoiser, schedule = model_denoiser(model, config, sample)
+        device = next(model.parameters()).device
+    else:
+        schedule, device = schedule_for(config), torch.device(getattr(denoiser, "device", "cpu"))
     length = sample.length or config.model.seq_len
-    sampler = build_sampler(model, config, sample, energy)
+    sampler = build_sampler(denoiser, schedule, config.model.mask_id, sample, energy)
     template, _ = build_template(sample.num, length, sample.prompt, sample.infill, tokenizer, config.model.mask_id)
     texts, results = [], []
     batches = batches if batches is not None else range((sample.num + sample.batch_size - 1) // sample.batch_size)
@@ -182,20 +161,26 @@ def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
                                 progress=None if progress is None else (lambda _: progress(1)))
         results.append(result)
         texts.extend(decode_sample(row, tokenizer, sample.keep_eos) for row in result.tokens.cpu())
+    return texts, merge_results(results, template[:0])
+
+
+def merge_results(results: list[SampleResult], empty: torch.Tensor) -> SampleResult:
+    """Batches' results as one: tokens concatenated, costs summed (``nfe_rows`` row-weighted, ``iterations`` the
+    largest batch's)."""
     if not results:  # an empty shard (more processes than batches)
-        return [], SampleResult(template[:0], 0, 0.0, 0.0, dict(sampler.proposal.stats()))
+        return SampleResult(empty, 0, 0.0, 0.0)
     tokens = torch.cat([r.tokens for r in results])
-    merged = SampleResult(tokens, sum(r.nfe for r in results),
-                          sum(r.nfe_rows * r.tokens.shape[0] for r in results) / tokens.shape[0],
-                          sum(r.seconds for r in results), dict(sampler.proposal.stats()))
-    return texts, merged
+    return SampleResult(tokens, sum(r.nfe for r in results),
+                        sum(r.nfe_rows * r.tokens.shape[0] for r in results) / tokens.shape[0],
+                        sum(r.seconds for r in results), max(r.iterations for r in results),
+                        sum(r.energy_calls for r in results), sum(r.energy_rows for r in results))
 
 
 def merge_sample_stats(parts: list[tuple[int, dict]]) -> dict:
     """Stats of the processes that sampled consecutive shards, as one run's: ``parts`` holds (rows, stats) per
     process in rank order. Counts (``nfe``, energy calls, ``seconds``) are summed -- the work done, so they
     equal a one-process run's (seconds: compute time, not wall clock); ``nfe_per_sequence`` is the row-weighted
-    mean; other values (the prompt, flags: the same everywhere) are rank 0's. One process: ``stats`` unchanged."""
+    mean, ``steps_run`` the largest; other values (the prompt, flags: the same everywhere) are rank 0's. One process: ``stats`` unchanged."""
     if len(parts) == 1:
         return dict(parts[0][1])
     rows = sum(n for n, _ in parts)
@@ -204,6 +189,8 @@ def merge_sample_stats(parts: list[tuple[int, dict]]) -> dict:
         for key, value in stats.items():
             if key == "nfe_per_sequence":
                 merged[key] = merged.get(key, 0.0) + (value * n / rows if rows else 0.0)
+            elif key == "steps_run":  # the processes ran side by side: the longest one's
+                merged[key] = max(merged.get(key, 0), value)
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 merged[key] = merged.get(key, 0) + value
             else:

@@ -1,74 +1,149 @@
-"""Parallel importance sampling for EDLM (docs/method.md §3.3).
+"""Importance sampling of the x0 a step consumes: EDLM's parallel importance sampling and edlm's reveal-set
+variant (docs/method.md §3.3-3.4).
 
-Inside the window (t >= 1 - window) one reverse step draws k candidates x0 ~ mu_theta(. | x_t) in float64,
-scores all of them with one batched energy call, keeps candidate j with probability softmax(-E / tau)_j,
-and hands it to whatever step consumes x0 (ancestral, first-hitting, confidence, ...). Outside the window it
-is the plain proposal.
+EDLM's target for one reverse step is p(x0 | x_t) ∝ q(x0 | x_t) exp(-E(x0, x_t)), q the factorised proposal.
 
-It wraps the base proposal rather than copying it: with k = 1 the random stream is the plain one (no
-resampling uniform is drawn), so samples are bit-identical to MDLM. The energy receives the log-probs of the
-distribution the candidates are actually drawn from (after temperature and top-p, ``FactorizedProposal.log_q``):
-the weights exp(-E) with E = -log p_AR + log q then target p_AR whatever the temperature.
+``row`` (the paper): draw k whole candidates x0^(j) ~ q, keep j with probability softmax(-E(x0^(j)))_j.
+
+``reveal``: a step keeps x0's tokens only on the positions R it reveals (``Plan.reveal``), so the target that
+matters is the marginal p(x_R | x_t) = q(x_R) E_{x_F ~ q}[exp(-E(x_R, x_F))], x_F the other masked positions.
+Candidates differ on R only; the other masked positions take M fills x_F^(l) ~ q shared by every candidate, and
+
+    log w_j = log (1/M) sum_l exp(-E(x_R^(j), x_F^(l)))
+
+is an unbiased estimate of the ratio p(x_R^(j) | x_t) / q(x_R^(j)) (up to a constant in j). E holds each fill's
+own -log q(x_F^(l)) (the AR energies add log q over every masked position), which is what makes the average over
+fills an unbiased estimate of the marginal over F. One batched energy call scores k x M rows.
+
+``reveal-exact``: the ceiling, for energies that know their exact marginals (a known law, ``energy.law``):
+log w_j = log p(x_R^(j) | visible) - log q(x_R^(j)).
+
+As k grows every target draws x_R exactly from the target's marginal; at the k one can afford, weights that
+depend on the revealed tokens only have far lower variance than whole-row weights, whose effective sample size
+collapses when R is a small part of the masked set.
+
+Inside the window (proposal time t >= 1 - window) and with k > 1 and a non-constant energy the sampler is active;
+otherwise the loop draws x0 plainly, so k = 1, window 0 and the zero energy reproduce MDLM bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from edlm.energy.base import Energy
-from edlm.sampling.mdlm import FactorizedProposal
+from edlm.sampling.proposal import FactorizedProposal
+
+ISTarget = Literal["row", "reveal", "reveal-exact"]
+IS_TARGETS: tuple[str, ...] = ("row", "reveal", "reveal-exact")
+WINDOW_TOL = 1e-12  # t >= 1 - window up to float rounding of the grid (the likelihood bounds use the same)
 
 
 def resample_index(energies: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Choose j with probability softmax(-E / tau)_j (low energy preferred).
+    """Choose j with probability softmax(-E / tau)_j (low energy preferred); a row whose energies are all +inf
+    (every candidate impossible) chooses uniformly.
 
     Args: energies (B, k); uniforms (B,) float64. Returns (B,) int64.
     """
-    weights = torch.softmax(-energies.double() / temperature, dim=-1)  # (B, k)
+    scores = -energies.double() / temperature  # (B, k)
+    hopeless = torch.isneginf(scores).all(-1, keepdim=True)  # (B, 1)
+    weights = torch.softmax(torch.where(hopeless, 0.0, scores), dim=-1)  # (B, k)
     cdf = weights.cumsum(-1)
     index = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
     return index.clamp_(max=energies.shape[-1] - 1)
 
 
-@dataclass
-class ImportanceProposal:
-    base: FactorizedProposal
+@dataclass(frozen=True)
+class ImportanceSampler:
+    """Draws x0 for a step by importance sampling under ``energy`` (see the module docstring)."""
+
     energy: Energy
     num_candidates: int = 2
     window: float = 0.2
     energy_temperature: float = 1.0
-    time_dependent: bool = False  # an energy that reads t forbids reusing x0 across steps
-    counters: dict[str, float] = field(default_factory=lambda: {"energy_calls": 0, "energy_rows": 0,
-                                                                "is_steps": 0})
+    target: str = "row"
+    fills: int = 1  # M, for target "reveal"
 
     def __post_init__(self):
-        # a plain callable is a valid energy; only the zero energy declares itself constant
-        self.constant_energy = bool(getattr(self.energy, "constant", False))
+        if self.target not in IS_TARGETS:
+            raise ValueError(f"importance target {self.target!r}: expected one of {', '.join(IS_TARGETS)}")
+        if self.target == "reveal-exact" and not self.energy.exact_marginals:
+            raise ValueError("importance target 'reveal-exact' needs an energy with exact marginals (a known law)")
 
-    def in_window(self, t: float) -> bool:
-        return self.window > 0 and t >= 1.0 - self.window - 1e-12
+    @property
+    def aims_at_reveal_set(self) -> bool:
+        return self.target != "row"
 
-    def reuse_allowed(self, t: float) -> bool:
-        return (self.in_window(t) and self.num_candidates > 1 and not self.time_dependent
-                and not self.constant_energy)
+    @property
+    def time_free(self) -> bool:
+        """True when whether it is active does not depend on the time (window 0 or 1, or never active)."""
+        return self.window in (0.0, 1.0) or self.num_candidates == 1 or self.energy.constant
 
-    def __call__(self, log_probs, x_t, t, generator):
-        if not self.in_window(t) or self.constant_energy:
-            return self.base(log_probs, x_t, t, generator)
-        k = self.num_candidates
-        probs = self.base.q_probs(log_probs)  # (B, L, V + 1) float64, computed once for draws and energy
-        candidates = self.base.candidates(log_probs, x_t, k, generator, probs)  # (B, k, L)
-        if k == 1:
-            return candidates[:, 0]
-        energies = self.energy(candidates, x_t, self.base.log_q(log_probs, probs))  # (B, k)
-        self.counters["energy_calls"] += 1
-        self.counters["energy_rows"] += candidates.shape[0] * k
-        self.counters["is_steps"] += 1
-        uniforms = torch.rand(x_t.shape[0], generator=generator, dtype=torch.float64, device=x_t.device)
+    def active(self, t: float) -> bool:
+        """True when a step at proposal time t (the largest row's) importance-samples its x0."""
+        return (self.num_candidates > 1 and not self.energy.constant and self.window > 0
+                and t >= 1.0 - self.window - WINDOW_TOL)
+
+    def reuse_allowed(self) -> bool:
+        """An active row-target draw may be reused for a row whose x_t did not change (x0 depends on x_t only);
+        a time-dependent energy forbids it."""
+        return not self.aims_at_reveal_set and not self.energy.time_dependent
+
+    def draw_row(self, proposal: FactorizedProposal, log_probs: torch.Tensor, x_t: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        """The paper's weighting. log_probs (B, L, V + 1), x_t (B, L) -> (x0 (B, L), energy rows scored).
+
+        Random stream: B * k * L uniforms for the candidates, then B for the choice."""
+        B, k = x_t.shape[0], self.num_candidates
+        probs = proposal.q_probs(log_probs)  # (B, L, V + 1) float64, computed once for draws and energy
+        candidates = proposal.candidates(log_probs, x_t, k, generator, probs)  # (B, k, L)
+        energies = self.energy(candidates, x_t, proposal.log_q(log_probs, probs))  # (B, k)
+        uniforms = torch.rand(B, generator=generator, dtype=torch.float64, device=x_t.device)
         chosen = resample_index(energies, uniforms, self.energy_temperature)  # (B,)
-        return candidates[torch.arange(x_t.shape[0], device=x_t.device), chosen]  # (B, L)
+        return candidates[torch.arange(B, device=x_t.device), chosen], B * k
 
-    def stats(self) -> dict[str, float]:
-        return dict(self.counters)
+    def draw_reveal(self, proposal: FactorizedProposal, log_probs: torch.Tensor, x_t: torch.Tensor,
+                    reveal: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Weights aimed at the reveal set ``reveal`` (B, L) bool -> (x0 (B, L), energy rows scored). x0 is
+        meaningful on ``reveal`` only. Only rows that reveal something are scored (one host sync for their list).
+
+        Random stream: B * k * L uniforms for the candidates, B * M * L for the fills (target "reveal"), then B
+        for the choice, whichever rows are scored."""
+        B, k = x_t.shape[0], self.num_candidates
+        probs = proposal.q_probs(log_probs)
+        log_q = proposal.log_q(log_probs, probs)  # (B, L, V + 1)
+        candidates = proposal.candidates(log_probs, x_t, k, generator, probs)  # (B, k, L)
+        fills = None if self.target == "reveal-exact" else proposal.candidates(log_probs, x_t, self.fills,
+                                                                               generator, probs)  # (B, M, L)
+        uniforms = torch.rand(B, generator=generator, dtype=torch.float64, device=x_t.device)
+        rows = reveal.any(-1).nonzero().squeeze(1)  # (n,) rows with something to reveal
+        chosen = torch.zeros(B, dtype=torch.long, device=x_t.device)
+        if rows.numel() == 0:
+            return candidates[:, 0], 0
+        pick = (lambda tensor: tensor.index_select(0, rows))
+        log_w = self.reveal_log_weights(pick(candidates), None if fills is None else pick(fills), pick(x_t),
+                                        pick(log_q), pick(reveal), proposal.mask_id)  # (n, k)
+        chosen.index_copy_(0, rows, resample_index(-log_w, pick(uniforms), self.energy_temperature))
+        scored = rows.numel() * k * (1 if fills is None else self.fills)
+        return candidates[torch.arange(B, device=x_t.device), chosen], scored
+
+    def reveal_log_weights(self, candidates: torch.Tensor, fills: torch.Tensor | None, x_t: torch.Tensor,
+                           log_q: torch.Tensor, reveal: torch.Tensor, mask_id: int) -> torch.Tensor:
+        """log w_j for candidates (n, k, L) differing on ``reveal`` (n, L), fills (n, M, L) or None (exact
+        marginals), x_t (n, L), log_q (n, L, V + 1) -> (n, k) float64."""
+        n, k, L = candidates.shape
+        if fills is None:
+            visible = (x_t != mask_id)[:, None, :].expand(n, k, L).reshape(n * k, L)
+            subset = reveal[:, None, :].expand(n, k, L).reshape(n * k, L)
+            log_p = self.energy.subset_log_prob(candidates.reshape(n * k, L), visible, subset).view(n, k)
+            picked = log_q.double().gather(-1, candidates.transpose(1, 2))  # (n, L, k)
+            log_q_reveal = (picked * reveal.unsqueeze(-1)).sum(1)  # (n, k)
+            return log_p - log_q_reveal
+        M = fills.shape[1]
+        joined = torch.where(reveal[:, None, None, :], candidates[:, :, None, :], fills[:, None, :, :])  # (n,k,M,L)
+        energies = self.energy(joined.reshape(n, k * M, L), x_t, log_q).double().view(n, k, M)
+        return torch.logsumexp(-energies, dim=-1) - math.log(M)  # (n, k)
+

@@ -1,7 +1,8 @@
 """Threshold parallel decoding (Fast-dLLM style; docs/method.md §2).
 
-Each step draws x0 from the proposal and reveals, to x0's tokens, every masked position whose confidence
-c_i = max_v mu_i(v | x_t) (the denoiser's largest probability there) exceeds ``threshold``, and at least one:
+Each step reveals, to x0's tokens, every masked position whose confidence
+c_i = max_v mu_i(v | x_t) (the denoiser's largest probability there) is at least ``threshold`` (Fast-dLLM's
+``>=``), and at least one:
 the most confident masked position (the first on ties). Confident positions go together, hard ones one at a
 time; the number of network calls is data-dependent, between 1 and the number of masked positions (the loop
 plans L iterations and stops once nothing is masked; ``steps`` does not apply). Fast-dLLM reveals the argmax
@@ -10,23 +11,35 @@ temperature -> 0 the two agree). Like confidence ordering, this is a heuristic, 
 distribution.
 
 The positions chosen depend on the denoiser's probabilities only, never on x0's values, so with importance
-sampling the revealed tokens come from the corrected x0 and the reuse of x0 across steps is valid (though a row
+sampling the revealed tokens come from the corrected x0 (reveal-set weighting applies) and the reuse of x0
+across steps is valid (though a row
 that has a masked position always changes, so nothing is ever reused).
 
 Clock: the step returns t_s = t * m_after / m_before, so a row's time is the fraction of its initially masked
 positions still masked (the time at which the log-linear forward process masks that fraction, in
 expectation). Importance sampling's window reads this time.
 
-Random stream per step: the proposal's uniforms only.
+Random stream per step: x0's uniforms only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from edlm.sampling.base import Proposal, StepOutput, per_row
+from edlm.config import raise_first_error
+from edlm.sampling.base import GridStep, Plan
+from edlm.sampling.registry import SamplerSpec, register
+
+
+@dataclass(frozen=True)
+class ThresholdOptions:
+    threshold: float = field(default=0.9, metadata={
+        "help": "reveal every masked position whose top probability is at least this (at least one per step)"})
+
+    def __post_init__(self):
+        raise_first_error(self, [(0.0 <= self.threshold <= 1.0, "--threshold must be in [0, 1]")])
 
 
 def top_probability(log_probs: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> torch.Tensor:
@@ -36,25 +49,24 @@ def top_probability(log_probs: torch.Tensor, x_t: torch.Tensor, mask_id: int) ->
 
 
 @dataclass
-class ThresholdStep:
+class ThresholdStep(GridStep):
     mask_id: int
-    proposal: Proposal
     threshold: float = 0.9
-    reuses_x0: bool = True  # the positions come from the denoiser's probabilities, not from x0
+    own_clock = True
 
-    def plan_steps(self, steps: int, length: int) -> int:
-        return length  # at least one reveal per row and call
+    def iterations(self, steps: int, x_init: torch.Tensor) -> int:
+        return x_init.shape[1]  # at least one reveal per row and call
 
-    def step(self, log_probs, x_t, t, s, generator) -> StepOutput:
-        B, L = x_t.shape
-        t = per_row(t, B, x_t.device)
-        x0 = self.proposal(log_probs, x_t, float(t.max()), generator)
+    def plan(self, log_probs, x_t, t, s, generator) -> Plan:
         masked = x_t == self.mask_id  # (B, L)
         scores = top_probability(log_probs, x_t, self.mask_id)  # (B, L)
         most_confident = torch.zeros_like(masked).scatter_(-1, scores.argmax(-1, keepdim=True), True)
-        chosen = masked & ((scores > self.threshold) | most_confident)  # (B, L)
-        x_s = torch.where(chosen, x0, x_t)
+        chosen = masked & ((scores >= self.threshold) | most_confident)  # (B, L)
         before = masked.sum(-1).double()  # (B,)
         after = before - chosen.sum(-1).double()
-        t_s = torch.where(before > 0, t * after / before.clamp(min=1.0), t)
-        return StepOutput(x_s, x0, chosen.any(-1), t_s)
+        return Plan(chosen, t_s=torch.where(before > 0, t * after / before.clamp(min=1.0), t))
+
+
+register(SamplerSpec("threshold", "reveals every position at least --threshold confident (Fast-dLLM)",
+                     ThresholdOptions, lambda schedule, mask_id, o, sample: ThresholdStep(mask_id, o.threshold),
+                     own_clock=True))

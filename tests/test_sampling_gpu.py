@@ -3,9 +3,9 @@ shards reproduce one run; and cached vs ancestral agree in law where they need n
 
 import pytest
 import torch
-from test_samplers import tiny_denoiser_run
+from toys import tiny_denoiser_run
 
-from edlm.config import SampleConfig
+from edlm.sampling import SampleConfig
 from edlm.data import ALPHABET
 from edlm.sampling import SAMPLERS
 from edlm.sampling.generate import build_template, generate
