@@ -137,3 +137,35 @@ def test_nelbo_of_exact_conditional_denoiser_is_the_true_nll():
         exact = _exact_nelbo(log_probs_fn, x0, V, mask_id, 0.0)
         true_nll = -math.log(float(joint[tuple(x0.tolist())])) / L
         assert abs(exact - true_nll) < 1e-6
+
+
+# ---------------------------------------------------------------- categorical draws (diffusion/categorical.py)
+
+
+def test_inverse_cdf_matches_probabilities_in_float64():
+    from edlm.diffusion.categorical import inverse_cdf
+
+    probs = torch.tensor([[[0.5, 0.0, 0.3, 0.2]]], dtype=torch.float64)
+    uniforms = torch.rand(1, 1, 200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    draws = inverse_cdf(probs, uniforms).flatten()
+    freq = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert freq[1] == 0
+    assert torch.allclose(freq, probs.flatten(), atol=5e-3)
+
+
+def test_temperature_and_remdms_nucleus():
+    """top-p keeps the tokens whose cumulative probability is <= p, plus the most likely one (ReMDM's nucleus,
+    used for every ReMDM OWT number at p = 0.9); edlm used to keep the token that crosses p as well."""
+    from edlm.diffusion.categorical import sampling_probs
+
+    log_probs = torch.log(torch.tensor([0.6, 0.25, 0.1, 0.05], dtype=torch.float64))
+    assert torch.allclose(sampling_probs(log_probs, top_p=0.9), torch.tensor([0.6, 0.25, 0, 0],
+                                                                           dtype=torch.float64) / 0.85)
+    assert torch.allclose(sampling_probs(log_probs, top_p=0.8), torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))
+    assert torch.allclose(sampling_probs(log_probs, top_p=0.5), torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))
+    assert torch.allclose(sampling_probs(log_probs, top_p=1.0), log_probs.exp())
+    cold = sampling_probs(log_probs, temperature=0.01)
+    assert cold[0] > 0.999
+    tempered = sampling_probs(log_probs, temperature=2.0)
+    expected = torch.softmax(log_probs / 2, -1)
+    assert torch.allclose(tempered, expected)

@@ -10,7 +10,9 @@ import torch
 
 
 def sampling_probs(log_probs: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
-    """Tempered, nucleus-filtered probabilities in float64.
+    """Tempered, nucleus-filtered probabilities in float64. The nucleus is ReMDM's (kuleshov-group/remdm, used for
+    its OpenWebText numbers at p = 0.9): the tokens whose cumulative probability, most likely first, is <= top_p,
+    plus the most likely token (so the token that crosses top_p is dropped).
 
     Args: log_probs (..., V) float (may hold -inf). Returns (..., V) float64 summing to 1 on the last axis.
     """
@@ -20,9 +22,10 @@ def sampling_probs(log_probs: torch.Tensor, temperature: float = 1.0, top_p: flo
     probs = torch.softmax(logits, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (the top token is always kept)
-        drop = (sorted_probs.cumsum(-1) - sorted_probs) >= top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        # ReMDM's nucleus: keep the tokens whose cumulative probability is <= top_p, and always the top token
+        keep = sorted_probs.cumsum(-1) <= top_p
+        keep[..., 0] = True
+        sorted_probs = sorted_probs.masked_fill(~keep, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
