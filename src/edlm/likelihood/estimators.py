@@ -34,10 +34,10 @@ from edlm.diffusion.categorical import inverse_cdf
 from edlm.diffusion.posterior import time_grid
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, stratified_times
+from edlm.sampling.importance import WINDOW_TOL  # the sampler's window test, so a bound's plan is the sampler's
 
 LogProbsFn = Callable[[torch.Tensor], torch.Tensor]
 EnergyFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-WINDOW_TOL = 1e-12  # same tolerance as the sampler's in_window test
 
 
 # ----------------------------------------------------------------------------------------------- log Z
