@@ -169,7 +169,7 @@ def one_step_reveal_law(sampler, p_star, V, L, visible_mask, reveal_mask, x_t_ro
     if sampler.target == "row":
         x0, _ = sampler.draw_row(proposal, log_probs, x_t, generator)
     else:
-        x0, _ = sampler.draw_reveal(proposal, log_probs, x_t, reveal, generator)
+        x0, _ = sampler.draw_reveal(proposal, log_probs, x_t, reveal, generator, lambda x, rows: denoiser(x))
     picked = x0[:, reveal_mask]  # (draws, |R|)
     return distribution(picked, V)
 
@@ -185,7 +185,7 @@ def exact_reveal_marginal(p_star, V, L, x_t_row, reveal_mask):
 
 
 @pytest.mark.parametrize("target, k, fills, draws", [("row", 64, 1, 60_000), ("reveal", 64, 32, 10_000),
-                                                     ("reveal-exact", 64, 1, 60_000)])
+                                                     ("reveal-cond", 64, 1, 30_000), ("reveal-exact", 64, 1, 60_000)])
 def test_one_step_draws_the_reveal_set_from_its_marginal_as_k_grows(target, k, fills, draws):
     """A wrong denoiser, the exact energy of p*: one draw of x_R, R = 2 of the 3 masked positions (position 0
     visible), matches p*(x_R | visible) for every weighting at large k (and large M for the fills)."""
@@ -213,6 +213,24 @@ def test_fills_converge_as_k_and_m_grow():
                                                      draws=20_000, seed=k), exact)
                  for k, m in ((2, 1), (8, 4), (32, 16))]
     assert distances[-1] < 0.02 and distances[0] > distances[1] > distances[2], distances
+
+
+def test_shared_fills_keep_a_bias_as_k_grows_and_conditioned_fills_do_not():
+    """With M = 1 the shared-fill choice is normalised within one fill, so more candidates do not remove its bias;
+    conditioned fills give each candidate an independent unbiased weight, exact as k grows for any M."""
+    V, L = 2, 4
+    p_star = random_joint(V, L, seed=5, sharpness=2.0)
+    x_t_row = torch.tensor([1, V, V, V])
+    reveal_mask = torch.tensor([False, True, False, True])
+    exact = exact_reveal_marginal(p_star, V, L, x_t_row, reveal_mask)
+
+    def distance(target):
+        law = one_step_reveal_law(importance(ExactLawEnergy(p_star, V), 128, target=target, fills=1), p_star, V, L,
+                                  None, reveal_mask, x_t_row, draws=12_000)
+        return total_variation(law, exact)
+
+    shared, conditioned = distance("reveal"), distance("reveal-cond")
+    assert conditioned < 0.012 < 0.02 < shared, (shared, conditioned)
 
 
 def exact_reveal_exact_law(p_star, denoiser, V, L, plan):

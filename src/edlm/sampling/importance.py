@@ -13,14 +13,26 @@ Candidates differ on R only; the other masked positions take M fills x_F^(l) ~ q
 
 is an unbiased estimate of the ratio p(x_R^(j) | x_t) / q(x_R^(j)) (up to a constant in j). E holds each fill's
 own -log q(x_F^(l)) (the AR energies add log q over every masked position), which is what makes the average over
-fills an unbiased estimate of the marginal over F. One batched energy call scores k x M rows.
+fills an unbiased estimate of the marginal over F. One batched energy call scores k x M rows. Shared fills make
+the candidates' weights comparable (common random numbers), but the choice is normalised within one set of fills:
+as k grows with M fixed the law of x_R tends to E_fills[normalised q(x_R) w(x_R)], not p(x_R | x_t); it becomes
+exact as k and M grow together.
+
+``reveal-cond``: each candidate gets its own M fills, drawn from the denoiser run on x_t with x_R set to the
+candidate (q'(x_F | x_t, x_R^(j)): one more denoiser call on k rows per row), and
+
+    log w_j = log (1/M) sum_l exp(-E(x_R^(j), x_F^(jl))) q(x_F^(jl)) / q'(x_F^(jl) | x_R^(j)).
+
+Each weight is an independent unbiased estimate, so the choice is exact as k grows for any M (even 1: importance
+sampling with unbiased random weights keeps its target); the fills follow the candidate, so few are wasted on
+completions that do not fit it.
 
 ``reveal-exact``: the ceiling, for energies that know their exact marginals (a known law, ``energy.law``):
 log w_j = log p(x_R^(j) | visible) - log q(x_R^(j)).
 
-As k grows every target draws x_R exactly from the target's marginal; at the k one can afford, weights that
-depend on the revealed tokens only have far lower variance than whole-row weights, whose effective sample size
-collapses when R is a small part of the masked set.
+As k grows the row, reveal-cond and reveal-exact targets draw x_R exactly from the target's marginal; at the k one
+can afford, weights that depend on the revealed tokens only have far lower variance than whole-row weights, whose
+effective sample size collapses when R is a small part of the masked set.
 
 Inside the window (proposal time t >= 1 - window) and with k > 1 and a non-constant energy the sampler is active;
 otherwise the loop draws x0 plainly, so k = 1, window 0 and the zero energy reproduce MDLM bit for bit.
@@ -37,8 +49,8 @@ import torch
 from edlm.energy.base import Energy
 from edlm.sampling.proposal import FactorizedProposal
 
-ISTarget = Literal["row", "reveal", "reveal-exact"]
-IS_TARGETS: tuple[str, ...] = ("row", "reveal", "reveal-exact")
+ISTarget = Literal["row", "reveal", "reveal-cond", "reveal-exact"]
+IS_TARGETS: tuple[str, ...] = ("row", "reveal", "reveal-cond", "reveal-exact")
 WINDOW_TOL = 1e-12  # t >= 1 - window up to float rounding of the grid (the likelihood bounds use the same)
 
 
@@ -106,29 +118,55 @@ class ImportanceSampler:
         return candidates[torch.arange(B, device=x_t.device), chosen], B * k
 
     def draw_reveal(self, proposal: FactorizedProposal, log_probs: torch.Tensor, x_t: torch.Tensor,
-                    reveal: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+                    reveal: torch.Tensor, generator: torch.Generator, denoise=None) -> tuple[torch.Tensor, int]:
         """Weights aimed at the reveal set ``reveal`` (B, L) bool -> (x0 (B, L), energy rows scored). x0 is
         meaningful on ``reveal`` only. Only rows that reveal something are scored (one host sync for their list).
+        ``denoise(x (N, L), rows (N,)) -> log-probs (N, L, V + 1)``: the denoiser on sequences derived from the
+        given rows of x_t (target "reveal-cond" only).
 
-        Random stream: B * k * L uniforms for the candidates, B * M * L for the fills (target "reveal"), then B
-        for the choice, whichever rows are scored."""
+        Random stream: B * k * L uniforms for the candidates, B * M * L for the shared fills (target "reveal"),
+        then B for the choice, whichever rows are scored; "reveal-cond" then draws n * k * M * L for its fills."""
         B, k = x_t.shape[0], self.num_candidates
         probs = proposal.q_probs(log_probs)
         log_q = proposal.log_q(log_probs, probs)  # (B, L, V + 1)
         candidates = proposal.candidates(log_probs, x_t, k, generator, probs)  # (B, k, L)
-        fills = None if self.target == "reveal-exact" else proposal.candidates(log_probs, x_t, self.fills,
-                                                                               generator, probs)  # (B, M, L)
+        fills = proposal.candidates(log_probs, x_t, self.fills, generator, probs) if self.target == "reveal" \
+            else None  # (B, M, L)
         uniforms = torch.rand(B, generator=generator, dtype=torch.float64, device=x_t.device)
         rows = reveal.any(-1).nonzero().squeeze(1)  # (n,) rows with something to reveal
         chosen = torch.zeros(B, dtype=torch.long, device=x_t.device)
         if rows.numel() == 0:
             return candidates[:, 0], 0
         pick = (lambda tensor: tensor.index_select(0, rows))
-        log_w = self.reveal_log_weights(pick(candidates), None if fills is None else pick(fills), pick(x_t),
-                                        pick(log_q), pick(reveal), proposal.mask_id)  # (n, k)
+        if self.target == "reveal-cond":
+            log_w = self.conditioned_log_weights(proposal, denoise, rows, pick(candidates), pick(x_t), pick(log_q),
+                                                 pick(reveal), generator)
+        else:
+            log_w = self.reveal_log_weights(pick(candidates), None if fills is None else pick(fills), pick(x_t),
+                                            pick(log_q), pick(reveal), proposal.mask_id)  # (n, k)
         chosen.index_copy_(0, rows, resample_index(-log_w, pick(uniforms), self.energy_temperature))
-        scored = rows.numel() * k * (1 if fills is None else self.fills)
+        scored = rows.numel() * k * (1 if self.target == "reveal-exact" else self.fills)
         return candidates[torch.arange(B, device=x_t.device), chosen], scored
+
+    def conditioned_log_weights(self, proposal: FactorizedProposal, denoise, rows: torch.Tensor,
+                                candidates: torch.Tensor, x_t: torch.Tensor, log_q: torch.Tensor,
+                                reveal: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """log w_j with fills drawn from the denoiser conditioned on each candidate (target "reveal-cond"):
+        candidates (n, k, L), x_t (n, L), log_q (n, L, V + 1), reveal (n, L), rows (n,) their rows in the batch
+        -> (n, k) float64."""
+        n, k, L = candidates.shape
+        M = self.fills
+        conditioned = torch.where(reveal[:, None, :], candidates, x_t[:, None, :]).reshape(n * k, L)  # x_R := c_j
+        cond_log_probs = denoise(conditioned, rows.repeat_interleave(k))  # (n k, L, V + 1)
+        cond_probs = proposal.q_probs(cond_log_probs)
+        fills = proposal.candidates(cond_log_probs, conditioned, M, generator, cond_probs)  # (n k, M, L)
+        energies = self.energy(fills.reshape(n, k * M, L), x_t, log_q).double().view(n, k, M)
+        other = ((x_t == proposal.mask_id) & ~reveal)[:, None, :].expand(n, k, L).reshape(n * k, 1, L)
+        flat = fills.transpose(1, 2)  # (n k, L, M)
+        log_base = log_q.double().repeat_interleave(k, 0).gather(-1, flat).transpose(1, 2)  # (n k, M, L)
+        log_cond = proposal.log_q(cond_log_probs, cond_probs).double().gather(-1, flat).transpose(1, 2)
+        correction = ((log_base - log_cond) * other).sum(-1).view(n, k, M)  # log q(x_F) - log q'(x_F | x_R^(j))
+        return torch.logsumexp(-energies + correction, dim=-1) - math.log(M)  # (n, k)
 
     def reveal_log_weights(self, candidates: torch.Tensor, fills: torch.Tensor | None, x_t: torch.Tensor,
                            log_q: torch.Tensor, reveal: torch.Tensor, mask_id: int) -> torch.Tensor:

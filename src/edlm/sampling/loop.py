@@ -75,7 +75,8 @@ class MaskedDiffusionSampler:
             active = importance is not None and importance.active(proposal_time)
             if active and importance.aims_at_reveal_set and step.plans_before_x0:
                 plan = step.plan(log_probs, x_t, t, s, generator)
-                x0, scored = importance.draw_reveal(self.proposal, log_probs, x_t, plan.reveal, generator)
+                x0, scored = importance.draw_reveal(self.proposal, log_probs, x_t, plan.reveal, generator,
+                                                    lambda x, rows: self._call(x, t.index_select(0, rows)))
             else:
                 x0, scored = self._draw_x0(log_probs, x_t, generator, active, last_x0, stale)
                 plan = step.plan(log_probs, x_t, t, s, generator)
