@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+from optional import needs_gpt2
 
 from edlm.cli import build_parser
 from edlm.flags import add_config_flags, config_from_args
@@ -112,6 +113,7 @@ def test_import_needs_exactly_one_source(tmp_path):
         main(["import-mdlm", "--ckpt", "a.ckpt", "--hf", "dir", "--out", str(tmp_path / "x")])
 
 
+@needs_gpt2
 def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path, capsys):
     """gpt2 data: a char preset is refused in one line; a gpt2 model trains, evaluates and reports bits per
     character beside bits per token (chars per token > 1)."""
@@ -140,6 +142,7 @@ def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path,
     assert abs(result["bpc"] * result["chars_per_token"] - result["nll_nats"] / 0.6931471805599453) < 1e-6
 
 
+@needs_gpt2
 def test_run_judge_scores_subword_text_with_the_runs_tokenizer(tmp_path):
     """A gpt2 AR run as judge: its NLL of a text equals the AR loss of the text's GPT-2 ids, and bits per
     character divide by characters, not tokens."""
@@ -191,6 +194,7 @@ def test_an_energy_run_with_another_tokenizer_is_refused(tmp_path):
 
 
 
+@needs_gpt2
 def test_subword_runs_sample_decode_and_judge_through_the_cli(tmp_path, capsys):
     """gpt2 data end to end on tiny models: MDLM and AR samples are decoded GPT-2 text (no [MASK] id leaks into
     decoding), and eval-gen scores them with a gpt2 AR judge."""
