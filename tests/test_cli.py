@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
-from optional import needs_gpt2
+from optional import needs_bpe, needs_gpt2
 
 from edlm.cli import build_parser
 from edlm.flags import add_config_flags, config_from_args
@@ -113,10 +113,59 @@ def test_import_needs_exactly_one_source(tmp_path):
         main(["import-mdlm", "--ckpt", "a.ckpt", "--hf", "dir", "--out", str(tmp_path / "x")])
 
 
+TINY_TRAIN = ["--max-steps", "1", "--no-progress", "--device", "cpu", "model.seq_len=16", "model.hidden=32",
+              "model.n_layers=1", "train.batch_size=4", "train.eval_batches=1", "train.precision=fp32"]
+
+
+def test_a_preset_is_a_model_size_the_tokenizer_comes_from_the_data(tiny_data, tmp_path, capsys):
+    """--preset bpe-small on char data trains a char model (vocabulary from the data) and says in one note that
+    the preset was tuned for another tokenizer; an explicit model.tokenizer that contradicts the data is refused."""
+    import json
+
+    from edlm.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--preset", "bpe-small", "--out", str(run)] + TINY_TRAIN) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("edlm: note:")]
+    assert len(notes) == 1 and "--preset bpe-small was tuned for the bpe:4096 tokenizer" in notes[0], err
+    assert "char" in notes[0]
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["tokenizer"], model["vocab_size"]) == ("char", 27)
+    assert main(["train", "--data", str(tiny_data), "--preset", "char-tiny", "--out", str(tmp_path / "same")]
+                + TINY_TRAIN) == 0
+    assert "edlm: note:" not in capsys.readouterr().err  # the preset's own tokenizer: nothing to say
+    assert main(["train", "--data", str(tiny_data), "--preset", "char-tiny", "--out", str(tmp_path / "bad")]
+                + TINY_TRAIN + ["model.tokenizer=gpt2"]) == 2
+    assert "model.tokenizer=gpt2" in capsys.readouterr().err
+
+
+@needs_bpe
+def test_bpe_small_trains_on_a_smaller_bpe(tmp_path, capsys):
+    """bpe:N data of any N (and a trained BPE that ended with fewer tokens) trains with --preset bpe-small."""
+    import json
+
+    from conftest import TEXT
+
+    from edlm.cli import main
+
+    (tmp_path / "text.txt").write_text(TEXT)
+    data = tmp_path / "data"
+    assert main(["data", "prepare", "--corpus", "files", "--path", str(tmp_path / "text.txt"), "--tokenizer",
+                 "bpe:300", "--out", str(data), "--no-progress"]) == 0
+    meta = json.loads((data / "meta.json").read_text())["tokenizer"]
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--preset", "bpe-small", "--out", str(run)] + TINY_TRAIN) == 0
+    assert "tuned for the bpe:4096 tokenizer" in capsys.readouterr().err
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["tokenizer"], model["vocab_size"]) == ("bpe:300", meta["vocab_size"])
+
+
 @needs_gpt2
-def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path, capsys):
-    """gpt2 data: a char preset is refused in one line; a gpt2 model trains, evaluates and reports bits per
-    character beside bits per token (chars per token > 1)."""
+def test_subword_data_trains_with_a_char_preset_and_reports_bits_per_character(tmp_path, capsys):
+    """gpt2 data: a char-size preset trains a gpt2 model, which evaluates and reports bits per character beside
+    bits per token (chars per token > 1)."""
     import json
 
     from edlm.cli import main
@@ -128,11 +177,9 @@ def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path,
     assert main(["data", "prepare", "--corpus", "files", "--path", str(text), "--tokenizer", "gpt2", "--out",
                  str(data), "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["train", "--data", str(data), "--preset", "char-tiny", "--out", str(tmp_path / "bad")]) == 2
-    assert "--preset char-tiny is for the char tokenizer" in capsys.readouterr().err
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--preset", "char-tiny", "--out", str(run), "--max-steps", "2",
-                 "--no-progress", "model.tokenizer=gpt2", "model.seq_len=16", "model.hidden=32",
+                 "--no-progress", "model.seq_len=16", "model.hidden=32",
                  "train.batch_size=4", "train.eval_batches=1", "train.precision=fp32"]) == 0
     capsys.readouterr()
     assert main(["eval", "--run", str(run), "--data", str(data), "--split", "val", "--t-samples", "1",

@@ -47,22 +47,27 @@ def _check_tokenizer(config, data_dir, flag: str, run) -> None:
                          load_meta(data_dir)["tokenizer"], f"{flag} {run}", f"--data {data_dir}")
 
 
-def _adapt_to_data(config, data_dir, preset: str):
-    """Take the vocabulary size from the data folder when the preset's tokenizer is the data's (a trained
-    ``bpe:N`` may end with fewer than N tokens); refuse a preset made for another tokenizer."""
+def _adapt_to_data(config, data_dir, preset: str, overrides: list[str]):
+    """A preset is a model size: the tokenizer and the vocabulary size come from the data folder (a trained
+    ``bpe:N`` may end with fewer than N tokens). Returns (config, notes): one note when the preset was tuned for
+    another tokenizer. An explicit ``model.tokenizer=`` override that contradicts the data is refused."""
     import dataclasses
 
     from edlm.data import load_meta
 
     tokenizer = load_meta(data_dir)["tokenizer"]
-    if tokenizer["name"] != config.model.tokenizer:
-        raise UserError(f"--preset {preset} is for the {config.model.tokenizer} tokenizer but --data {data_dir} "
-                        f"uses {tokenizer['name']}; pick a {tokenizer['name']} preset or override "
-                        f"model.tokenizer={tokenizer['name']}")
-    if tokenizer["vocab_size"] != config.model.vocab_size:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                        vocab_size=tokenizer["vocab_size"]))
-    return config
+    name, vocab_size = tokenizer["name"], tokenizer["vocab_size"]
+    if any(item.startswith("model.tokenizer=") for item in overrides) and config.model.tokenizer != name:
+        raise UserError(f"model.tokenizer={config.model.tokenizer}: --data {data_dir} uses the {name} tokenizer "
+                        f"(drop the override: the tokenizer comes from the data)")
+    notes = []
+    if config.model.tokenizer != name:
+        notes.append(f"--preset {preset} was tuned for the {config.model.tokenizer} tokenizer; --data {data_dir} "
+                     f"uses {name} ({vocab_size} tokens), so the model takes its vocabulary from the data")
+    if (config.model.tokenizer, config.model.vocab_size) != (name, vocab_size):
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, tokenizer=name,
+                                                                        vocab_size=vocab_size))
+    return config, notes
 
 
 def cmd_data(args) -> int:
@@ -84,7 +89,9 @@ def cmd_train(args) -> int:
     from edlm.training.loop import train
 
     config = resolve_train_config(args.preset, args.model, args.overrides, args.max_steps, args.negatives)
-    config = _adapt_to_data(config, args.data, args.preset)
+    config, notes = _adapt_to_data(config, args.data, args.preset, args.overrides)
+    for note in notes if int(os.environ.get("RANK", "0")) == 0 else ():
+        print(f"edlm: note: {note}", file=sys.stderr)
     out = Path(args.out)
     _check_writable(out, "--out")
     denoiser = init_state = None
