@@ -289,6 +289,18 @@ def test_sampling_repeats_give_intervals_and_paired_ratios(tmp_path):
         sampling_main(args + ["--repeats", "1"])
 
 
+def test_sampling_bench_on_a_subword_run_decodes_with_the_runs_tokenizer(tmp_path, tiny_bpe_run):
+    from edlm.bench.sampling_speed import main as sampling_main
+
+    run, _ = tiny_bpe_run
+    out = tmp_path / "results"
+    assert sampling_main(["--run", str(run), "--device", "cpu", "--num", "2", "--length", "8", "--steps", "2",
+                          "--repeats", "2", "--k", "2", "--samplers", "cached", "--precision", "fp32",
+                          "--out", str(out)]) == 0
+    rows = json.loads((out / "sampling.json").read_text())["rows"]
+    assert [row["proposal"] for row in rows] == ["plain", "IS k=2"]
+
+
 @pytest.mark.parametrize("name", ["throughput", "sampling", "quality", "learning-curve", "likelihood"])
 def test_bench_help(name, capsys):
     from edlm.bench import run_bench

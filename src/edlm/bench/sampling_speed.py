@@ -51,7 +51,7 @@ from edlm.bench.common import (
     synchronize,
     write_results,
 )
-from edlm.checkpoint import load_model
+from edlm.checkpoint import load_model, load_run_tokenizer
 from edlm.config import get_preset
 from edlm.sampling.config import SampleConfig
 from edlm.device import resolve_device
@@ -88,26 +88,30 @@ def time_draw(shape: tuple[int, int, int], num: int, device: torch.device, dtype
 
 
 def time_settings(model, config, energy, specs: dict[tuple[str, int], SampleConfig], repeats: int,
-                  device: torch.device) -> tuple[dict, dict]:
+                  device: torch.device, tokenizer=None) -> tuple[dict, dict]:
     """Seconds of each setting's ``repeats`` runs, interleaved, after one short warm-up run of each.
 
-    ``specs`` maps (sampler, k) to its SampleConfig (k = 1: plain). Returns ({setting: [seconds per repeat]},
-    {setting: the last run's SampleResult}).
+    ``specs`` maps (sampler, k) to its SampleConfig (k = 1: plain); ``tokenizer``: the run's (None: the char
+    alphabet), which decodes the samples. Returns ({setting: [seconds per repeat]}, {setting: the last run's
+    SampleResult}).
     """
     for (_, k), spec in specs.items():  # warm-up (kernels, allocator)
-        generate(model, config, dataclasses.replace(spec, steps=min(spec.steps, 8)), energy if k > 1 else None)
+        generate(model, config, dataclasses.replace(spec, steps=min(spec.steps, 8)), energy if k > 1 else None,
+                 tokenizer=tokenizer)
     seconds, results = {setting: [] for setting in specs}, {}
     for _ in range(repeats):
         for setting, spec in specs.items():
             synchronize(device)
             started = time.perf_counter()
-            _, results[setting] = generate(model, config, spec, energy if setting[1] > 1 else None)
+            _, results[setting] = generate(model, config, spec, energy if setting[1] > 1 else None,
+                                           tokenizer=tokenizer)
             synchronize(device)
             seconds[setting].append(time.perf_counter() - started)
     return seconds, results
 
 
-def profile_setting(model, config, energy, spec: SampleConfig, device: torch.device, path: Path) -> dict:
+def profile_setting(model, config, energy, spec: SampleConfig, device: torch.device, path: Path,
+                    tokenizer=None) -> dict:
     """One run of ``spec`` under torch.profiler (the top operators go to ``path``) and one under
     ``HostSyncCounter``; returns the file's name, operators per step and host syncs per step (by operation)."""
     from torch.profiler import ProfilerActivity, profile
@@ -115,14 +119,14 @@ def profile_setting(model, config, energy, spec: SampleConfig, device: torch.dev
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     synchronize(device)
     with profile(activities=activities) as prof:
-        generate(model, config, spec, energy)
+        generate(model, config, spec, energy, tokenizer=tokenizer)
         synchronize(device)
     averages = prof.key_averages()
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(averages.table(sort_by=sort, row_limit=20) + "\n")
     with HostSyncCounter() as syncs:
-        generate(model, config, spec, energy)
+        generate(model, config, spec, energy, tokenizer=tokenizer)
     return {"file": path.name, "ops_per_step": sum(event.count for event in averages) / spec.steps,
             "host_syncs_per_step": syncs.total / spec.steps,
             "host_syncs_by_op": {name: count / spec.steps for name, count in sorted(syncs.counts.items())}}
@@ -179,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     length = args.length or (256 if cuda else 64)
     steps_list = args.steps or ([256, 1024] if cuda else [16, 64])
     samplers = [name.strip() for name in args.samplers.split(",") if name.strip()]
+    tokenizer = None  # the char alphabet
     if args.run:
         config, model = load_model(args.run, device=device)
+        tokenizer = load_run_tokenizer(Path(args.run), config)
     else:
         config = get_preset("char-small")
         torch.manual_seed(0)
@@ -202,12 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                                             batch_size=num, precision=args.precision, k=k, window=args.window,
                                             compile=args.compile)
                  for sampler in samplers for k in (1, args.k)}
-        seconds, results = time_settings(model, config, energy, specs, args.repeats, device)
+        seconds, results = time_settings(model, config, energy, specs, args.repeats, device, tokenizer)
         profiles = {}
         for (sampler, k), spec in specs.items() if args.profile else ():
             name = f"profile-{steps}-{sampler}-{'plain' if k == 1 else f'is{k}'}.txt"
             profiles[(sampler, k)] = profile_setting(model, config, energy if k > 1 else None, spec, device,
-                                                     Path(args.out) / name)
+                                                     Path(args.out) / name, tokenizer)
         for (sampler, k), times in seconds.items():
             mean = geometric_interval(times)
             per_step = mean.scaled(1e3 / steps)
