@@ -24,7 +24,7 @@ from toys import (
 
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, nelbo_terms, stratified_times
-from edlm.evaluation.nelbo import summarize
+from edlm.likelihood.nelbo import summarize
 from edlm.likelihood import (
     StepPlan,
     all_mask_patterns,

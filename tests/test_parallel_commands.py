@@ -83,7 +83,7 @@ def test_nelbo_of_a_shard_equals_those_rows_of_the_whole_split(runs):
     from edlm.checkpoint import load_model
     from edlm.data import eval_chunks, load_split
     from edlm.diffusion.schedule import schedule_for
-    from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence
+    from edlm.likelihood.nelbo import mdlm_nelbo_per_sequence
 
     config, model = load_model(runs["mdlm"], device="cpu")
     chunks = eval_chunks(load_split(runs["data"], "test"), config.model.seq_len)[:7]

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.data.splits import chars_per_token
     from edlm.device import resolve_device
     from edlm.diffusion.schedule import schedule_for
-    from edlm.evaluation.nelbo import (
+    from edlm.likelihood.nelbo import (
         ar_nll_per_sequence,
         mdlm_nelbo_per_sequence,
         summarize,

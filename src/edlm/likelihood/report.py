@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from edlm.config import LikelihoodConfig, RunConfig
 from edlm.diffusion.schedule import schedule_for
 from edlm.errors import EdlmError
-from edlm.evaluation.nelbo import (
+from edlm.likelihood.nelbo import (
     ar_nll_per_sequence,
     mdlm_nelbo_per_sequence,
     summarize,

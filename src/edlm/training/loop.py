@@ -409,7 +409,7 @@ def validate(config: RunConfig, model, ema: EMA, val_chunks: torch.Tensor, info:
 
     ``bpc`` is bits per character of decoded text: nats per token / ``chars_per_token`` / ln 2 (1.0 for a char
     corpus, so then it is bits per token)."""
-    from edlm.evaluation.nelbo import (
+    from edlm.likelihood.nelbo import (
         ar_nll_per_sequence,
         mdlm_nelbo_per_sequence,
         summarize,
