@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -23,12 +24,6 @@ def user_error(error: BaseException) -> bool:
     return isinstance(error, OSError) and getattr(error, "filename", None) is not None
 
 
-def _device(name: str | None) -> str:
-    from edlm.device import resolve_device
-
-    return str(resolve_device(name))
-
-
 def _check_writable(folder: Path, flag: str, value: str | Path | None = None) -> None:
     """``folder`` (or its nearest existing ancestor) must be a writable folder; ``value`` is what the user typed."""
     from edlm.fileio import unwritable_ancestor
@@ -36,6 +31,20 @@ def _check_writable(folder: Path, flag: str, value: str | Path | None = None) ->
     probe = unwritable_ancestor(folder)
     if probe is not None:
         raise UserError(f"{flag} {value or folder}: not writable ({probe} is not a writable folder)")
+
+
+@contextlib.contextmanager
+def _processes(device: str | None):
+    """This process's place in the job (``edlm.parallel.init_from_env``: under torchrun it joins the process
+    group), left again at the end whatever happens: commands own the process group, library code never
+    starts or ends one."""
+    from edlm.parallel import cleanup, init_from_env
+
+    info = init_from_env(device)
+    try:
+        yield info
+    finally:
+        cleanup()
 
 
 def _check_tokenizer(config, data_dir, flag: str, run) -> None:
@@ -85,32 +94,30 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """Under torchrun every process trains its shard of each global batch (the process group is joined and
+    left here, around ``train``)."""
     from edlm.config import resolve_train_config
     from edlm.training.loop import train
 
     config = resolve_train_config(args.preset, args.model, args.overrides, args.max_steps, args.negatives)
     config, notes = _adapt_to_data(config, args.data, args.preset, args.overrides)
-    for note in notes if int(os.environ.get("RANK", "0")) == 0 else ():
-        print(f"edlm: note: {note}", file=sys.stderr)
     out = Path(args.out)
     _check_writable(out, "--out")
-    denoiser = init_state = None
-    if config.model.kind == "nce":
-        if not args.denoiser:
-            raise UserError("--model nce needs --denoiser RUN_DIR (the trained MDLM)")
-        from edlm.training.nce import load_denoiser_for_nce
-
-        denoiser, init_state = load_denoiser_for_nce(args.denoiser, config, _device(args.device))
-    elif args.denoiser:
+    if config.model.kind != "nce" and args.denoiser:
         raise UserError("--denoiser is only used with --model nce")
-    summary = train(config, args.data, out, resume=args.resume, max_minutes=args.max_minutes,
-                    denoiser=denoiser, init_state=init_state, progress=not args.no_progress,
-                    device=args.device and _device(args.device))
-    import torch.distributed as dist
+    if config.model.kind == "nce" and not args.denoiser:
+        raise UserError("--model nce needs --denoiser RUN_DIR (the trained MDLM)")
+    with _processes(args.device) as info:
+        for note in notes if info.is_main else ():
+            print(f"edlm: note: {note}", file=sys.stderr)
+        denoiser = init_state = None
+        if config.model.kind == "nce":
+            from edlm.training.nce import load_denoiser_for_nce
 
-    if dist.is_available() and dist.is_initialized():  # launched by torchrun
-        dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
+            denoiser, init_state = load_denoiser_for_nce(args.denoiser, config, str(info.device))
+        summary = train(config, args.data, out, resume=args.resume, max_minutes=args.max_minutes,
+                        denoiser=denoiser, init_state=init_state, progress=not args.no_progress, process=info)
+    if info.is_main:
         from edlm.checkpoint import save_run_tokenizer
 
         save_run_tokenizer(out, Path(args.data))  # sampling and evaluation decode with it, without the data folder
@@ -135,29 +142,42 @@ def cmd_import_mdlm(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """Under torchrun each process computes the figures of a block of whole batches (``edlm.parallel.shard``;
+    every batch's draws depend on the seed and its position only) and rank 0 joins them: the report equals a
+    one-process run's."""
     from edlm.checkpoint import load_model
     from edlm.config import LikelihoodConfig
     from edlm.data import DataError, eval_chunks, load_split
     from edlm.data.splits import chars_per_token
     from edlm.flags import config_from_args
-    from edlm.likelihood.report import likelihood_report
-    from edlm.parallel import cleanup, init_from_env
+    from edlm.likelihood.report import (
+        build_energy,
+        check_evaluable,
+        join_rows,
+        likelihood_rows,
+        likelihood_summary,
+    )
+    from edlm.parallel import gather_to_rank0, shard
 
     settings = config_from_args(LikelihoodConfig, args)
-    info = init_from_env(args.device)  # under torchrun: each process evaluates a block of whole batches
-    config, model = load_model(args.run, device=str(info.device))
-    try:
-        chunks = eval_chunks(load_split(args.data, settings.split), config.model.seq_len)
-    except DataError as error:
-        raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
-    progress = not args.json and info.is_main and sys.stderr.isatty()
-    _check_tokenizer(config, args.data, "--run", args.run)
-    result = likelihood_report(settings, config, model, chunks, progress=progress,
-                               chars_per_token=chars_per_token(args.data, settings.split), rank=info.rank,
-                               world=info.world)
-    if result is None:  # not rank 0: its figures went to rank 0
-        cleanup()
-        return 0
+    with _processes(args.device) as info:
+        config, model = load_model(args.run, device=str(info.device))
+        try:
+            chunks = eval_chunks(load_split(args.data, settings.split), config.model.seq_len)
+        except DataError as error:
+            raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
+        chunks = chunks[: settings.max_sequences]  # None: all
+        _check_tokenizer(config, args.data, "--run", args.run)
+        energy = build_energy(settings, config, info.device)
+        check_evaluable(config, energy)
+        rows = shard(chunks.shape[0], info.rank, info.world, settings.batch_size)
+        progress = not args.json and info.is_main
+        mine = likelihood_rows(settings, config, model, chunks[rows.start:rows.stop], energy, rows.start, progress)
+        parts = gather_to_rank0(mine)
+        if parts is None:  # not rank 0: its figures went to rank 0
+            return 0
+        result = likelihood_summary(settings, config, join_rows(parts), chunks.shape[1],
+                                    chars_per_token(args.data, settings.split), energy)
     result.update(run=str(args.run))
     if args.json:
         print(json.dumps(result))
@@ -167,7 +187,6 @@ def cmd_eval(args) -> int:
               f"tokens of {settings.split}")
     else:
         print(json.dumps(result, indent=2))
-    cleanup()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Processes launched by torchrun: which one am I, which work is mine, and gathering results on rank 0.
+"""Processes launched by torchrun: which one am I, which work is mine, gathering results on rank 0, and the
+collective checks of data-parallel training.
 
 ``torchrun --nproc_per_node N -m edlm sample|eval|eval-gen ...`` runs N copies of the command. Each joins the
 process group (NCCL on GPUs, gloo on CPU), takes a contiguous block of whole batches (``shard``), and sends
@@ -56,6 +57,15 @@ def init_from_env(device: torch.device | str | None = None) -> DistInfo:
     return DistInfo(rank, world, local_rank, chosen, dist.is_available() and dist.is_initialized())
 
 
+def local_process(device: torch.device | str | None = None) -> DistInfo:
+    """This process alone (rank 0 of 1, no process group) on ``device`` (None: CUDA when present, else CPU):
+    what library code runs as unless its caller, which owns the processes, passes an ``init_from_env`` result."""
+    chosen = resolve_device(None if device is None else str(device))
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    return DistInfo(device=chosen)
+
+
 def launched_by_torchrun() -> bool:
     """torchrun (even ``--nproc_per_node 1``) sets these; a plain ``python -m edlm`` does not."""
     return "TORCHELASTIC_RUN_ID" in os.environ or ("MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ)
@@ -100,6 +110,15 @@ def batch_seed(seed: int, batch_index: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
     return (z ^ (z >> 31)) >> 1
+
+
+def all_reduce_flag(flag: bool, info: DistInfo) -> bool:
+    """True if ``flag`` is True on any rank (every rank must call it)."""
+    if info.world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def barrier(info: DistInfo) -> None:

@@ -61,14 +61,9 @@ from edlm.models import build_model
 from edlm.parallel import DistInfo
 from edlm.training.batches import global_batch
 from edlm.training.ema import EMA
-from edlm.training.loop import (
-    _forward_backward,
-    _to_device,
-    build_optimizer,
-    configure_device,
-    make_objective,
-    maybe_compile,
-)
+from edlm.training.objectives import make_objective
+from edlm.training.optim import build_optimizer, configure_device, maybe_compile
+from edlm.training.step import forward_backward, to_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +133,8 @@ def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device,
     B, L = lever.batch_size, config.model.seq_len
 
     def step(index: int) -> None:
-        batch = _to_device(global_batch(tokens, L, B, 0, index, train.eps_t), device)
-        loss, _ = _forward_backward(module, objective, batch, 1, info, lever.precision,
+        batch = to_device(global_batch(tokens, L, B, 0, index, train.eps_t), device)
+        loss, _ = forward_backward(module, objective, batch, 1, info, lever.precision,
                                     lever.compile and lever.compile_mode == "reduce-overhead")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         if lever.host_sync:
