@@ -607,8 +607,9 @@ def test_bench_likelihood_table_compares_discrete_bounds_only():
     assert sum("bound" in name for name in names) == 2 and "coar paper estimate (no log Z)" in names
     assert all(("gap_closed" in row) == (row["kind"] == "upper bound" and i > 2) for i, row in enumerate(rows))
     assert rows[1]["kind"] == "upper bound, reference only" and set(raw) == {"coar", "full"}
-    assert paired_verdict({"bpc": 0.1, "stderr_bpc": 0.01}) == "+0.1000 [+0.0804, +0.1196]"
-    assert paired_verdict({"bpc": 0.01, "stderr_bpc": 0.01}).endswith("no significant difference")
+    # t(0.975, 30) = 2.0423: 0.1 -+ 0.0204 over 31 sequences
+    assert paired_verdict({"bpc": 0.1, "stderr_bpc": 0.01, "sequences": 31}) == "+0.1000 [+0.0796, +0.1204]"
+    assert paired_verdict({"bpc": 0.01, "stderr_bpc": 0.01, "sequences": 31}).endswith("no significant difference")
     import argparse
 
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)

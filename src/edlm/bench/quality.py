@@ -7,7 +7,7 @@
 
 Every setting samples ``--num`` sequences with the same seed, so sample i of every setting starts from the
 same random stream and two settings are compared with a paired bootstrap over sample indices
-(``edlm.evaluation.stats``). A separate judge (never the energy model) scores them. Outputs in ``--out``:
+(``edlm.stats``). A separate judge (never the energy model) scores them. Outputs in ``--out``:
 
     quality.jsonl  one row per setting, with EVERY sample text and the per-sample judge scores (any judge can
                    re-score them later; ``--resume`` keeps the rows already there); with ``--reference``, each

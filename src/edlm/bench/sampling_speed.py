@@ -39,15 +39,10 @@ import torch
 
 from edlm.bench import BenchError
 from edlm.bench.common import (
-    Estimate,
     HostSyncCounter,
     environment,
-    format_interval,
-    format_ratio,
-    geometric_interval,
     interval_plot,
     markdown_table,
-    paired_ratio,
     synchronize,
     write_results,
 )
@@ -60,6 +55,7 @@ from edlm.energy.ar import AREnergy
 from edlm.flags import OneLineParser, float_in, positive_int, positive_ints
 from edlm.models import build_model
 from edlm.sampling.generate import generate
+from edlm.stats import Interval, format_interval, format_ratio, geometric_interval, paired_ratio
 
 
 def time_draw(shape: tuple[int, int, int], num: int, device: torch.device, dtype_name: str = "float64",
@@ -138,12 +134,12 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         overhead = "reference"
         if "overhead_vs_plain" in row:
-            overhead = format_ratio(Estimate(row["overhead_vs_plain"], *row["overhead_vs_plain_ci95"]))
+            overhead = format_ratio(Interval(row["overhead_vs_plain"], *row["overhead_vs_plain_ci95"]))
         cells.append({"T": row["T"], "sampler": row["sampler"], "proposal": row["proposal"],
-                      "seconds (95% CI)": format_interval(Estimate(row["seconds"], *row["seconds_ci95"]), ".3f"),
+                      "seconds (95% CI)": format_interval(Interval(row["seconds"], *row["seconds_ci95"]), ".3f"),
                       "s/sample": f"{row['seconds_per_sample']:.4f}", "denoiser_calls": row["denoiser_calls"],
                       "energy_calls": row["energy_calls"],
-                      "ms/step (95% CI)": format_interval(Estimate(row["ms_per_step"], *row["ms_per_step_ci95"]),
+                      "ms/step (95% CI)": format_interval(Interval(row["ms_per_step"], *row["ms_per_step_ci95"]),
                                                           ".2f"),
                       "float64_draw_share": f"{row['float64_draw_share']:.1%}", "overhead vs plain": overhead})
     return markdown_table(cells, list(cells[0]) if cells else [])
@@ -219,16 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             per_step = mean.scaled(1e3 / steps)
             result = results[(sampler, k)]
             row = {"T": steps, "sampler": sampler, "proposal": proposal_name[k], "seconds_repeats": times,
-                   "seconds": mean.value, "seconds_ci95": [mean.low, mean.high],
-                   "seconds_per_sample": mean.value / num, "denoiser_calls": result.nfe,
+                   "seconds": mean.estimate, "seconds_ci95": [mean.low, mean.high],
+                   "seconds_per_sample": mean.estimate / num, "denoiser_calls": result.nfe,
                    "energy_calls": result.energy_calls,
-                   "ms_per_step": per_step.value, "ms_per_step_ci95": [per_step.low, per_step.high],
-                   "float64_draw_share": draw[("float64", k)] / (mean.value / steps)}
+                   "ms_per_step": per_step.estimate, "ms_per_step_ci95": [per_step.low, per_step.high],
+                   "float64_draw_share": draw[("float64", k)] / (mean.estimate / steps)}
             if (sampler, k) in profiles:
                 row["profile"] = profiles[(sampler, k)]
             if k > 1:
                 overhead = paired_ratio(times, seconds[(sampler, 1)])
-                row.update(overhead_vs_plain=overhead.value, overhead_vs_plain_ci95=[overhead.low, overhead.high])
+                row.update(overhead_vs_plain=overhead.estimate, overhead_vs_plain_ci95=[overhead.low, overhead.high])
             rows.append(row)
             print(f"T={steps} {sampler} {row['proposal']}: {format_interval(mean, '.3f')} s, "
                   f"{format_interval(per_step, '.2f')} ms/step, float64 draw {row['float64_draw_share']:.1%} "
@@ -238,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 speedup = paired_ratio(seconds[("ancestral", k)], seconds[("cached", k)])
                 comparisons.append({"T": steps, "proposal": proposal_name[k],
                                     "comparison": "cached vs ancestral (ancestral seconds / cached seconds)",
-                                    "speedup": speedup.value, "speedup_ci95": [speedup.low, speedup.high],
+                                    "speedup": speedup.estimate, "speedup_ci95": [speedup.low, speedup.high],
                                     "verdict": format_ratio(speedup)})
     text = (f"{num} samples x L = {length}, {args.precision}, importance sampling: AR energy (coar), window "
             f"{args.window}; device {environment(device)['device_name']}; denoiser "
@@ -256,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                  "seconds, paired by repeat):\n\n"
                  + markdown_table(comparisons, ["T", "proposal", "verdict"]))
     plots = interval_plot([f"T={r['T']} {r['sampler']} {r['proposal']}" for r in rows],
-                          [Estimate(r["ms_per_step"], *r["ms_per_step_ci95"]) for r in rows],
+                          [Interval(r["ms_per_step"], *r["ms_per_step_ci95"]) for r in rows],
                           Path(args.out) / "sampling.png", "milliseconds per step (95% CI)",
                           f"sampling {num} x {length}, {environment(device)['device_name']}")
     write_results(Path(args.out), "sampling", {"rows": rows, "cached_vs_ancestral": comparisons, "plots": plots,
