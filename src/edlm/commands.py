@@ -156,6 +156,7 @@ def cmd_eval(args) -> int:
         join_rows,
         likelihood_rows,
         likelihood_summary,
+        report_lines,
     )
     from edlm.parallel import gather_to_rank0, shard
 
@@ -179,14 +180,7 @@ def cmd_eval(args) -> int:
         result = likelihood_summary(settings, config, join_rows(parts), chunks.shape[1],
                                     chars_per_token(args.data, settings.split), energy)
     result.update(run=str(args.run))
-    if args.json:
-        print(json.dumps(result))
-    elif "bpc" in result:
-        print(f"{result['kind']}: {result['bpc']:.4f} ± {result['stderr_bpc']:.4f} bpc "
-              f"({result['nll_nats']:.4f} nats/token, ppl {result['ppl']:.3f}) over {result['tokens']:,} "
-              f"tokens of {settings.split}")
-    else:
-        print(json.dumps(result, indent=2))
+    print(json.dumps(result) if args.json else "\n".join(report_lines(result)))
     return 0
 
 

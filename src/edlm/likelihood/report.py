@@ -20,7 +20,6 @@ import dataclasses
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from edlm.config import LikelihoodConfig, RunConfig
 from edlm.diffusion.schedule import schedule_for
@@ -38,6 +37,8 @@ from edlm.likelihood.estimators import (
     paper_estimate,
 )
 from edlm.models.denoiser import make_denoiser_fn
+from edlm.progress import progress as show_progress
+from edlm.stats import mean_interval
 
 
 class LikelihoodError(EdlmError, ValueError):
@@ -102,8 +103,7 @@ def edlm_per_sequence(settings: LikelihoodConfig, run_config: RunConfig, model, 
     variants = (("paper_estimate", "none"),) if is_self_normalised(energy) else (
         ("paper_estimate", "mean"), ("paper_estimate_jackknife", "jackknife"))
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in tqdm(range(0, chunks.shape[0], settings.batch_size), desc="edlm likelihood",
-                      disable=not progress):
+    for start in show_progress(range(0, chunks.shape[0], settings.batch_size), "edlm likelihood", progress):
         x0 = chunks[start:start + settings.batch_size].to(device)
         row = first_row + start  # the batch's first row in the split
         for name, log_z in variants:  # the same seed for paired estimators
@@ -121,10 +121,11 @@ def edlm_per_sequence(settings: LikelihoodConfig, run_config: RunConfig, model, 
     result = {name: torch.cat(values).double().cpu() for name, values in parts.items()}
     result["mdlm_nelbo"] = mdlm_nelbo_per_sequence(
         model, chunks, schedule, mask_id, settings.t_samples, settings.batch_size, settings.seed, settings.eps_t,
-        settings.precision, first_batch=first_row // settings.batch_size)
+        settings.precision, progress, first_batch=first_row // settings.batch_size)
     ar_model = getattr(energy, "model", None)
     if ar_model is not None and getattr(ar_model, "causal", False):
-        result["ar_nll"] = ar_nll_per_sequence(ar_model, chunks, mask_id, settings.batch_size, settings.precision)
+        result["ar_nll"] = ar_nll_per_sequence(ar_model, chunks, mask_id, settings.batch_size, settings.precision,
+                                               progress)
     return result
 
 
@@ -267,3 +268,35 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
     check_evaluable(run_config, energy)
     per_sequence = join_rows([likelihood_rows(settings, run_config, model, chunks, energy, 0, progress)])
     return likelihood_summary(settings, run_config, per_sequence, chunks.shape[1], chars_per_token, energy)
+
+
+def report_lines(result: dict) -> list[str]:
+    """``likelihood_summary``'s dict as the text ``edlm eval`` prints: each figure named for what it is (a bound
+    of which sampler, an estimate, an exact NLL), bits per character ± one standard error over sequences, the
+    paired improvement with its 95% t-interval over sequences."""
+    def figure(summary: dict) -> str:
+        return f"{summary['bpc']:.4f} ± {summary['stderr_bpc']:.4f} bpc"
+
+    head = (f"{figure(result)} ({result['nll_nats']:.4f} nats/token, ppl {result['ppl']:.3f}) over "
+            f"{result['tokens']:,} tokens of {result['split']}, {result['precision']}")
+    if result["kind"] == "mdlm_nelbo_upper_bound":
+        return [f"MDLM NELBO: {head}: an upper bound on the denoiser's NLL (continuous time, "
+                f"{result['t_samples']} t draws per sequence)"]
+    if result["kind"] == "ar_exact_nll":
+        return [f"AR NLL: {head} (exact)"]
+    estimators = result["estimators"]
+    gain = estimators["bound_improvement_over_mdlm_same_T"]
+    interval = mean_interval(gain["bpc"], gain["stderr_bpc"], gain["sequences"])
+    where = f"(95% CI {interval.low:.4f}..{interval.high:.4f} bpc)"
+    lines = [f"EDLM bound: {head}: an upper bound on the NLL of `{result['sampler_bounded']['command']}`",
+             f"  MDLM bound, same T (that sampler without energy): {figure(estimators['mdlm_discrete_nelbo'])}",
+             "  improvement over the MDLM bound (paired): "
+             + (f"{gain['bpc']:.4f} bpc {where}" if interval.significant
+                else f"no significant difference {where}"),
+             f"  MDLM continuous-time NELBO (the denoiser alone): {figure(estimators['mdlm_nelbo'])}"]
+    paper = estimators.get("paper_estimate_jackknife", estimators["paper_estimate"])
+    lines.append("  the paper's estimate (not a bound): " + (figure(paper) if paper["available"]
+                                                             else f"unavailable: {paper['reason']}"))
+    if "ar_nll" in estimators:
+        lines.append(f"  AR model's own NLL (exact): {figure(estimators['ar_nll'])}")
+    return lines
