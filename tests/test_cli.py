@@ -103,6 +103,34 @@ def test_export_hf_then_import_hf_through_the_cli_gives_the_same_logits(tmp_path
         assert torch.equal(original(tokens), imported(tokens))
 
 
+def test_a_bpe_run_round_trips_through_export_hf_and_import_mdlm(tiny_bpe_run, tmp_path, capsys):
+    """export-hf writes the run's tokenizer files beside the weights and import-mdlm --hf takes them back: the
+    re-imported run samples the same text. A folder whose size fits no tokenizer it can name asks for --tokenizer."""
+    import json
+
+    from edlm.cli import main
+
+    run, _ = tiny_bpe_run
+    hf = tmp_path / "hf"
+    assert main(["export-hf", str(run), str(hf)]) == 0
+    assert (hf / "tokenizer.json").is_file() and (hf / "tokenizer_meta.json").is_file()
+    back = tmp_path / "back"
+    assert main(["import-mdlm", "--hf", str(hf), "--out", str(back), "--preset", "char-tiny"]) == 0
+    assert json.loads((back / "config.json").read_text())["model"]["tokenizer"] == "bpe:300"
+    samples = []
+    for folder in (run, back):
+        capsys.readouterr()
+        assert main(["sample", "--run", str(folder), "--num", "2", "--steps", "4", "--device", "cpu", "--json"]) == 0
+        samples.append(json.loads(capsys.readouterr().out)["samples"])
+    assert samples[0] == samples[1] and any(text.strip() for text in samples[0])
+    assert main(["import-mdlm", "--hf", str(hf), "--out", str(tmp_path / "char"), "--tokenizer", "char"]) == 2
+    assert "--tokenizer char" in capsys.readouterr().err
+    for name in ("tokenizer.json", "tokenizer_meta.json"):  # an export from before the tokenizer files
+        (hf / name).unlink()
+    assert main(["import-mdlm", "--hf", str(hf), "--out", str(tmp_path / "old")]) == 2
+    assert "--tokenizer" in capsys.readouterr().err
+
+
 def test_import_needs_exactly_one_source(tmp_path):
     from edlm.cli import main
 

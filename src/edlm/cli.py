@@ -130,11 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "or uses the cached copy); sizes from its config.json, no remote code")
     imp.add_argument("--out", required=True, help="new run folder to create")
     imp.add_argument("--preset", default="text8-paper", help="training settings (and for --ckpt: n_heads, seq_len)")
-    imp.add_argument("--tokenizer", default="gpt2", help="with --hf: the run's tokenizer (MDLM-OWT uses gpt2)")
+    imp.add_argument("--tokenizer", help="with --hf: the run's tokenizer (default: the folder's tokenizer files, "
+                                         "written by `edlm export-hf`, else gpt2 as MDLM-OWT)")
     imp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.n_heads=12 model.seq_len=1024")
 
     exp = sub.add_parser("export-hf", help="write an MDLM run as config.json + model.safetensors in the MDLM-OWT "
-                                           "layout")
+                                           "layout, with its tokenizer files")
     exp.add_argument("run", help="run folder of a trained MDLM denoiser")
     exp.add_argument("dir", help="new folder to write")
     exp.add_argument("--weights", default="ema", choices=["ema", "model"],

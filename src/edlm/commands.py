@@ -297,8 +297,8 @@ def cmd_demo(args) -> int:
 def cmd_export_hf(args) -> int:
     from edlm.training.exporter import export_hf
 
-    export_hf(args.run, args.dir, args.weights)
-    print(f"exported {args.run} to {args.dir} (MDLM-OWT layout: config.json, model.safetensors)")
+    files = export_hf(args.run, args.dir, args.weights)
+    print(f"exported {args.run} to {args.dir} (MDLM-OWT layout: {', '.join(files)})")
     return 0
 
 
