@@ -11,20 +11,12 @@ import sys
 
 from edlm.config import LikelihoodConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
-from edlm.flags import OneLineParser, add_config_flags, float_in, positive_int
+from edlm.bench import BENCHES
+from edlm.flags import DefaultsHelpFormatter, OneLineParser, add_config_flags, float_in, positive_int
 
 
 class _Parser(OneLineParser):
     """The top-level parser (subcommand parsers inherit its one-line errors)."""
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Help text that shows every flag's default (unless there is none to show: None or an off switch)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _debug_parent() -> argparse.ArgumentParser:
@@ -41,14 +33,14 @@ def _subparsers(parser: argparse.ArgumentParser, dest: str):
     add = group.add_parser
 
     def add_parser(name, **kwargs):
-        return add(name, parents=[_debug_parent()], formatter_class=_Help, **kwargs)
+        return add(name, parents=[_debug_parent()], formatter_class=DefaultsHelpFormatter, **kwargs)
 
     group.add_parser = add_parser
     return group
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edlm", description="Energy-based diffusion language models", formatter_class=_Help)
+    parser = _Parser(prog="edlm", description="Energy-based diffusion language models", formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = _subparsers(parser, "command")
 
@@ -117,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--bootstrap-seed", type=int, default=0,
                     help="numpy seed of the bootstrap (also picks the MAUVE reference windows)")
 
-    bench = sub.add_parser("bench", help="benchmarks (quality, throughput, sampling)")
-    bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
+    bench = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)})")
+    bench.add_argument("name", help=" | ".join(BENCHES) + " (`edlm bench NAME --help` for its flags)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
     imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt, .safetensors, or the Hugging "

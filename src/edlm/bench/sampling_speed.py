@@ -54,6 +54,7 @@ from edlm.diffusion.posterior import draw_candidates
 from edlm.energy.ar import AREnergy
 from edlm.flags import OneLineParser, float_in, positive_int, positive_ints
 from edlm.models import build_model
+from edlm.sampling import SAMPLERS
 from edlm.sampling.generate import generate
 from edlm.stats import Interval, format_interval, format_ratio, geometric_interval, paired_ratio
 
@@ -155,14 +156,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="sequence length (default: 256 on CUDA, 64 on CPU)")
     parser.add_argument("--steps", type=positive_ints("--steps"),
                         help="comma-separated T (default: 256,1024 on CUDA, 16,64 on CPU)")
-    parser.add_argument("--samplers", default="ancestral,cached", help="comma-separated (default: both)")
+    parser.add_argument("--samplers", default="ancestral,cached",
+                        help=f"comma-separated samplers to time (valid: {', '.join(SAMPLERS)})")
     parser.add_argument("--k", type=int, default=4, help="importance-sampling candidates")
     parser.add_argument("--window", type=float_in("--window", 0.0, 1.0), default=1.0,
                         help="importance-sampling window (fraction of steps)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="autocast precision")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs of every setting per T, interleaved, for the 95%% intervals "
-                             "(at least 2; default 3)")
+                             "(at least 2)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the denoiser (SampleConfig.compile); the warm-up run pays the compile")
     parser.add_argument("--profile", action="store_true",

@@ -20,7 +20,6 @@ CPU timings are noisy when other jobs share the machine: the JSON records the lo
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import shutil
@@ -63,8 +62,7 @@ def run_training(data: Path, out: Path, preset: str, steps: int, processes: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="edlm bench scaling", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog="edlm bench scaling", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="prepared corpus folder")
     parser.add_argument("--preset", default="char-small", help="named model + training settings")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
