@@ -39,6 +39,12 @@ def _subparsers(parser: argparse.ArgumentParser, dest: str):
     return group
 
 
+def _nproc_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc", type=positive_int("--nproc"), default=1,
+                        help="run in N local worker processes that edlm starts itself (one per GPU with --device "
+                             "cuda, gloo on CPU); the output equals one process's (ignored under torchrun)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edlm", description="Energy-based diffusion language models", formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--denoiser", help="NCE only: run folder of the frozen MDLM denoiser")
     train.add_argument("--negatives", type=positive_int("--negatives"), help="NCE only: negatives per positive")
     train.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.n_layers=4")
 
@@ -80,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
     add_config_flags(ev, LikelihoodConfig)
     ev.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     sa = sub.add_parser("sample", help="generate text (MDLM, EDLM importance sampling, or the AR baseline)")
@@ -88,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sample_flags(sa)
     sa.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(sa)
     sa.add_argument("--out", help="also write the JSON result (samples, settings, timings) to this file")
     sa.add_argument("--json", action="store_true", help="print one JSON object instead of the texts")
 
@@ -97,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "a local folder or a Hub name such as gpt2-large)")
     eg.add_argument("--batch-size", type=positive_int("--batch-size"), default=16, help="texts per judge forward pass")
     eg.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(eg)
     eg.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     eg.add_argument("--mauve", action="store_true",
                     help="also compute MAUVE against --reference on the judge's mean-pooled last hidden state")
@@ -151,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.commands import COMMANDS, user_error
 
     try:
+        if getattr(args, "nproc", 1) > 1:  # edlm CMD --nproc N: start the workers, unless this is one of them
+            from edlm.parallel import launched_by_torchrun, run_workers
+
+            if not launched_by_torchrun():
+                return run_workers(args.nproc, argv)
         return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
         print("edlm: interrupted", file=sys.stderr)
