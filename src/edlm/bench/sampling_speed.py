@@ -48,13 +48,13 @@ from edlm.bench.common import (
 )
 from edlm.checkpoint import load_model, load_run_tokenizer
 from edlm.config import get_preset
-from edlm.sampling.config import SampleConfig
 from edlm.device import resolve_device
 from edlm.diffusion.posterior import draw_candidates
 from edlm.energy.ar import AREnergy
 from edlm.flags import OneLineParser, float_in, positive_int, positive_ints
 from edlm.models import build_model
 from edlm.sampling import SAMPLERS
+from edlm.sampling.config import SampleConfig
 from edlm.sampling.generate import generate
 from edlm.stats import Interval, format_interval, format_ratio, geometric_interval, paired_ratio
 
