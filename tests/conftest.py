@@ -18,3 +18,21 @@ def tiny_data(tmp_path_factory):
     out = root / "data"
     prepare_corpus("files", out, root / "text.txt")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe_run(tmp_path_factory):
+    """(run folder, data folder): a bpe:300 corpus of ``TEXT`` and an MDLM trained on it for one step (a subword
+    run, tokenizer files included). Skipped without the tokenizers package."""
+    pytest.importorskip("tokenizers", reason="bpe:N tokenizers need the tokenizers package (pip install -e '.[text]')")
+    from edlm.cli import main
+
+    root = tmp_path_factory.mktemp("bpe")
+    (root / "text.txt").write_text(TEXT)
+    data, run = root / "data", root / "run"
+    assert main(["data", "prepare", "--corpus", "files", "--path", str(root / "text.txt"), "--tokenizer", "bpe:300",
+                 "--out", str(data), "--no-progress"]) == 0
+    assert main(["train", "--data", str(data), "--preset", "char-tiny", "--out", str(run), "--max-steps", "1",
+                 "--no-progress", "--device", "cpu", "model.seq_len=16", "model.hidden=32", "model.n_layers=1",
+                 "train.batch_size=4", "train.eval_batches=1", "train.precision=fp32"]) == 0
+    return run, data

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edlm.data import ALPHABET
 
 SPECIAL = "<|endoftext|>"
@@ -16,8 +18,9 @@ def save_tiny_char_gpt2(folder: Path, n_positions: int = 16, seed: int = 0) -> P
     one token (BPE with no merges and no pre-tokenizer), so judge tokens and characters coincide.
     """
     import torch
-    import transformers
-    from tokenizers import Tokenizer, models
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    Tokenizer, models = tokenizers.Tokenizer, tokenizers.models
 
     vocab = {char: index for index, char in enumerate(ALPHABET)}
     vocab[SPECIAL] = len(vocab)

@@ -1,6 +1,5 @@
 """The numbers the benchmarks report: verdicts with paired intervals, matched-quality speed-ups, the ranking
-rule (a degenerate sampler never ranks first), the Pareto front, FLOP counting, tables, the t/Welch/paired
-intervals of repeated timings (closed forms and coverage), tiny CPU runs of the throughput and sampling
+rule (a degenerate sampler never ranks first), the Pareto front, FLOP counting, tables, tiny CPU runs of the throughput and sampling
 benchmarks, and a tiny end-to-end quality sweep that keeps every sample."""
 
 import importlib.util
@@ -13,18 +12,7 @@ import pytest
 from toys import save_random_run as save_run
 
 from edlm.bench import BenchError
-from edlm.bench.common import (
-    Estimate,
-    format_interval,
-    format_ratio,
-    geometric_interval,
-    markdown_table,
-    paired_ratio,
-    student_t_cdf,
-    student_t_quantile,
-    t_interval,
-    welch_ratio,
-)
+from edlm.bench.common import markdown_table
 from edlm.bench.quality import main as quality_main
 from edlm.bench.throughput import flops_per_token
 from edlm.bench.verdicts import (
@@ -35,6 +23,7 @@ from edlm.bench.verdicts import (
 )
 from edlm.config import get_preset
 from edlm.models import build_model
+from edlm.stats import Interval, format_ratio, paired_ratio
 
 N = 40
 
@@ -120,95 +109,6 @@ def test_markdown_table_formats():
     assert table.splitlines()[2] == "| 0.12 | x |"
 
 
-T975 = {1: 12.706204736174707, 2: 4.302652729749464, 4: 2.7764451051977934, 10: 2.2281388519862744,
-        30: 2.0422724563012373}  # two-sided 95% critical values of Student's t (statistical tables)
-
-
-@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995, 0.1])
-def test_student_t_quantile_matches_closed_forms(p):
-    assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-10)  # Cauchy
-    assert student_t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-10)
-    assert student_t_quantile(p, 1e7) == pytest.approx(statistics.NormalDist().inv_cdf(p), rel=1e-6)
-    for df in (1.3, 2.5, 7.7):  # Welch's fractional df: the quantile inverts the CDF
-        assert student_t_cdf(student_t_quantile(p, df), df) == pytest.approx(p, abs=1e-12)
-
-
-def test_student_t_quantile_matches_tables_and_scipy():
-    for df, value in T975.items():
-        assert student_t_quantile(0.975, df) == pytest.approx(value, rel=1e-10)
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for df in (1.3, 2.5, 3, 7.7, 50.5):
-        assert student_t_quantile(0.975, df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-10)
-
-
-def test_t_interval_closed_form():
-    geometric = geometric_interval([1.0, 2.0, 4.0])  # logs 0, log 2, 2 log 2: mean log 2, sd log 2
-    half = 4.302652729911275 * math.log(2.0) / math.sqrt(3.0)
-    assert geometric.value == pytest.approx(2.0) and geometric.low > 0
-    assert (geometric.low, geometric.high) == pytest.approx((2.0 * math.exp(-half), 2.0 * math.exp(half)))
-    interval = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1
-    half = T975[2] / math.sqrt(3)
-    assert (interval.value, interval.low, interval.high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
-    assert t_interval([5.0, 5.0]) == Estimate(5.0, 5.0, 5.0)
-    with pytest.raises(ValueError):
-        t_interval([1.0])
-
-
-def test_welch_ratio_closed_forms():
-    rates = [100.0, 110.0, 95.0, 105.0, 98.0]
-    same = welch_ratio(rates, rates)
-    assert same.value == pytest.approx(1.0) and same.contains(1.0) and same.low < 1.0 < same.high
-    # equal sizes and variances: Welch's df is 2(n - 1) and the interval exp(log c +- t * sd * sqrt(2 / n))
-    doubled = welch_ratio([2 * r for r in rates], rates)
-    logs = [math.log(r) for r in rates]
-    half = student_t_quantile(0.975, 8) * statistics.stdev(logs) * math.sqrt(2 / 5)
-    assert (doubled.value, doubled.low, doubled.high) == pytest.approx((2.0, 2 * math.exp(-half), 2 * math.exp(half)))
-    assert not doubled.contains(1.0) and format_ratio(doubled).startswith("2.00x (")
-    # one side without noise: df = n - 1 of the other side, the one-sample interval of its log mean
-    one_sided = welch_ratio(rates, [50.0, 50.0, 50.0])
-    logs_interval = t_interval(logs)
-    assert one_sided.low == pytest.approx(math.exp(logs_interval.low) / 50)
-    assert one_sided.high == pytest.approx(math.exp(logs_interval.high) / 50)
-
-
-def test_paired_ratio_is_the_t_interval_of_log_ratios_and_cancels_shared_noise():
-    base = [1.0, 3.0, 0.5]
-    ratio = paired_ratio([b * math.exp(x) for b, x in zip(base, [1.0, 2.0, 3.0])], base)
-    half = T975[2] / math.sqrt(3)
-    assert (ratio.value, ratio.low, ratio.high) == pytest.approx((math.exp(2), math.exp(2 - half), math.exp(2 + half)))
-    # noise shared by both runs of a repeat cancels in the paired ratio but not in the unpaired (Welch) one
-    rng = np.random.default_rng(0)
-    plain = list(rng.lognormal(0.0, 0.3, 5))
-    importance = [1.05 * p * math.exp(e) for p, e in zip(plain, rng.normal(0, 0.005, 5))]
-    assert not paired_ratio(importance, plain).contains(1.0) and welch_ratio(importance, plain).contains(1.0)
-    with pytest.raises(ValueError):
-        paired_ratio([1.0, 2.0], [1.0])
-
-
-def test_intervals_cover_the_truth_95_percent_of_the_time():
-    rng = np.random.default_rng(0)
-    trials = 400
-    mean_hits = sum(t_interval(rng.normal(10.0, 2.0, 4)).contains(10.0) for _ in range(trials))
-    # rates with unequal spreads and sizes; the true ratio of geometric means is exp(0.2)
-    welch_hits = sum(welch_ratio(np.exp(rng.normal(0.2, 0.05, 4)), np.exp(rng.normal(0.0, 0.15, 6))).contains(
-        math.exp(0.2)) for _ in range(trials))
-    paired_hits = 0
-    for _ in range(trials):
-        shared = rng.normal(0.0, 0.5, 3)  # run-to-run noise common to the pair
-        paired_hits += paired_ratio(np.exp(shared + 0.3 + rng.normal(0, 0.1, 3)), np.exp(shared)).contains(
-            math.exp(0.3))
-    for hits in (mean_hits, welch_hits, paired_hits):  # binomial sd at 400 trials: 0.011
-        assert 0.92 <= hits / trials <= 0.98
-
-
-def test_interval_formats():
-    assert format_interval(Estimate(459608.0, 452100.0, 467300.0), ",.0f") == "459,608 (452,100..467,300)"
-    assert format_ratio(Estimate(2.04, 1.98, 2.10)) == "2.04x (1.98..2.10)"
-    assert format_ratio(Estimate(0.5, 0.4, 0.6)) == "0.50x (0.40..0.60)"
-    assert format_ratio(Estimate(1.01, 0.97, 1.05)) == "no significant difference (0.97..1.05x)"
-    assert Estimate(2.0, 1.0, 3.0).scaled(0.5) == Estimate(1.0, 0.5, 1.5)
-
-
 def assert_interval(row, key):
     low, high = row[f"{key}_ci95"]
     assert low <= row[key] <= high, (key, row)
@@ -234,7 +134,7 @@ def test_throughput_blocks_give_intervals_and_speedups(tmp_path, monkeypatch):
             assert row["vs_first_row"] == "reference"
         else:
             assert_interval(row, "speedup_vs_first_row")
-            speedup = Estimate(row["speedup_vs_first_row"], *row["speedup_vs_first_row_ci95"])
+            speedup = Interval(row["speedup_vs_first_row"], *row["speedup_vs_first_row_ci95"])
             assert row["vs_first_row"] == format_ratio(speedup)
     table = (out / "throughput.md").read_text()
     assert "2 blocks of 2 timed steps" in table and "| vs first row |" in table and "95% t-interval" in table
@@ -274,14 +174,14 @@ def test_sampling_repeats_give_intervals_and_paired_ratios(tmp_path):
         else:
             assert_interval(row, "overhead_vs_plain")
             expected = paired_ratio(row["seconds_repeats"], rows[(sampler, "plain")]["seconds_repeats"])
-            assert row["overhead_vs_plain"] == pytest.approx(expected.value)
+            assert row["overhead_vs_plain"] == pytest.approx(expected.estimate)
     comparisons = {c["proposal"]: c for c in result["cached_vs_ancestral"]}
     assert set(comparisons) == {"plain", "IS k=4"}
     for proposal, comparison in comparisons.items():
         assert_interval(comparison, "speedup")
         expected = paired_ratio(rows[("ancestral", proposal)]["seconds_repeats"],
                                 rows[("cached", proposal)]["seconds_repeats"])
-        assert comparison["speedup"] == pytest.approx(expected.value)
+        assert comparison["speedup"] == pytest.approx(expected.estimate)
     table = (out / "sampling.md").read_text()
     assert "ran 2 times per T, interleaved" in table and "Cached against ancestral" in table
     assert "Single runs" not in table
@@ -289,14 +189,88 @@ def test_sampling_repeats_give_intervals_and_paired_ratios(tmp_path):
         sampling_main(args + ["--repeats", "1"])
 
 
-@pytest.mark.parametrize("name", ["throughput", "sampling", "quality", "learning-curve", "likelihood"])
-def test_bench_help(name, capsys):
-    from edlm.bench import run_bench
+def test_sampling_bench_on_a_subword_run_decodes_with_the_runs_tokenizer(tmp_path, tiny_bpe_run):
+    from edlm.bench.sampling_speed import main as sampling_main
 
-    with pytest.raises(SystemExit) as info:
-        run_bench(name, ["--help"])
-    assert info.value.code == 0
-    assert "usage" in capsys.readouterr().out
+    run, _ = tiny_bpe_run
+    out = tmp_path / "results"
+    assert sampling_main(["--run", str(run), "--device", "cpu", "--num", "2", "--length", "8", "--steps", "2",
+                          "--repeats", "2", "--k", "2", "--samplers", "cached", "--precision", "fp32",
+                          "--out", str(out)]) == 0
+    rows = json.loads((out / "sampling.json").read_text())["rows"]
+    assert [row["proposal"] for row in rows] == ["plain", "IS k=2"]
+
+
+def bench_parsers(monkeypatch) -> dict:
+    """{name: parser} of every registered benchmark, caught when its main parses its flags (nothing runs)."""
+    from edlm.bench import BENCHES, run_bench
+    from edlm.flags import OneLineParser
+
+    class Parsed(Exception):
+        pass
+
+    parsers = {}
+
+    def catch(parser, args=None, namespace=None):
+        parsers[name] = parser
+        raise Parsed
+
+    monkeypatch.setattr(OneLineParser, "parse_args", catch)
+    for name in BENCHES:
+        with pytest.raises(Parsed):
+            run_bench(name, [])
+    return parsers
+
+
+def flag_help(parser, flag: str) -> str:
+    """The help of one flag as ``--help`` prints it, whitespace collapsed."""
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    return " ".join(parser._get_formatter()._format_action(action).split())
+
+
+def test_every_bench_help_shows_each_flags_default_and_choices(monkeypatch, capsys):
+    import argparse
+
+    from edlm.bench import BENCHES, run_bench
+
+    for name, parser in bench_parsers(monkeypatch).items():
+        for action in parser._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            text = flag_help(parser, action.option_strings[0])
+            if action.default not in (None, False, argparse.SUPPRESS):
+                default = action.default
+                shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+                assert f"default: {shown}" in text, (name, text)
+            for choice in action.choices or ():
+                assert str(choice) in text, (name, choice, text)
+    monkeypatch.undo()
+    for name in BENCHES:  # and --help itself runs
+        with pytest.raises(SystemExit) as info:
+            run_bench(name, ["--help"])
+        assert info.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_bench_help_lists_the_valid_samplers_and_methods(monkeypatch):
+    from edlm.bench.quality import method_grid
+    from edlm.sampling import SAMPLERS
+
+    parsers = bench_parsers(monkeypatch)
+    for name in ("quality", "sampling"):
+        text = flag_help(parsers[name], "--samplers")
+        assert all(sampler in text for sampler in SAMPLERS), (name, text)
+    text = flag_help(parsers["quality"], "--methods")
+    assert all(method.name in text for method in method_grid("full", [], True, 256)), text
+
+
+def test_edlm_bench_help_lists_every_benchmark(capsys):
+    from edlm.bench import BENCHES
+    from edlm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in BENCHES), out
 
 
 def test_quality_sweep_keeps_every_sample_and_states_verdicts(tmp_path, tiny_data):

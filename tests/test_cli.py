@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+from optional import needs_bpe, needs_gpt2
 
 from edlm.cli import build_parser
 from edlm.flags import add_config_flags, config_from_args
@@ -102,6 +103,34 @@ def test_export_hf_then_import_hf_through_the_cli_gives_the_same_logits(tmp_path
         assert torch.equal(original(tokens), imported(tokens))
 
 
+def test_a_bpe_run_round_trips_through_export_hf_and_import_mdlm(tiny_bpe_run, tmp_path, capsys):
+    """export-hf writes the run's tokenizer files beside the weights and import-mdlm --hf takes them back: the
+    re-imported run samples the same text. A folder whose size fits no tokenizer it can name asks for --tokenizer."""
+    import json
+
+    from edlm.cli import main
+
+    run, _ = tiny_bpe_run
+    hf = tmp_path / "hf"
+    assert main(["export-hf", str(run), str(hf)]) == 0
+    assert (hf / "tokenizer.json").is_file() and (hf / "tokenizer_meta.json").is_file()
+    back = tmp_path / "back"
+    assert main(["import-mdlm", "--hf", str(hf), "--out", str(back), "--preset", "char-tiny"]) == 0
+    assert json.loads((back / "config.json").read_text())["model"]["tokenizer"] == "bpe:300"
+    samples = []
+    for folder in (run, back):
+        capsys.readouterr()
+        assert main(["sample", "--run", str(folder), "--num", "2", "--steps", "4", "--device", "cpu", "--json"]) == 0
+        samples.append(json.loads(capsys.readouterr().out)["samples"])
+    assert samples[0] == samples[1] and any(text.strip() for text in samples[0])
+    assert main(["import-mdlm", "--hf", str(hf), "--out", str(tmp_path / "char"), "--tokenizer", "char"]) == 2
+    assert "--tokenizer char" in capsys.readouterr().err
+    for name in ("tokenizer.json", "tokenizer_meta.json"):  # an export from before the tokenizer files
+        (hf / name).unlink()
+    assert main(["import-mdlm", "--hf", str(hf), "--out", str(tmp_path / "old")]) == 2
+    assert "--tokenizer" in capsys.readouterr().err
+
+
 def test_import_needs_exactly_one_source(tmp_path):
     from edlm.cli import main
 
@@ -112,9 +141,59 @@ def test_import_needs_exactly_one_source(tmp_path):
         main(["import-mdlm", "--ckpt", "a.ckpt", "--hf", "dir", "--out", str(tmp_path / "x")])
 
 
-def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path, capsys):
-    """gpt2 data: a char preset is refused in one line; a gpt2 model trains, evaluates and reports bits per
-    character beside bits per token (chars per token > 1)."""
+TINY_TRAIN = ["--max-steps", "1", "--no-progress", "--device", "cpu", "model.seq_len=16", "model.hidden=32",
+              "model.n_layers=1", "train.batch_size=4", "train.eval_batches=1", "train.precision=fp32"]
+
+
+def test_a_preset_is_a_model_size_the_tokenizer_comes_from_the_data(tiny_data, tmp_path, capsys):
+    """--preset bpe-small on char data trains a char model (vocabulary from the data) and says in one note that
+    the preset was tuned for another tokenizer; an explicit model.tokenizer that contradicts the data is refused."""
+    import json
+
+    from edlm.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--preset", "bpe-small", "--out", str(run)] + TINY_TRAIN) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("edlm: note:")]
+    assert len(notes) == 1 and "--preset bpe-small was tuned for the bpe:4096 tokenizer" in notes[0], err
+    assert "char" in notes[0]
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["tokenizer"], model["vocab_size"]) == ("char", 27)
+    assert main(["train", "--data", str(tiny_data), "--preset", "char-tiny", "--out", str(tmp_path / "same")]
+                + TINY_TRAIN) == 0
+    assert "edlm: note:" not in capsys.readouterr().err  # the preset's own tokenizer: nothing to say
+    assert main(["train", "--data", str(tiny_data), "--preset", "char-tiny", "--out", str(tmp_path / "bad")]
+                + TINY_TRAIN + ["model.tokenizer=gpt2"]) == 2
+    assert "model.tokenizer=gpt2" in capsys.readouterr().err
+
+
+@needs_bpe
+def test_bpe_small_trains_on_a_smaller_bpe(tmp_path, capsys):
+    """bpe:N data of any N (and a trained BPE that ended with fewer tokens) trains with --preset bpe-small."""
+    import json
+
+    from conftest import TEXT
+
+    from edlm.cli import main
+
+    (tmp_path / "text.txt").write_text(TEXT)
+    data = tmp_path / "data"
+    assert main(["data", "prepare", "--corpus", "files", "--path", str(tmp_path / "text.txt"), "--tokenizer",
+                 "bpe:300", "--out", str(data), "--no-progress"]) == 0
+    meta = json.loads((data / "meta.json").read_text())["tokenizer"]
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--preset", "bpe-small", "--out", str(run)] + TINY_TRAIN) == 0
+    assert "tuned for the bpe:4096 tokenizer" in capsys.readouterr().err
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["tokenizer"], model["vocab_size"]) == ("bpe:300", meta["vocab_size"])
+
+
+@needs_gpt2
+def test_subword_data_trains_with_a_char_preset_and_reports_bits_per_character(tmp_path, capsys):
+    """gpt2 data: a char-size preset trains a gpt2 model, which evaluates and reports bits per character beside
+    bits per token (chars per token > 1)."""
     import json
 
     from edlm.cli import main
@@ -126,11 +205,9 @@ def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path,
     assert main(["data", "prepare", "--corpus", "files", "--path", str(text), "--tokenizer", "gpt2", "--out",
                  str(data), "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["train", "--data", str(data), "--preset", "char-tiny", "--out", str(tmp_path / "bad")]) == 2
-    assert "--preset char-tiny is for the char tokenizer" in capsys.readouterr().err
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--preset", "char-tiny", "--out", str(run), "--max-steps", "2",
-                 "--no-progress", "model.tokenizer=gpt2", "model.seq_len=16", "model.hidden=32",
+                 "--no-progress", "model.seq_len=16", "model.hidden=32",
                  "train.batch_size=4", "train.eval_batches=1", "train.precision=fp32"]) == 0
     capsys.readouterr()
     assert main(["eval", "--run", str(run), "--data", str(data), "--split", "val", "--t-samples", "1",
@@ -140,6 +217,7 @@ def test_subword_data_trains_with_its_preset_and_refuses_a_char_preset(tmp_path,
     assert abs(result["bpc"] * result["chars_per_token"] - result["nll_nats"] / 0.6931471805599453) < 1e-6
 
 
+@needs_gpt2
 def test_run_judge_scores_subword_text_with_the_runs_tokenizer(tmp_path):
     """A gpt2 AR run as judge: its NLL of a text equals the AR loss of the text's GPT-2 ids, and bits per
     character divide by characters, not tokens."""
@@ -191,6 +269,7 @@ def test_an_energy_run_with_another_tokenizer_is_refused(tmp_path):
 
 
 
+@needs_gpt2
 def test_subword_runs_sample_decode_and_judge_through_the_cli(tmp_path, capsys):
     """gpt2 data end to end on tiny models: MDLM and AR samples are decoded GPT-2 text (no [MASK] id leaks into
     decoding), and eval-gen scores them with a gpt2 AR judge."""

@@ -94,6 +94,8 @@ def world(tmp_path_factory):
     config["model"]["hidden"] = 128
     (incompatible / "config.json").write_text(json.dumps(config))
     (root / "bad-samples.json").write_text("{not json")
+    assert main(["export-hf", str(run), str(root / "hf-old")]) == 0
+    (root / "hf-old" / "tokenizer_meta.json").unlink()  # as exported before the tokenizer files were
     return {"root": root, "run": run, "data": root / "data", "run_snapshot": snapshot(run), "table": []}
 
 
@@ -203,6 +205,9 @@ CASES = [
      "--resume: train.batch_size differ from {run}/config.json", []),
     ("--resume of a folder that holds no run", TRAIN + ["--data", "{data}", "--out", "{root}/o", "--resume"],
      "--resume: {root}/o holds no run (no config.json); drop --resume to start one", ["o"]),
+    ("a model.tokenizer override the data contradicts", TRAIN + ["--data", "{data}", "--out", "{root}/o",
+                                                                 "model.tokenizer=gpt2"],
+     "model.tokenizer=gpt2: --data {data} uses the char tokenizer (drop the override", ["o"]),
     ("training into a used folder without --resume", TRAIN + ["--data", "{data}", "--out", "{run}"],
      "{run} already holds checkpoints: pass --resume to continue, or choose a new --out folder", []),
     # outputs
@@ -217,6 +222,10 @@ CASES = [
                                         "{root}/a-file/run", "--preset", "char-tiny"],
      "--out {root}/a-file/run: not writable ({root}/a-file is not a writable folder)", []),
     # other commands
+    ("import-mdlm --hf: a size no named tokenizer fits", ["import-mdlm", "--hf", "{root}/hf-old", "--out",
+                                                          "{root}/o"],
+     "--hf {root}/hf-old/config.json: vocab_size 28 is not the gpt2 tokenizer's 50257 tokens + [MASK]; pass "
+     "--tokenizer NAME", ["o"]),
     ("eval-gen samples missing", ["eval-gen", "--samples", "{root}/none.json", "--judge", "run:{run}"],
      "--samples {root}/none.json: no such file", []),
     ("eval-gen samples not JSON", ["eval-gen", "--samples", "{root}/bad-samples.json", "--judge", "run:{run}"],

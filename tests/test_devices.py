@@ -95,7 +95,8 @@ def device_position(name: str) -> int:
 
 
 def calls_without_a_device(tree: ast.AST) -> list[tuple[str, int]]:
-    """(function name, line) of every call to a PLACING function that passes no device (keyword or position).
+    """(function name, line) of every call to a PLACING function that passes no device (keyword or position;
+    ``train``'s ``process`` carries the process's device).
     ``train`` counts only as a bare name (``model.train()`` is the nn.Module switch)."""
     found = []
     for node in ast.walk(tree):
@@ -105,7 +106,7 @@ def calls_without_a_device(tree: ast.AST) -> list[tuple[str, int]]:
         name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
         if name not in PLACING or (name == "train" and not isinstance(func, ast.Name)):
             continue
-        passes = any(k.arg == "device" or k.arg is None for k in node.keywords)
+        passes = any(k.arg in ("device", "process") or k.arg is None for k in node.keywords)  # a process has one
         if not passes and len(node.args) <= device_position(name):
             found.append((name, node.lineno))
     return found

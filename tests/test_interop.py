@@ -113,7 +113,7 @@ def test_export_then_import_gives_identical_log_probs(tmp_path, time_conditionin
     (run / "config.json").write_text(config.to_json())
     save_checkpoint(run, 7, raw.state_dict(), ema.state_dict(), None, {"history": {}})
 
-    assert export_hf(run, tmp_path / "hf") == ["config.json", "model.safetensors"]
+    assert export_hf(run, tmp_path / "hf") == ["config.json", "model.safetensors", "tokenizer_meta.json"]
     hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert hf_config == {"architectures": ["MDLM"], "model_type": "mdlm", "vocab_size": 28, "model_length": 32,
                          "hidden_dim": 64, "cond_dim": 32, "n_blocks": 2, "n_heads": 4, "dropout": 0.0,
@@ -123,7 +123,7 @@ def test_export_then_import_gives_identical_log_probs(tmp_path, time_conditionin
     assert {k: tuple(v.shape) for k, v in exported.items() if k != "backbone.rotary_emb.inv_freq"} == expected_shapes
     assert exported["backbone.rotary_emb.inv_freq"].shape == (8,)  # head size 16
 
-    imported_config, _ = import_mdlm_hf(tmp_path / "hf", tmp_path / "back", preset="char-tiny", tokenizer="char")
+    imported_config, _ = import_mdlm_hf(tmp_path / "hf", tmp_path / "back", preset="char-tiny")  # the folder's char
     assert imported_config.model == model_config
     _, back = load_model(tmp_path / "back")
     sigma = 0.7 if time_conditioning else None

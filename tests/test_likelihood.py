@@ -6,6 +6,7 @@ Monte-Carlo numbers must agree within a few standard errors, and every bound mus
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -24,7 +25,6 @@ from toys import (
 
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, nelbo_terms, stratified_times
-from edlm.evaluation.nelbo import summarize
 from edlm.likelihood import (
     StepPlan,
     all_mask_patterns,
@@ -43,6 +43,7 @@ from edlm.likelihood import (
     sample_reveal_steps,
     sequence_index,
 )
+from edlm.likelihood.nelbo import summarize
 from edlm.likelihood.report import paper_summary
 
 SCHEDULE = LogLinearSchedule(eps=0.0)  # alpha(1) = 0: x_1 is all-[MASK], no prior term
@@ -584,6 +585,41 @@ def test_likelihood_report_names_every_figure_and_the_sampler():
         likelihood_report(settings, nce_config, mdlm, chunks)
 
 
+def test_eval_with_an_energy_says_what_each_figure_is_and_shows_progress_off_a_terminal(tiny_data, tmp_path,
+                                                                                          capsys, monkeypatch):
+    """``edlm eval --energy ar:RUN`` without --json: the bound named as a bound of the exact sampler, the MDLM
+    bound of the same T, the paired improvement with its 95% interval (or "no significant difference"), the
+    paper's estimate or why it is unavailable, the AR model's own NLL; and, stderr not being a terminal,
+    progress lines while it runs (a long evaluation printed nothing until its end)."""
+    import edlm.progress
+    from toys import save_random_run
+
+    from edlm.cli import main
+
+    monkeypatch.setattr(edlm.progress, "EVERY_SECONDS", 0.0)
+    mdlm, ar = save_random_run(tmp_path / "mdlm", "mdlm", 0), save_random_run(tmp_path / "ar", "ar", 1)
+    base = ["eval", "--run", str(mdlm), "--data", str(tiny_data), "--energy", f"ar:{ar}", "--steps", "4", "--k",
+            "2", "--max-sequences", "4", "--batch-size", "2", "--t-samples", "1", "--inner", "2", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(base) == 0
+    out, err = capsys.readouterr()
+    assert "upper bound on the NLL of `edlm sample --steps 4 --k 2 --window 0.2`" in out, out
+    lines = out.splitlines()
+    for words in ("MDLM bound, same T", "improvement over the MDLM bound", "paper's estimate (not a bound)",
+                  "AR model's own NLL"):
+        assert sum(words in line for line in lines) == 1, (words, out)
+    improvement = next(line for line in lines if "improvement over the MDLM bound" in line)
+    assert "95% CI" in improvement and "bpc" in improvement
+    assert "edlm likelihood: 1/2 batches" in err and "elapsed" in err, err
+    # the paper's estimate when its log Z cannot be trusted: unavailable, with the reason
+    assert main(base + ["--energy-mode", "full", "--is-samples", "2", "--min-ess", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "paper's estimate (not a bound): unavailable: mean effective sample size" in out, out
+    assert main(base + ["--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["kind"] == "edlm_likelihood" and "edlm likelihood:" not in err
+
+
 def dataclasses_replace_kind(config, kind):
     import dataclasses
 
@@ -607,8 +643,9 @@ def test_bench_likelihood_table_compares_discrete_bounds_only():
     assert sum("bound" in name for name in names) == 2 and "coar paper estimate (no log Z)" in names
     assert all(("gap_closed" in row) == (row["kind"] == "upper bound" and i > 2) for i, row in enumerate(rows))
     assert rows[1]["kind"] == "upper bound, reference only" and set(raw) == {"coar", "full"}
-    assert paired_verdict({"bpc": 0.1, "stderr_bpc": 0.01}) == "+0.1000 [+0.0804, +0.1196]"
-    assert paired_verdict({"bpc": 0.01, "stderr_bpc": 0.01}).endswith("no significant difference")
+    # t(0.975, 30) = 2.0423: 0.1 -+ 0.0204 over 31 sequences
+    assert paired_verdict({"bpc": 0.1, "stderr_bpc": 0.01, "sequences": 31}) == "+0.1000 [+0.0796, +0.1204]"
+    assert paired_verdict({"bpc": 0.01, "stderr_bpc": 0.01, "sequences": 31}).endswith("no significant difference")
     import argparse
 
     parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)

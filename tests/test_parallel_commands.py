@@ -83,7 +83,7 @@ def test_nelbo_of_a_shard_equals_those_rows_of_the_whole_split(runs):
     from edlm.checkpoint import load_model
     from edlm.data import eval_chunks, load_split
     from edlm.diffusion.schedule import schedule_for
-    from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence
+    from edlm.likelihood.nelbo import mdlm_nelbo_per_sequence
 
     config, model = load_model(runs["mdlm"], device="cpu")
     chunks = eval_chunks(load_split(runs["data"], "test"), config.model.seq_len)[:7]
@@ -169,6 +169,34 @@ def test_sample_with_an_energy_on_two_processes_gives_the_one_process_samples(ru
     assert two["nfe_per_sequence"] == pytest.approx(one["nfe_per_sequence"], rel=1e-12)
     assert two["processes"] == 2 and len(two["process_seconds"]) == 2 and "processes" not in one
     assert two["seconds"] >= max(two["process_seconds"])  # wall clock of the job
+
+
+def edlm_command(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m edlm ARGS`` as a user types it (no torchrun in front)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("OMP_NUM_THREADS", None)  # as a user's shell: the launcher sets one thread per worker
+    result = subprocess.run([sys.executable, "-m", "edlm", *args], capture_output=True, text=True, env=env,
+                            timeout=timeout)
+    assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_nproc_launches_the_workers_itself_and_gives_the_one_process_samples(runs, capsys):
+    """``edlm sample --run R --nproc 2``: the plain form (torchrun in front of it took --run for its --run-path);
+    edlm starts the 2 gloo workers itself and they write the one-process samples; eval likewise."""
+    args = ["sample", "--run", str(runs["mdlm"]), "--num", "5", "--batch-size", "2", "--steps", "4", "--seed", "3",
+            "--device", "cpu"]
+    one_file, two_file = runs["root"] / "nproc-one.json", runs["root"] / "nproc-two.json"
+    in_process(args + ["--out", str(one_file)], capsys)
+    edlm_command(args + ["--nproc", "2", "--out", str(two_file)])
+    one, two = json.loads(one_file.read_text()), json.loads(two_file.read_text())
+    assert len(one["samples"]) == 5 and two["samples"] == one["samples"] and two["processes"] == 2
+    args = ["eval", "--run", str(runs["mdlm"]), "--data", str(runs["data"]), "--max-sequences", "5",
+            "--batch-size", "2", "--t-samples", "2", "--seed", "7", "--device", "cpu", "--json"]
+    lines = edlm_command(args + ["--nproc", "2"]).stdout.strip().splitlines()
+    assert len(lines) == 1  # only rank 0 prints
+    assert_close(json.loads(lines[0]), json.loads(in_process(args, capsys)))
 
 
 @pytest.mark.slow

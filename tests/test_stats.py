@@ -1,20 +1,32 @@
-"""Bootstrap intervals: closed forms (identical sets, constant shifts, constant ratios), coverage, verdicts."""
+"""The statistics module: bootstrap intervals (closed forms: identical sets, constant shifts, constant ratios;
+coverage; verdicts) and Student t intervals of repeated timings (the exact t quantile against closed forms and
+tables, t/Welch/paired intervals, coverage, formats)."""
 
 import math
+import statistics
 
 import numpy as np
 import pytest
 
-from edlm.evaluation.stats import (
+from edlm.stats import (
     Interval,
     SampleScores,
     bootstrap_ci,
     bootstrap_indices,
     compare_sets,
+    format_interval,
+    format_ratio,
+    geometric_interval,
+    mean_interval,
     metric_values,
     paired_difference,
+    paired_ratio,
     paired_statistic_difference,
+    student_t_cdf,
+    student_t_quantile,
+    t_interval,
     verdict,
+    welch_ratio,
 )
 
 
@@ -120,3 +132,104 @@ def test_verdict_wording():
     assert verdict(Interval(0.0, float("nan"), float("nan"))).startswith("no interval")
     result = compare_sets(random_scores(), random_scores())
     assert set(result) == {"gen_ppl", "judge_bpc", "entropy_bits"} and result["gen_ppl"]["ci95"] == [0.0, 0.0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Student t
+
+
+T975 = {1: 12.706204736174707, 2: 4.302652729749464, 4: 2.7764451051977934, 10: 2.2281388519862744,
+        30: 2.0422724563012373}  # two-sided 95% critical values of Student's t (statistical tables)
+
+
+@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995, 0.1])
+def test_student_t_quantile_matches_closed_forms(p):
+    assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-10)  # Cauchy
+    assert student_t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-10)
+    assert student_t_quantile(p, 1e7) == pytest.approx(statistics.NormalDist().inv_cdf(p), rel=1e-6)
+    for df in (1.3, 2.5, 7.7):  # Welch's fractional df: the quantile inverts the CDF
+        assert student_t_cdf(student_t_quantile(p, df), df) == pytest.approx(p, abs=1e-12)
+
+
+def test_student_t_quantile_matches_tables_and_scipy():
+    for df, value in T975.items():
+        assert student_t_quantile(0.975, df) == pytest.approx(value, rel=1e-10)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1.3, 2.5, 3, 7.7, 50.5):
+        assert student_t_quantile(0.975, df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-10)
+
+
+def test_t_interval_closed_form():
+    geometric = geometric_interval([1.0, 2.0, 4.0])  # logs 0, log 2, 2 log 2: mean log 2, sd log 2
+    half = 4.302652729911275 * math.log(2.0) / math.sqrt(3.0)
+    assert geometric.estimate == pytest.approx(2.0) and geometric.low > 0
+    assert (geometric.low, geometric.high) == pytest.approx((2.0 * math.exp(-half), 2.0 * math.exp(half)))
+    interval = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1
+    half = T975[2] / math.sqrt(3)
+    assert (interval.estimate, interval.low, interval.high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert t_interval([5.0, 5.0]) == Interval(5.0, 5.0, 5.0)
+    with pytest.raises(ValueError):
+        t_interval([1.0])
+
+
+def test_welch_ratio_closed_forms():
+    rates = [100.0, 110.0, 95.0, 105.0, 98.0]
+    same = welch_ratio(rates, rates)
+    assert same.estimate == pytest.approx(1.0) and same.contains(1.0) and same.low < 1.0 < same.high
+    # equal sizes and variances: Welch's df is 2(n - 1) and the interval exp(log c +- t * sd * sqrt(2 / n))
+    doubled = welch_ratio([2 * r for r in rates], rates)
+    logs = [math.log(r) for r in rates]
+    half = student_t_quantile(0.975, 8) * statistics.stdev(logs) * math.sqrt(2 / 5)
+    assert (doubled.estimate, doubled.low, doubled.high) == pytest.approx((2.0, 2 * math.exp(-half), 2 * math.exp(half)))
+    assert not doubled.contains(1.0) and format_ratio(doubled).startswith("2.00x (")
+    # one side without noise: df = n - 1 of the other side, the one-sample interval of its log mean
+    one_sided = welch_ratio(rates, [50.0, 50.0, 50.0])
+    logs_interval = t_interval(logs)
+    assert one_sided.low == pytest.approx(math.exp(logs_interval.low) / 50)
+    assert one_sided.high == pytest.approx(math.exp(logs_interval.high) / 50)
+
+
+def test_paired_ratio_is_the_t_interval_of_log_ratios_and_cancels_shared_noise():
+    base = [1.0, 3.0, 0.5]
+    ratio = paired_ratio([b * math.exp(x) for b, x in zip(base, [1.0, 2.0, 3.0])], base)
+    half = T975[2] / math.sqrt(3)
+    assert (ratio.estimate, ratio.low, ratio.high) == pytest.approx((math.exp(2), math.exp(2 - half), math.exp(2 + half)))
+    # noise shared by both runs of a repeat cancels in the paired ratio but not in the unpaired (Welch) one
+    rng = np.random.default_rng(0)
+    plain = list(rng.lognormal(0.0, 0.3, 5))
+    importance = [1.05 * p * math.exp(e) for p, e in zip(plain, rng.normal(0, 0.005, 5))]
+    assert not paired_ratio(importance, plain).contains(1.0) and welch_ratio(importance, plain).contains(1.0)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_intervals_cover_the_truth_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    trials = 400
+    mean_hits = sum(t_interval(rng.normal(10.0, 2.0, 4)).contains(10.0) for _ in range(trials))
+    # rates with unequal spreads and sizes; the true ratio of geometric means is exp(0.2)
+    welch_hits = sum(welch_ratio(np.exp(rng.normal(0.2, 0.05, 4)), np.exp(rng.normal(0.0, 0.15, 6))).contains(
+        math.exp(0.2)) for _ in range(trials))
+    paired_hits = 0
+    for _ in range(trials):
+        shared = rng.normal(0.0, 0.5, 3)  # run-to-run noise common to the pair
+        paired_hits += paired_ratio(np.exp(shared + 0.3 + rng.normal(0, 0.1, 3)), np.exp(shared)).contains(
+            math.exp(0.3))
+    for hits in (mean_hits, welch_hits, paired_hits):  # binomial sd at 400 trials: 0.011
+        assert 0.92 <= hits / trials <= 0.98
+
+
+def test_interval_formats():
+    assert format_interval(Interval(459608.0, 452100.0, 467300.0), ",.0f") == "459,608 (452,100..467,300)"
+    assert format_ratio(Interval(2.04, 1.98, 2.10)) == "2.04x (1.98..2.10)"
+    assert format_ratio(Interval(0.5, 0.4, 0.6)) == "0.50x (0.40..0.60)"
+    assert format_ratio(Interval(1.01, 0.97, 1.05)) == "no significant difference (0.97..1.05x)"
+    assert Interval(2.0, 1.0, 3.0).scaled(0.5) == Interval(1.0, 0.5, 1.5)
+
+
+def test_mean_interval_is_the_t_interval_of_the_values_it_summarises():
+    values = [2.0, 3.5, 1.0, 4.0, 2.5]
+    stderr = statistics.stdev(values) / math.sqrt(len(values))
+    assert mean_interval(statistics.mean(values), stderr, len(values)) == t_interval(values)
+    one = mean_interval(1.0, float("nan"), 1)
+    assert one.estimate == 1.0 and math.isnan(one.low) and math.isnan(one.high)

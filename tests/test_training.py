@@ -67,3 +67,26 @@ def test_bf16_training_runs(tiny_data, tmp_path):
                                  train=dataclasses.replace(tiny_config().train, precision="bf16", max_steps=3))
     summary = train(config, tiny_data, tmp_path / "run", progress=False)
     assert summary["step"] == 3 and all(torch.isfinite(torch.tensor(losses(tmp_path / "run"))))
+
+
+def test_train_never_joins_a_process_group_itself(tiny_data, tmp_path, monkeypatch):
+    """Library code computes; the command owns processes: ``train`` under torchrun's environment but without a
+    ``process`` from its caller trains alone and leaves no process group behind (it once started one that
+    ``edlm train`` had to tear down by hand)."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as probe:  # a free port, in case a process group were (wrongly) started
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"TORCHELASTIC_RUN_ID": "x", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    config = tiny_config(max_steps=2)
+    try:
+        assert train(config, tiny_data, tmp_path / "run", progress=False, device="cpu")["step"] == 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

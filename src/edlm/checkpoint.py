@@ -308,6 +308,26 @@ def save_run_tokenizer(run_dir: Path, data_dir: Path) -> None:
     write_json_atomic(Path(run_dir) / TOKENIZER_META, tokenizer)
 
 
+def copy_tokenizer_files(source: Path, dest: Path, config: RunConfig | None = None) -> list[str]:
+    """Copy a run's tokenizer files (``tokenizer_meta.json`` and, for ``bpe:N``, the ``tokenizer.json`` it names)
+    from folder ``source`` to ``dest``; returns the names copied. A char run from before these files existed gets
+    the char description (``config`` given); other folders without them copy nothing."""
+    meta_file = Path(source) / TOKENIZER_META
+    if meta_file.is_file():
+        meta = read_json(meta_file, "tokenizer description")
+        names = [str(meta["file"])] if "file" in meta else []
+        for name in names:
+            shutil.copyfile(Path(source) / name, Path(dest) / name)
+        write_json_atomic(Path(dest) / TOKENIZER_META, meta)
+        return names + [TOKENIZER_META]
+    if config is not None and config.model.tokenizer == "char":
+        from edlm.data.tokenizers import CHAR_META
+
+        write_json_atomic(Path(dest) / TOKENIZER_META, CHAR_META)
+        return [TOKENIZER_META]
+    return []
+
+
 def load_run_tokenizer(run_dir: Path, config: RunConfig):
     """The tokenizer a run was trained with: from ``RUN/tokenizer_meta.json`` (fingerprint-checked), else by the
     name in its config (char, gpt2). Raises ``CheckpointError`` when a trained ``bpe:N`` file is missing."""

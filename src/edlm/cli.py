@@ -11,20 +11,12 @@ import sys
 
 from edlm.config import LikelihoodConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
-from edlm.flags import OneLineParser, add_config_flags, float_in, positive_int
+from edlm.bench import BENCHES
+from edlm.flags import DefaultsHelpFormatter, OneLineParser, add_config_flags, float_in, positive_int
 
 
 class _Parser(OneLineParser):
     """The top-level parser (subcommand parsers inherit its one-line errors)."""
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Help text that shows every flag's default (unless there is none to show: None or an off switch)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _debug_parent() -> argparse.ArgumentParser:
@@ -41,14 +33,20 @@ def _subparsers(parser: argparse.ArgumentParser, dest: str):
     add = group.add_parser
 
     def add_parser(name, **kwargs):
-        return add(name, parents=[_debug_parent()], formatter_class=_Help, **kwargs)
+        return add(name, parents=[_debug_parent()], formatter_class=DefaultsHelpFormatter, **kwargs)
 
     group.add_parser = add_parser
     return group
 
 
+def _nproc_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc", type=positive_int("--nproc"), default=1,
+                        help="run in N local worker processes that edlm starts itself (one per GPU with --device "
+                             "cuda, gloo on CPU); the output equals one process's (ignored under torchrun)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edlm", description="Energy-based diffusion language models", formatter_class=_Help)
+    parser = _Parser(prog="edlm", description="Energy-based diffusion language models", formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = _subparsers(parser, "command")
 
@@ -79,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--denoiser", help="NCE only: run folder of the frozen MDLM denoiser")
     train.add_argument("--negatives", type=positive_int("--negatives"), help="NCE only: negatives per positive")
     train.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.n_layers=4")
 
@@ -88,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
     add_config_flags(ev, LikelihoodConfig)
     ev.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     sa = sub.add_parser("sample", help="generate text (MDLM, EDLM importance sampling, or the AR baseline)")
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sample_flags(sa)
     sa.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(sa)
     sa.add_argument("--out", help="also write the JSON result (samples, settings, timings) to this file")
     sa.add_argument("--json", action="store_true", help="print one JSON object instead of the texts")
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "a local folder or a Hub name such as gpt2-large)")
     eg.add_argument("--batch-size", type=positive_int("--batch-size"), default=16, help="texts per judge forward pass")
     eg.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    _nproc_flag(eg)
     eg.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     eg.add_argument("--mauve", action="store_true",
                     help="also compute MAUVE against --reference on the judge's mean-pooled last hidden state")
@@ -117,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--bootstrap-seed", type=int, default=0,
                     help="numpy seed of the bootstrap (also picks the MAUVE reference windows)")
 
-    bench = sub.add_parser("bench", help="benchmarks (quality, throughput, sampling)")
-    bench.add_argument("name", help="throughput | sampling | quality | learning-curve")
+    bench = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)})")
+    bench.add_argument("name", help=" | ".join(BENCHES) + " (`edlm bench NAME --help` for its flags)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
     imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt, .safetensors, or the Hugging "
@@ -130,11 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "or uses the cached copy); sizes from its config.json, no remote code")
     imp.add_argument("--out", required=True, help="new run folder to create")
     imp.add_argument("--preset", default="text8-paper", help="training settings (and for --ckpt: n_heads, seq_len)")
-    imp.add_argument("--tokenizer", default="gpt2", help="with --hf: the run's tokenizer (MDLM-OWT uses gpt2)")
+    imp.add_argument("--tokenizer", help="with --hf: the run's tokenizer (default: the folder's tokenizer files, "
+                                         "written by `edlm export-hf`, else gpt2 as MDLM-OWT)")
     imp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.n_heads=12 model.seq_len=1024")
 
     exp = sub.add_parser("export-hf", help="write an MDLM run as config.json + model.safetensors in the MDLM-OWT "
-                                           "layout")
+                                           "layout, with its tokenizer files")
     exp.add_argument("run", help="run folder of a trained MDLM denoiser")
     exp.add_argument("dir", help="new folder to write")
     exp.add_argument("--weights", default="ema", choices=["ema", "model"],
@@ -158,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.commands import COMMANDS, user_error
 
     try:
+        if getattr(args, "nproc", 1) > 1:  # edlm CMD --nproc N: start the workers, unless this is one of them
+            from edlm.parallel import launched_by_torchrun, run_workers
+
+            if not launched_by_torchrun():
+                return run_workers(args.nproc, argv)
         return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
         print("edlm: interrupted", file=sys.stderr)

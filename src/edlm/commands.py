@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -23,12 +24,6 @@ def user_error(error: BaseException) -> bool:
     return isinstance(error, OSError) and getattr(error, "filename", None) is not None
 
 
-def _device(name: str | None) -> str:
-    from edlm.device import resolve_device
-
-    return str(resolve_device(name))
-
-
 def _check_writable(folder: Path, flag: str, value: str | Path | None = None) -> None:
     """``folder`` (or its nearest existing ancestor) must be a writable folder; ``value`` is what the user typed."""
     from edlm.fileio import unwritable_ancestor
@@ -36,6 +31,20 @@ def _check_writable(folder: Path, flag: str, value: str | Path | None = None) ->
     probe = unwritable_ancestor(folder)
     if probe is not None:
         raise UserError(f"{flag} {value or folder}: not writable ({probe} is not a writable folder)")
+
+
+@contextlib.contextmanager
+def _processes(device: str | None):
+    """This process's place in the job (``edlm.parallel.init_from_env``: under torchrun it joins the process
+    group), left again at the end whatever happens: commands own the process group, library code never
+    starts or ends one."""
+    from edlm.parallel import cleanup, init_from_env
+
+    info = init_from_env(device)
+    try:
+        yield info
+    finally:
+        cleanup()
 
 
 def _check_tokenizer(config, data_dir, flag: str, run) -> None:
@@ -47,22 +56,27 @@ def _check_tokenizer(config, data_dir, flag: str, run) -> None:
                          load_meta(data_dir)["tokenizer"], f"{flag} {run}", f"--data {data_dir}")
 
 
-def _adapt_to_data(config, data_dir, preset: str):
-    """Take the vocabulary size from the data folder when the preset's tokenizer is the data's (a trained
-    ``bpe:N`` may end with fewer than N tokens); refuse a preset made for another tokenizer."""
+def _adapt_to_data(config, data_dir, preset: str, overrides: list[str]):
+    """A preset is a model size: the tokenizer and the vocabulary size come from the data folder (a trained
+    ``bpe:N`` may end with fewer than N tokens). Returns (config, notes): one note when the preset was tuned for
+    another tokenizer. An explicit ``model.tokenizer=`` override that contradicts the data is refused."""
     import dataclasses
 
     from edlm.data import load_meta
 
     tokenizer = load_meta(data_dir)["tokenizer"]
-    if tokenizer["name"] != config.model.tokenizer:
-        raise UserError(f"--preset {preset} is for the {config.model.tokenizer} tokenizer but --data {data_dir} "
-                        f"uses {tokenizer['name']}; pick a {tokenizer['name']} preset or override "
-                        f"model.tokenizer={tokenizer['name']}")
-    if tokenizer["vocab_size"] != config.model.vocab_size:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model,
-                                                                        vocab_size=tokenizer["vocab_size"]))
-    return config
+    name, vocab_size = tokenizer["name"], tokenizer["vocab_size"]
+    if any(item.startswith("model.tokenizer=") for item in overrides) and config.model.tokenizer != name:
+        raise UserError(f"model.tokenizer={config.model.tokenizer}: --data {data_dir} uses the {name} tokenizer "
+                        f"(drop the override: the tokenizer comes from the data)")
+    notes = []
+    if config.model.tokenizer != name:
+        notes.append(f"--preset {preset} was tuned for the {config.model.tokenizer} tokenizer; --data {data_dir} "
+                     f"uses {name} ({vocab_size} tokens), so the model takes its vocabulary from the data")
+    if (config.model.tokenizer, config.model.vocab_size) != (name, vocab_size):
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, tokenizer=name,
+                                                                        vocab_size=vocab_size))
+    return config, notes
 
 
 def cmd_data(args) -> int:
@@ -80,30 +94,30 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """Under torchrun every process trains its shard of each global batch (the process group is joined and
+    left here, around ``train``)."""
     from edlm.config import resolve_train_config
     from edlm.training.loop import train
 
     config = resolve_train_config(args.preset, args.model, args.overrides, args.max_steps, args.negatives)
-    config = _adapt_to_data(config, args.data, args.preset)
+    config, notes = _adapt_to_data(config, args.data, args.preset, args.overrides)
     out = Path(args.out)
     _check_writable(out, "--out")
-    denoiser = init_state = None
-    if config.model.kind == "nce":
-        if not args.denoiser:
-            raise UserError("--model nce needs --denoiser RUN_DIR (the trained MDLM)")
-        from edlm.training.nce import load_denoiser_for_nce
-
-        denoiser, init_state = load_denoiser_for_nce(args.denoiser, config, _device(args.device))
-    elif args.denoiser:
+    if config.model.kind != "nce" and args.denoiser:
         raise UserError("--denoiser is only used with --model nce")
-    summary = train(config, args.data, out, resume=args.resume, max_minutes=args.max_minutes,
-                    denoiser=denoiser, init_state=init_state, progress=not args.no_progress,
-                    device=args.device and _device(args.device))
-    import torch.distributed as dist
+    if config.model.kind == "nce" and not args.denoiser:
+        raise UserError("--model nce needs --denoiser RUN_DIR (the trained MDLM)")
+    with _processes(args.device) as info:
+        for note in notes if info.is_main else ():
+            print(f"edlm: note: {note}", file=sys.stderr)
+        denoiser = init_state = None
+        if config.model.kind == "nce":
+            from edlm.training.nce import load_denoiser_for_nce
 
-    if dist.is_available() and dist.is_initialized():  # launched by torchrun
-        dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
+            denoiser, init_state = load_denoiser_for_nce(args.denoiser, config, str(info.device))
+        summary = train(config, args.data, out, resume=args.resume, max_minutes=args.max_minutes,
+                        denoiser=denoiser, init_state=init_state, progress=not args.no_progress, process=info)
+    if info.is_main:
         from edlm.checkpoint import save_run_tokenizer
 
         save_run_tokenizer(out, Path(args.data))  # sampling and evaluation decode with it, without the data folder
@@ -128,39 +142,45 @@ def cmd_import_mdlm(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """Under torchrun each process computes the figures of a block of whole batches (``edlm.parallel.shard``;
+    every batch's draws depend on the seed and its position only) and rank 0 joins them: the report equals a
+    one-process run's."""
     from edlm.checkpoint import load_model
     from edlm.config import LikelihoodConfig
     from edlm.data import DataError, eval_chunks, load_split
     from edlm.data.splits import chars_per_token
     from edlm.flags import config_from_args
-    from edlm.likelihood.report import likelihood_report
-    from edlm.parallel import cleanup, init_from_env
+    from edlm.likelihood.report import (
+        build_energy,
+        check_evaluable,
+        join_rows,
+        likelihood_rows,
+        likelihood_summary,
+        report_lines,
+    )
+    from edlm.parallel import gather_to_rank0, shard
 
     settings = config_from_args(LikelihoodConfig, args)
-    info = init_from_env(args.device)  # under torchrun: each process evaluates a block of whole batches
-    config, model = load_model(args.run, device=str(info.device))
-    try:
-        chunks = eval_chunks(load_split(args.data, settings.split), config.model.seq_len)
-    except DataError as error:
-        raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
-    progress = not args.json and info.is_main and sys.stderr.isatty()
-    _check_tokenizer(config, args.data, "--run", args.run)
-    result = likelihood_report(settings, config, model, chunks, progress=progress,
-                               chars_per_token=chars_per_token(args.data, settings.split), rank=info.rank,
-                               world=info.world)
-    if result is None:  # not rank 0: its figures went to rank 0
-        cleanup()
-        return 0
+    with _processes(args.device) as info:
+        config, model = load_model(args.run, device=str(info.device))
+        try:
+            chunks = eval_chunks(load_split(args.data, settings.split), config.model.seq_len)
+        except DataError as error:
+            raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
+        chunks = chunks[: settings.max_sequences]  # None: all
+        _check_tokenizer(config, args.data, "--run", args.run)
+        energy = build_energy(settings, config, info.device)
+        check_evaluable(config, energy)
+        rows = shard(chunks.shape[0], info.rank, info.world, settings.batch_size)
+        progress = not args.json and info.is_main
+        mine = likelihood_rows(settings, config, model, chunks[rows.start:rows.stop], energy, rows.start, progress)
+        parts = gather_to_rank0(mine)
+        if parts is None:  # not rank 0: its figures went to rank 0
+            return 0
+        result = likelihood_summary(settings, config, join_rows(parts), chunks.shape[1],
+                                    chars_per_token(args.data, settings.split), energy)
     result.update(run=str(args.run))
-    if args.json:
-        print(json.dumps(result))
-    elif "bpc" in result:
-        print(f"{result['kind']}: {result['bpc']:.4f} ± {result['stderr_bpc']:.4f} bpc "
-              f"({result['nll_nats']:.4f} nats/token, ppl {result['ppl']:.3f}) over {result['tokens']:,} "
-              f"tokens of {settings.split}")
-    else:
-        print(json.dumps(result, indent=2))
-    cleanup()
+    print(json.dumps(result) if args.json else "\n".join(report_lines(result)))
     return 0
 
 
@@ -277,8 +297,8 @@ def cmd_demo(args) -> int:
 def cmd_export_hf(args) -> int:
     from edlm.training.exporter import export_hf
 
-    export_hf(args.run, args.dir, args.weights)
-    print(f"exported {args.run} to {args.dir} (MDLM-OWT layout: config.json, model.safetensors)")
+    files = export_hf(args.run, args.dir, args.weights)
+    print(f"exported {args.run} to {args.dir} (MDLM-OWT layout: {', '.join(files)})")
     return 0
 
 

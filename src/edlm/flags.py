@@ -9,12 +9,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import textwrap
 import types
 import typing
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help text that shows every flag's default (unless there is none to show: None or an off switch)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+    def _split_lines(self, text, width):
+        """Wrap at spaces only: names such as edlm-ar-coar-k2-w0.2 or --remask-alpha-on stay whole."""
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """Bad flags: exit 2 with one line naming the flag (subparsers and the benchmarks' parsers use it too)."""
+    """Bad flags: exit 2 with one line naming the flag (subparsers and the benchmarks' parsers use it too);
+    ``--help`` shows each flag's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")

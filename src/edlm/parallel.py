@@ -1,4 +1,5 @@
-"""Processes launched by torchrun: which one am I, which work is mine, and gathering results on rank 0.
+"""Processes launched by torchrun: which one am I, which work is mine, gathering results on rank 0, and the
+collective checks of data-parallel training.
 
 ``torchrun --nproc_per_node N -m edlm sample|eval|eval-gen ...`` runs N copies of the command. Each joins the
 process group (NCCL on GPUs, gloo on CPU), takes a contiguous block of whole batches (``shard``), and sends
@@ -56,6 +57,56 @@ def init_from_env(device: torch.device | str | None = None) -> DistInfo:
     return DistInfo(rank, world, local_rank, chosen, dist.is_available() and dist.is_initialized())
 
 
+def local_process(device: torch.device | str | None = None) -> DistInfo:
+    """This process alone (rank 0 of 1, no process group) on ``device`` (None: CUDA when present, else CPU):
+    what library code runs as unless its caller, which owns the processes, passes an ``init_from_env`` result."""
+    chosen = resolve_device(None if device is None else str(device))
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    return DistInfo(device=chosen)
+
+
+def run_workers(nproc: int, argv: list[str]) -> int:
+    """``python -m edlm ARGV`` in ``nproc`` local worker processes joined in one process group, started the way
+    ``torchrun --standalone --nproc_per_node NPROC`` starts them (torch's elastic launcher, called from this
+    process), so ``edlm CMD --nproc N`` needs no torchrun in front (whose parser took edlm's ``--run`` for its
+    ``--run-path``). Workers get this edlm on PYTHONPATH and, unless set, OMP_NUM_THREADS=1 (as torchrun).
+    Returns 0, or the exit code of a failed worker (each worker prints its own error)."""
+    import logging
+    import sys
+    import uuid
+    from pathlib import Path
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    import edlm
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    source = str(Path(edlm.__file__).resolve().parents[1])
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    saved = {name: os.environ.get(name) for name in env}
+    launcher_log = logging.getLogger("torch.distributed.elastic")
+    level = launcher_log.level
+    os.environ.update(env)
+    launcher_log.setLevel(logging.CRITICAL)  # a failed worker prints its own one-line error
+    try:
+        elastic_launch(config, sys.executable)("-m", "edlm", *argv)
+        return 0
+    except ChildFailedError as error:
+        codes = [failure.exitcode for failure in error.failures.values()]
+        return max(codes) if max(codes) > 0 else 1
+    finally:
+        launcher_log.setLevel(level)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def launched_by_torchrun() -> bool:
     """torchrun (even ``--nproc_per_node 1``) sets these; a plain ``python -m edlm`` does not."""
     return "TORCHELASTIC_RUN_ID" in os.environ or ("MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ)
@@ -100,6 +151,15 @@ def batch_seed(seed: int, batch_index: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
     return (z ^ (z >> 31)) >> 1
+
+
+def all_reduce_flag(flag: bool, info: DistInfo) -> bool:
+    """True if ``flag`` is True on any rank (every rank must call it)."""
+    if info.world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def barrier(info: DistInfo) -> None:

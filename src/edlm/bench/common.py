@@ -1,9 +1,8 @@
-"""Shared benchmark plumbing: output folders, environment record, markdown tables, matmul peak, and the 95%
-intervals of repeated timings (t-interval of a mean, Welch and paired intervals of a ratio)."""
+"""Shared benchmark plumbing: output folders, environment record, markdown tables, matmul peak, plots, host-sync
+counting. The 95% intervals of repeated timings are in ``edlm.stats``."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import platform
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from edlm.stats import Interval
 
 
 def environment(device: torch.device | str | None = None) -> dict:
@@ -77,135 +78,6 @@ def matmul_peak(dtype: torch.dtype, device: torch.device | str = "cpu", size: in
     return best
 
 
-# --- 95% intervals for timings -------------------------------------------------------------------------------
-# Timings are repeated a few times (blocks of steps, repeats of a sampling run), so the intervals are Student t
-# intervals on a handful of values, not bootstrap ones (evaluation.stats bootstraps over many samples). Ratios of
-# rates or times are taken on the log scale, where a ratio is a difference, and exponentiated back.
-
-
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-    """A point estimate with its 95% interval [low, high] (for a ratio: low <= 1 <= high means no difference)."""
-
-    value: float
-    low: float
-    high: float
-
-    def contains(self, point: float) -> bool:
-        return self.low <= point <= self.high
-
-    def scaled(self, factor: float) -> "Estimate":
-        """The same interval in other units (a positive constant factor, e.g. FLOPs per token / peak)."""
-        return Estimate(self.value * factor, self.low * factor, self.high * factor)
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 300):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
-
-
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b), the regularised incomplete beta function, for 0 <= x <= 1 and a, b > 0."""
-    if x <= 0.0 or x >= 1.0:
-        return 0.0 if x <= 0.0 else 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom (any real df: Welch's are fractional)."""
-    tail = 0.5 * regularized_beta(df / (df + t * t), 0.5 * df, 0.5)  # P(T > |t|)
-    return 1.0 - tail if t >= 0 else tail
-
-
-def student_t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t (0 < p < 1), by bisection on the CDF to float precision."""
-    if p < 0.5:
-        return -student_t_quantile(1.0 - p, df)
-    low, high = 0.0, 1.0
-    while student_t_cdf(high, df) < p:
-        low, high = high, 2.0 * high
-    for _ in range(200):
-        middle = 0.5 * (low + high)
-        if middle in (low, high):
-            break
-        low, high = (middle, high) if student_t_cdf(middle, df) < p else (low, middle)
-    return 0.5 * (low + high)
-
-
-def t_interval(values) -> Estimate:
-    """Mean of ``values`` (n >= 2 floats) with its 95% t-interval: mean +- t(0.975, n - 1) * sd / sqrt(n)."""
-    values = [float(v) for v in values]
-    n = len(values)
-    if n < 2:
-        raise ValueError(f"a t-interval needs at least 2 values, got {n}")
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = student_t_quantile(0.975, n - 1) * sd / math.sqrt(n)
-    return Estimate(mean, mean - half, mean + half)
-
-
-def geometric_interval(values) -> Estimate:
-    """Geometric mean of positive ``values`` (n >= 2: rates or times) with the exponentiated 95% t-interval of
-    the mean log: the interval of a positive quantity stays positive, and it matches the log-scale ratios."""
-    logs = t_interval([math.log(float(v)) for v in values])
-    return Estimate(math.exp(logs.value), math.exp(logs.low), math.exp(logs.high))
-
-
-def welch_ratio(numerator, denominator) -> Estimate:
-    """Ratio of two independent sets of positive rates, exp(mean log numerator - mean log denominator), with its
-    95% Welch interval: the difference of mean logs +- t(0.975, df) * sqrt(s_a^2 / n_a + s_b^2 / n_b), df from
-    Welch-Satterthwaite, exponentiated. Each set needs n >= 2 values."""
-    logs_a, logs_b = [math.log(v) for v in numerator], [math.log(v) for v in denominator]
-    if min(len(logs_a), len(logs_b)) < 2:
-        raise ValueError(f"a Welch interval needs at least 2 values per side, got {len(logs_a)} and {len(logs_b)}")
-    a, b = t_interval(logs_a), t_interval(logs_b)
-    var_a = sum((v - a.value) ** 2 for v in logs_a) / (len(logs_a) - 1) / len(logs_a)  # squared standard errors
-    var_b = sum((v - b.value) ** 2 for v in logs_b) / (len(logs_b) - 1) / len(logs_b)
-    difference = a.value - b.value
-    if var_a + var_b == 0.0:
-        return Estimate(math.exp(difference), math.exp(difference), math.exp(difference))
-    df = (var_a + var_b) ** 2 / (var_a ** 2 / (len(logs_a) - 1) + var_b ** 2 / (len(logs_b) - 1))
-    half = student_t_quantile(0.975, df) * math.sqrt(var_a + var_b)
-    return Estimate(math.exp(difference), math.exp(difference - half), math.exp(difference + half))
-
-
-def paired_ratio(numerator, denominator) -> Estimate:
-    """Ratio of paired positive values (pair r measured back to back): exp(mean_r log(numerator_r /
-    denominator_r)) with the exponentiated 95% t-interval of the mean log ratio (n - 1 df)."""
-    if len(numerator) != len(denominator):
-        raise ValueError(f"a paired ratio needs equal counts, got {len(numerator)} and {len(denominator)}")
-    logs = t_interval([math.log(a / b) for a, b in zip(numerator, denominator)])
-    return Estimate(math.exp(logs.value), math.exp(logs.low), math.exp(logs.high))
-
-
-def format_interval(estimate: Estimate, spec: str) -> str:
-    """'459,608 (452,100..467,300)' for spec ',.0f': the value, then its 95% interval."""
-    return f"{estimate.value:{spec}} ({estimate.low:{spec}}..{estimate.high:{spec}})"
-
-
-def format_ratio(estimate: Estimate) -> str:
-    """'2.04x (1.98..2.10)', or 'no significant difference (0.97..1.02x)' when the interval contains 1."""
-    if estimate.contains(1.0):
-        return f"no significant difference ({estimate.low:.2f}..{estimate.high:.2f}x)"
-    return f"{estimate.value:.2f}x ({estimate.low:.2f}..{estimate.high:.2f})"
-
-
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is missing (plots are optional:
     every figure's numbers are in the JSON and markdown too)."""
@@ -219,7 +91,7 @@ def pyplot():
     return plt
 
 
-def interval_plot(labels: list[str], estimates: list[Estimate | None], path: Path, xlabel: str,
+def interval_plot(labels: list[str], estimates: list[Interval | None], path: Path, xlabel: str,
                   title: str) -> list[str]:
     """A point per label with its 95% interval as a whisker (a point without an interval has none), on a log
     axis: the intervals are multiplicative, and a few repeats can give a long upper whisker. Returns [path], or
@@ -227,8 +99,9 @@ def interval_plot(labels: list[str], estimates: list[Estimate | None], path: Pat
     plt = pyplot()
     if plt is None:
         return []
-    values = [e.value if e else float("nan") for e in estimates]
-    errors = [[e.value - e.low if e else 0.0 for e in estimates], [e.high - e.value if e else 0.0 for e in estimates]]
+    values = [e.estimate if e else float("nan") for e in estimates]
+    errors = [[e.estimate - e.low if e else 0.0 for e in estimates],
+              [e.high - e.estimate if e else 0.0 for e in estimates]]
     fig, axis = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.4))
     positions = list(range(len(labels)))[::-1]  # first label on top
     axis.errorbar(values, positions, xerr=errors, fmt="o", color="#4c72b0", ecolor="black", capsize=3)

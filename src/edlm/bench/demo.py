@@ -22,7 +22,7 @@ def run_demo(out: Path, minutes: float, quick: bool, device: str | None = None) 
     from edlm.data import DataError, eval_chunks, load_meta, load_split, prepare_corpus
     from edlm.device import resolve_device
     from edlm.diffusion.schedule import schedule_for
-    from edlm.evaluation.nelbo import mdlm_nelbo_per_sequence, summarize
+    from edlm.likelihood.nelbo import mdlm_nelbo_per_sequence, summarize
     from edlm.sampling.generate import generate
     from edlm.training.loop import train
 

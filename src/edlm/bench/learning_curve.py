@@ -11,7 +11,6 @@ evaluation run on ``--device`` (default: CUDA when present).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from edlm.flags import OneLineParser, float_in, positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="edlm bench learning-curve", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog="edlm bench learning-curve", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
     parser.add_argument("--preset", default="char-small", help="named model + training settings")
     parser.add_argument("--model", default="mdlm", choices=["mdlm", "ar"], help="what to train")
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.data.splits import chars_per_token
     from edlm.device import resolve_device
     from edlm.diffusion.schedule import schedule_for
-    from edlm.evaluation.nelbo import (
+    from edlm.likelihood.nelbo import (
         ar_nll_per_sequence,
         mdlm_nelbo_per_sequence,
         summarize,

@@ -20,17 +20,18 @@ from pathlib import Path
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.config import LikelihoodConfig
 from edlm.flags import OneLineParser, add_config_flags, config_from_args
+from edlm.stats import mean_interval
 
 #: the full test split is too slow for the EDLM bound on a CPU; the bench's only default of its own
 BENCH_MAX_SEQUENCES = 64
-Z_95 = 1.96
 
 
 def paired_verdict(gain: dict) -> str:
-    """'T-step MDLM minus EDLM bound' as 'x ± 95% CI bpc', or 'no significant difference'."""
-    low, high = gain["bpc"] - Z_95 * gain["stderr_bpc"], gain["bpc"] + Z_95 * gain["stderr_bpc"]
-    text = f"{gain['bpc']:+.4f} [{low:+.4f}, {high:+.4f}]"
-    return text if low > 0 or high < 0 else f"{text}: no significant difference"
+    """'T-step MDLM minus EDLM bound' as 'x [95% CI] bpc' (t-interval over the sequences), or 'no significant
+    difference'."""
+    interval = mean_interval(gain["bpc"], gain["stderr_bpc"], gain["sequences"])
+    text = f"{gain['bpc']:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
+    return text if interval.significant else f"{text}: no significant difference"
 
 
 def likelihood_table(settings: LikelihoodConfig, config, mdlm, chunks, energies: list[tuple[str, object]],

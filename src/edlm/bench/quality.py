@@ -7,7 +7,7 @@
 
 Every setting samples ``--num`` sequences with the same seed, so sample i of every setting starts from the
 same random stream and two settings are compared with a paired bootstrap over sample indices
-(``edlm.evaluation.stats``). A separate judge (never the energy model) scores them. Outputs in ``--out``:
+(``edlm.stats``). A separate judge (never the energy model) scores them. Outputs in ``--out``:
 
     quality.jsonl  one row per setting, with EVERY sample text and the per-sample judge scores (any judge can
                    re-score them later; ``--resume`` keeps the rows already there); with ``--reference``, each
@@ -42,6 +42,7 @@ from edlm.bench.verdicts import (
     rank_settings,
 )
 from edlm.flags import OneLineParser, positive_int
+from edlm.sampling import SAMPLERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,13 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nce", help="EDLM-NCE energy run folder (optional)")
     parser.add_argument("--samplers", default="cached",
                         help="comma-separated samplers to sweep; the first one's MDLM is the baseline "
-                             "(default: %(default)s)")
+                             f"(default: %(default)s; valid: {', '.join(SAMPLERS)})")
     parser.add_argument("--steps", default="8,16,32,64,128,256", help="comma-separated T values (default: %(default)s)")
     parser.add_argument("--num", type=positive_int("--num"), default=16,
                         help="samples per setting (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every setting")
     parser.add_argument("--grid", default="cpu", choices=["cpu", "full"], help="energy settings (default: %(default)s)")
-    parser.add_argument("--methods", help="comma-separated subset of method names")
+    parser.add_argument("--methods", help="comma-separated subset of the grid's methods (--grid cpu: "
+                        + ", ".join(m.name for m in method_grid("cpu", [], True, 256)) + "; --grid full: mdlm, "
+                        + ", ".join(m.name for m in method_grid("full", [], True, 256)[1:]) + "; edlm-nce-* need "
+                        "--nce)")
     parser.add_argument("--metric", default="judge_bpc", choices=["judge_bpc", "gen_ppl"],
                         help="quality metric of the verdicts and the Pareto front (default: %(default)s)")
     parser.add_argument("--bootstrap", type=positive_int("--bootstrap"), default=2000,

@@ -3,7 +3,7 @@
     edlm bench scaling --data DATA [--preset char-small] [--steps 60] [--nproc 2] [--out bench/results]
                        [--device cpu|cuda] [--no-threads-baseline] [overrides ...]
 
-Each configuration is a real ``edlm train`` run (``python -m torch.distributed.run --standalone`` for N > 1),
+Each configuration is a real ``edlm train --nproc N`` run (edlm starts the N workers as torchrun --standalone would),
 checkpoints and validation pushed to the end. On CPU (the default) every run is fp32 with gloo; with
 ``--device cuda`` each process drives one GPU (``cuda:LOCAL_RANK``, NCCL) in the preset's precision, and the
 machine needs at least ``--nproc`` GPUs. Throughput is read from the run's metrics.csv between the
@@ -20,7 +20,6 @@ CPU timings are noisy when other jobs share the machine: the JSON records the lo
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import shutil
@@ -49,22 +48,18 @@ def throughput(run_dir: Path, tokens_per_step: int) -> tuple[float, int]:
 def run_training(data: Path, out: Path, preset: str, steps: int, processes: int, threads: int,
                  overrides: list[str], device: str = "cpu") -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-                if processes > 1 else [sys.executable])
     log_every = max(1, steps // 10)
-    command = launcher + ["-m", "edlm", "train", "--data", str(data), "--preset", preset, "--out", str(out),
-                          "--max-steps", str(steps), "--device", device, "--no-progress",
-                          *(["train.precision=fp32"] if device == "cpu" else []), f"train.log_every={log_every}",
-                          f"train.eval_every={10 * steps}",
-                          f"train.ckpt_every={10 * steps}", "train.eval_batches=1", *overrides]
+    command = [sys.executable, "-m", "edlm", "train", "--nproc", str(processes), "--data", str(data), "--preset",
+               preset, "--out", str(out), "--max-steps", str(steps), "--device", device, "--no-progress",
+               *(["train.precision=fp32"] if device == "cpu" else []), f"train.log_every={log_every}",
+               f"train.eval_every={10 * steps}", f"train.ckpt_every={10 * steps}", "train.eval_batches=1", *overrides]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="edlm bench scaling", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog="edlm bench scaling", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="prepared corpus folder")
     parser.add_argument("--preset", default="char-small", help="named model + training settings")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")

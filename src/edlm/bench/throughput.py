@@ -42,16 +42,11 @@ import torch
 
 from edlm.bench import BenchError
 from edlm.bench.common import (
-    Estimate,
     environment,
-    format_interval,
-    format_ratio,
-    geometric_interval,
     interval_plot,
     markdown_table,
     matmul_peak,
     synchronize,
-    welch_ratio,
     write_results,
 )
 from edlm.config import RunConfig, get_preset
@@ -59,16 +54,12 @@ from edlm.device import resolve_device
 from edlm.flags import OneLineParser, positive_ints
 from edlm.models import build_model
 from edlm.parallel import DistInfo
+from edlm.stats import Interval, format_interval, format_ratio, geometric_interval, welch_ratio
 from edlm.training.batches import global_batch
 from edlm.training.ema import EMA
-from edlm.training.loop import (
-    _forward_backward,
-    _to_device,
-    build_optimizer,
-    configure_device,
-    make_objective,
-    maybe_compile,
-)
+from edlm.training.objectives import make_objective
+from edlm.training.optim import build_optimizer, configure_device, maybe_compile
+from edlm.training.step import forward_backward, to_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +129,8 @@ def measure(config: RunConfig, lever: Lever, steps: int, device: torch.device,
     B, L = lever.batch_size, config.model.seq_len
 
     def step(index: int) -> None:
-        batch = _to_device(global_batch(tokens, L, B, 0, index, train.eps_t), device)
-        loss, _ = _forward_backward(module, objective, batch, 1, info, lever.precision,
+        batch = to_device(global_batch(tokens, L, B, 0, index, train.eps_t), device)
+        loss, _ = forward_backward(module, objective, batch, 1, info, lever.precision,
                                     lever.compile and lever.compile_mode == "reduce-overhead")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         if lever.host_sync:
@@ -178,7 +169,7 @@ def add_intervals(rows: list[dict], flops: dict[str, float], peaks: dict[str, fl
         for key, scale in (("tokens_per_s", 1.0), ("model_tflops", per_token / 1e12),
                            ("fraction_of_bf16_peak", per_token / peaks["bf16"]),
                            ("fraction_of_bf16_peak_8192", per_token / peaks["bf16_8192"])):
-            row[key] = scale * (rate.value if rate else blocks[0])
+            row[key] = scale * (rate.estimate if rate else blocks[0])
             row[f"{key}_ci95"] = [scale * rate.low, scale * rate.high] if rate else None
         base = first[row["preset"]]
         if row is base:
@@ -189,7 +180,7 @@ def add_intervals(rows: list[dict], flops: dict[str, float], peaks: dict[str, fl
             row["vs_first_row"] = "n/a (first row failed)"
         else:
             speedup = welch_ratio(row["tokens_per_s_blocks"], base["tokens_per_s_blocks"])
-            row.update(speedup_vs_first_row=speedup.value, speedup_vs_first_row_ci95=[speedup.low, speedup.high],
+            row.update(speedup_vs_first_row=speedup.estimate, speedup_vs_first_row_ci95=[speedup.low, speedup.high],
                        vs_first_row=format_ratio(speedup))
 
 
@@ -202,7 +193,7 @@ def table_row(row: dict) -> dict:
                                  ("fraction_of_bf16_peak", "of bf16 peak", ".1%"),
                                  ("fraction_of_bf16_peak_8192", "of bf16 peak 8192^3", ".1%")):
             interval = row[f"{key}_ci95"]
-            cells[label] = (format_interval(Estimate(row[key], *interval), spec) if interval
+            cells[label] = (format_interval(Interval(row[key], *interval), spec) if interval
                             else format(row[key], spec))
         cells["vs first row"] = row["vs_first_row"]
     return cells
@@ -248,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["levers"] += f" -- failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
                 continue
             row["tokens_per_s_blocks"] = rates
-            mean = geometric_interval(rates).value if len(rates) > 1 else rates[0]
+            mean = geometric_interval(rates).estimate if len(rates) > 1 else rates[0]
             shown = format_interval(geometric_interval(rates), ",.0f") if len(rates) > 1 else f"{mean:,.0f}"
             print(f"{name} B={lever.batch_size} {lever.precision} {lever.label}: {shown} tok/s, "
                   f"{mean * flops[name] / peaks['bf16']:.1%} of the bf16 peak", flush=True)
@@ -271,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                  if args.blocks > 1 else "One timed block per row: no intervals, so no comparison between rows.\n\n"))
     measured = [row for row in rows if "tokens_per_s" in row]
     plots = interval_plot([f"{r['preset']} B={r['batch']} {r['precision']}: {r['levers']}" for r in measured],
-                          [Estimate(r["fraction_of_bf16_peak"], *r["fraction_of_bf16_peak_ci95"])
+                          [Interval(r["fraction_of_bf16_peak"], *r["fraction_of_bf16_peak_ci95"])
                            if r["fraction_of_bf16_peak_ci95"] else None for r in measured],
                           Path(args.out) / "throughput.png", "fraction of the bf16 matmul peak (95% CI)",
                           f"training throughput, {environment(device)['device_name']}")

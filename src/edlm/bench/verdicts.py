@@ -8,7 +8,7 @@ within ``ENTROPY_TOLERANCE`` of the baseline's.
 
 from __future__ import annotations
 
-from edlm.evaluation.stats import SampleScores, paired_difference, verdict
+from edlm.stats import SampleScores, paired_difference, verdict
 
 ENTROPY_TOLERANCE = 0.03  # a setting whose entropy is more than 3% below the baseline's never counts as better
 BASELINE_METHOD = "mdlm"

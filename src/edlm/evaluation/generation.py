@@ -3,7 +3,7 @@
 Per-token generative perplexity depends on how the judge splits text (docs/method.md §2), so the judge's NLL
 per character (bpc) and the samples' entropy are always reported beside it, each with a 95% bootstrap
 interval, and the per-sample scores are kept so that two sample sets can be compared later, paired
-(``edlm.evaluation.stats``). A judge (``edlm.evaluation.judges``) must never be the energy model that
+(``edlm.stats``). A judge (``edlm.evaluation.judges``) must never be the energy model that
 produced the samples: ``evaluate_samples`` warns when it is. Judges with ``features`` also feed MAUVE
 (``edlm.evaluation.mauve_score``).
 """
@@ -32,7 +32,7 @@ from edlm.evaluation.judges import (  # noqa: F401 (re-exported)
     load_judge,
     make_judge,
 )
-from edlm.evaluation.stats import DEFAULT_RESAMPLES, METRICS, SampleScores, bootstrap_ci
+from edlm.stats import DEFAULT_RESAMPLES, METRICS, SampleScores, bootstrap_ci
 from edlm.parallel import gather_to_rank0, shard
 
 LN2 = math.log(2.0)
@@ -48,7 +48,7 @@ def generation_metrics(texts: Sequence[str], judge: Judge, num_resamples: int = 
 
     ``per_sample`` keeps each sample's judge NLL (nats), judge tokens, characters and character entropy
     (bits), in sample order, so two sets drawn with the same seeds can be compared later, paired
-    (``edlm.evaluation.stats.compare_sets``). ``ci95`` holds 95% bootstrap intervals [low, high] of gen-PPL,
+    (``edlm.stats.compare_sets``). ``ci95`` holds 95% bootstrap intervals [low, high] of gen-PPL,
     judge bpc and entropy (``num_resamples`` resamples of the samples, numpy seed ``seed``). ``scores``: the
     judge's ``nll(texts)`` when already computed (e.g. by several processes); None: computed here.
     """

@@ -143,12 +143,12 @@ class HFJudge:
     """
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 16):
+        source, folder = folder, resolve_hf_folder(folder, "--judge hf:", GenerationEvalError)  # "no such folder" first
         try:
             import transformers
         except ImportError:
-            raise GenerationEvalError(f"--judge hf:{folder} needs the transformers package; "
+            raise GenerationEvalError(f"--judge hf:{source} needs the transformers package; "
                                       f"run `pip install transformers`") from None
-        source, folder = folder, resolve_hf_folder(folder, "--judge hf:", GenerationEvalError)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             # safetensors only: a pickle-based pytorch_model.bin could run code when loaded

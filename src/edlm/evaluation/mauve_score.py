@@ -101,7 +101,7 @@ def paired_mauve_difference(reference_features: np.ndarray, a_features: np.ndarr
     resample: slow, hence the small default ``num_resamples``). The references are not resampled.
     Returns {"estimate", "ci95", "verdict", "resamples", "seeds"} or {"unavailable": reason}.
     """
-    from edlm.evaluation.stats import paired_statistic_difference, verdict
+    from edlm.stats import paired_statistic_difference, verdict
 
     reason = mauve_unavailable_reason()
     if reason is not None:

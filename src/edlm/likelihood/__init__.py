@@ -1,9 +1,11 @@
 """Likelihood of MDLM and EDLM: Monte-Carlo estimators for real models and brute force for tiny ones.
 
+- ``nelbo``: over a whole split, the MDLM NELBO (``mdlm_nelbo_per_sequence``) and the exact AR NLL
+  (``ar_nll_per_sequence``); ``summarize`` turns per-sequence nats into nats/token, bits per character, ppl.
 - ``estimators``: ``edlm_bound`` (valid upper bound on the NLL of the sampler ``edlm sample`` runs),
   ``mdlm_discrete_nelbo`` (its k = 1 case), ``paper_estimate`` (the EDLM paper's plug-in, not a bound),
-  ``log_z_estimate`` (log-mean-exp and jackknife), ``effective_sample_size``. The continuous-time MDLM NELBO is
-  ``edlm.diffusion.subs.nelbo_terms``.
+  ``log_z_estimate`` (log-mean-exp and jackknife), ``effective_sample_size``. The continuous-time MDLM NELBO of
+  one batch is ``edlm.diffusion.subs.nelbo_terms``.
 - ``exact``: enumeration over V^L sequences, mask patterns and reveal paths (V 2-3, L 2-3) giving the
   sampler's exact output distribution, the exact discrete-time ELBO and the exact continuous-time values.
 - ``report``: ``likelihood_report`` (``edlm eval``, with and without an energy), one JSON-able dict.

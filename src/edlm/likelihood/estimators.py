@@ -12,7 +12,7 @@ Three quantities, all returned per sequence in nats per token (divided by all L 
   temperature 1, top-p 1, energy temperature 1): the discrete-time ELBO on the step marginals p_k(x0_R | x_t),
   each step term bounded once more by Jensen (IWAE-style, ``num_inner``).
 * ``mdlm_discrete_nelbo`` -- the same with k = 1 at every step (plain T-step MDLM). The continuous-time
-  NELBO lives in ``edlm.diffusion.subs.nelbo_terms`` (and ``edlm.evaluation.nelbo`` over a split).
+  NELBO lives in ``edlm.diffusion.subs.nelbo_terms`` (and ``edlm.likelihood.nelbo`` over a split).
 
 Protocols. ``log_probs_fn(x_t (B, L) int64) -> (B, L, V + 1)`` SUBS log-probs (mask column -inf, visible
 positions one-hot). ``energy(candidates (B, k, L) int64, x_t (B, L), log_probs (B, L, V + 1)) -> (B, k)``,

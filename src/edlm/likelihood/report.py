@@ -20,12 +20,11 @@ import dataclasses
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from edlm.config import LikelihoodConfig, RunConfig
 from edlm.diffusion.schedule import schedule_for
 from edlm.errors import EdlmError
-from edlm.evaluation.nelbo import (
+from edlm.likelihood.nelbo import (
     ar_nll_per_sequence,
     mdlm_nelbo_per_sequence,
     summarize,
@@ -37,8 +36,9 @@ from edlm.likelihood.estimators import (
     mdlm_discrete_nelbo,
     paper_estimate,
 )
-from edlm.parallel import gather_to_rank0, shard
 from edlm.models.denoiser import make_denoiser_fn
+from edlm.progress import progress as show_progress
+from edlm.stats import mean_interval
 
 
 class LikelihoodError(EdlmError, ValueError):
@@ -103,8 +103,7 @@ def edlm_per_sequence(settings: LikelihoodConfig, run_config: RunConfig, model, 
     variants = (("paper_estimate", "none"),) if is_self_normalised(energy) else (
         ("paper_estimate", "mean"), ("paper_estimate_jackknife", "jackknife"))
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in tqdm(range(0, chunks.shape[0], settings.batch_size), desc="edlm likelihood",
-                      disable=not progress):
+    for start in show_progress(range(0, chunks.shape[0], settings.batch_size), "edlm likelihood", progress):
         x0 = chunks[start:start + settings.batch_size].to(device)
         row = first_row + start  # the batch's first row in the split
         for name, log_z in variants:  # the same seed for paired estimators
@@ -122,10 +121,11 @@ def edlm_per_sequence(settings: LikelihoodConfig, run_config: RunConfig, model, 
     result = {name: torch.cat(values).double().cpu() for name, values in parts.items()}
     result["mdlm_nelbo"] = mdlm_nelbo_per_sequence(
         model, chunks, schedule, mask_id, settings.t_samples, settings.batch_size, settings.seed, settings.eps_t,
-        settings.precision, first_batch=first_row // settings.batch_size)
+        settings.precision, progress, first_batch=first_row // settings.batch_size)
     ar_model = getattr(energy, "model", None)
     if ar_model is not None and getattr(ar_model, "causal", False):
-        result["ar_nll"] = ar_nll_per_sequence(ar_model, chunks, mask_id, settings.batch_size, settings.precision)
+        result["ar_nll"] = ar_nll_per_sequence(ar_model, chunks, mask_id, settings.batch_size, settings.precision,
+                                               progress)
     return result
 
 
@@ -159,40 +159,19 @@ def edlm_likelihood(settings: LikelihoodConfig, run_config: RunConfig, model, ch
     return edlm_summaries(settings, per_sequence, chunks.shape[1], chars_per_token)
 
 
-def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor,
-                      energy=None, chars_per_token: float = 1.0, progress: bool = False, rank: int = 0,
-                      world: int = 1) -> dict | None:
-    """``edlm eval``: one JSON-able dict, no printing.
+def build_energy(settings: LikelihoodConfig, run_config: RunConfig, device):
+    """The energy ``settings.energy`` names, on ``device`` at ``settings.precision`` (None without one)."""
+    if not settings.energy:
+        return None
+    from edlm.energy import make_energy
 
-    With ``world`` > 1 processes (torchrun; the process group up, ``edlm.parallel.init_from_env``), process
-    ``rank`` computes the per-sequence figures of its block of whole batches (``edlm.parallel.shard``), rank 0
-    gathers them and returns the report; the other ranks return None. Every batch's random draws depend on
-    (``settings.seed``, its position) only, so the report equals the one-process report.
+    return make_energy(settings.energy, run_config.model, settings.energy_mode, device, settings.precision)
 
-    Args:
-        settings: the evaluation knobs (range-checked when the config was built).
-        run_config, model: the evaluated run (MDLM denoiser or AR model) on its device.
-        chunks: (N, L) int64 sequences of the split (CPU); the first ``max_sequences`` are used (None: all).
-        energy: a built energy; if None and ``settings.energy`` is set, it is built with ``make_energy`` on the
-            model's device at ``settings.precision``.
-        chars_per_token: characters of decoded text per token (1.0 for character models): bits per character
-            = nats per token / chars_per_token / ln 2.
-    Returns: without energy, the model's own figure (``kind`` = ``mdlm_nelbo_upper_bound`` or
-    ``ar_exact_nll``) with nll_nats, bpc, ppl, their standard errors; with an energy, ``kind`` =
-    ``edlm_likelihood``, the headline ``bound`` at top level, every estimator under ``estimators``, and
-    ``sampler_bounded`` saying exactly which sampler the bound is for.
-    """
-    if settings.max_sequences is not None:
-        chunks = chunks[: settings.max_sequences]
-    device = next(model.parameters()).device
+
+def check_evaluable(run_config: RunConfig, energy) -> None:
+    """Raise ``LikelihoodError`` when the run (with ``energy``, or without: None) has no figure ``edlm eval`` can
+    compute."""
     kind = run_config.model.kind
-    L = chunks.shape[1]
-    common = {"precision": settings.precision, "chars_per_token": chars_per_token, "split": settings.split,
-              "seed": settings.seed}
-    if energy is None and settings.energy:
-        from edlm.energy import make_energy
-
-        energy = make_energy(settings.energy, run_config.model, settings.energy_mode, device, settings.precision)
     if energy is None and kind not in ("mdlm", "ar"):
         raise LikelihoodError(f"an {kind!r} model has no likelihood of its own: evaluate its denoiser with "
                               f"--energy nce:RUN_DIR")
@@ -201,34 +180,57 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
     if energy is not None and run_config.model.time_conditioning:
         raise LikelihoodError("--energy: the EDLM bound calls the denoiser without t; a time-conditioned "
                               "denoiser (model.time_conditioning=true) is not supported")
-    rows = shard(chunks.shape[0], rank, world, settings.batch_size)
-    mine = chunks[rows.start:rows.stop]
-    per_sequence: dict[str, torch.Tensor] = {}
-    if len(rows) == 0:  # more processes than batches: nothing to compute here
-        pass
-    elif energy is not None:
-        per_sequence = edlm_per_sequence(settings, run_config, model, mine, energy, rows.start, progress)
-    elif kind == "mdlm":
-        per_sequence["mdlm_nelbo"] = mdlm_nelbo_per_sequence(
-            model, mine, schedule_for(run_config), run_config.model.mask_id, settings.t_samples,
+
+
+def likelihood_rows(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor, energy=None,
+                    first_row: int = 0, progress: bool = False) -> dict[str, torch.Tensor]:
+    """The per-sequence figures of ``chunks`` (n, L) int64, rows ``first_row`` .. of the evaluated split.
+
+    Returns {name: (n,) float64 CPU tensor} in nats per token (``mdlm_nelbo`` or ``ar_nll`` without an energy;
+    every estimator of ``edlm_per_sequence`` with one). ``chunks`` may be any block of whole batches of
+    ``settings.batch_size`` (e.g. ``edlm.parallel.shard``): every batch's random draws depend on
+    (``settings.seed``, its position in the split) only, so blocks computed apart and joined in order
+    (``join_rows``) equal one computation over all rows.
+    """
+    if chunks.shape[0] == 0:
+        return {}
+    if energy is not None:
+        return edlm_per_sequence(settings, run_config, model, chunks, energy, first_row, progress)
+    if run_config.model.kind == "mdlm":
+        return {"mdlm_nelbo": mdlm_nelbo_per_sequence(
+            model, chunks, schedule_for(run_config), run_config.model.mask_id, settings.t_samples,
             settings.batch_size, settings.seed, settings.eps_t, settings.precision, progress,
-            first_batch=rows.start // settings.batch_size)
-    else:
-        per_sequence["ar_nll"] = ar_nll_per_sequence(model, mine, run_config.model.mask_id, settings.batch_size,
-                                                     settings.precision, progress)
-    parts = gather_to_rank0(per_sequence)
-    if parts is None:
-        return None
+            first_batch=first_row // settings.batch_size)}
+    return {"ar_nll": ar_nll_per_sequence(model, chunks, run_config.model.mask_id, settings.batch_size,
+                                          settings.precision, progress)}
+
+
+def join_rows(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``likelihood_rows`` of consecutive blocks, in order -> the figures of all their rows (empty blocks skipped)."""
     parts = [part for part in parts if part]
     if not parts:
         raise LikelihoodError("no sequences to evaluate (--max-sequences 0 or an empty split)")
-    per_sequence = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}  # (N,) each
-    if energy is None and kind == "mdlm":
-        return dict(summarize(per_sequence["mdlm_nelbo"], L, chars_per_token), kind="mdlm_nelbo_upper_bound",
-                    t_samples=settings.t_samples, eps_t=settings.eps_t, **common)
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}  # (N,) each
+
+
+def likelihood_summary(settings: LikelihoodConfig, run_config: RunConfig, per_sequence: dict[str, torch.Tensor],
+                       seq_len: int, chars_per_token: float = 1.0, energy=None) -> dict:
+    """``edlm eval``'s report from the per-sequence figures of every evaluated row: one JSON-able dict.
+
+    Without an energy, the model's own figure (``kind`` = ``mdlm_nelbo_upper_bound`` or ``ar_exact_nll``) with
+    nll_nats, bpc, ppl, their standard errors; with one, ``kind`` = ``edlm_likelihood``, the headline ``bound``
+    at top level, every estimator under ``estimators``, and ``sampler_bounded`` saying exactly which sampler the
+    bound is for. ``chars_per_token``: characters of decoded text per token (1.0 for character models): bits
+    per character = nats per token / chars_per_token / ln 2.
+    """
+    common = {"precision": settings.precision, "chars_per_token": chars_per_token, "split": settings.split,
+              "seed": settings.seed}
+    if energy is None and "mdlm_nelbo" in per_sequence:
+        return dict(summarize(per_sequence["mdlm_nelbo"], seq_len, chars_per_token),
+                    kind="mdlm_nelbo_upper_bound", t_samples=settings.t_samples, eps_t=settings.eps_t, **common)
     if energy is None:
-        return dict(summarize(per_sequence["ar_nll"], L, chars_per_token), kind="ar_exact_nll", **common)
-    result = edlm_summaries(settings, per_sequence, L, chars_per_token)
+        return dict(summarize(per_sequence["ar_nll"], seq_len, chars_per_token), kind="ar_exact_nll", **common)
+    result = edlm_summaries(settings, per_sequence, seq_len, chars_per_token)
     plan = make_step_plan(schedule_for(run_config), settings.steps, settings.window,
                           settings.k, t_min=settings.t_min)
     headline = result["bound"]
@@ -244,3 +246,57 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
                                            else "; log Z by Monte Carlo, see mean_ess"),
                       "mdlm_nelbo": "continuous-time MDLM NELBO (upper bound for the denoiser alone); compare "
                                     "the bound with mdlm_discrete_nelbo (same T, paired), not with this row"}}
+
+
+def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor,
+                      energy=None, chars_per_token: float = 1.0, progress: bool = False) -> dict:
+    """``edlm eval`` in this process: one JSON-able dict (``likelihood_summary``), no printing.
+
+    Args:
+        settings: the evaluation knobs (range-checked when the config was built).
+        run_config, model: the evaluated run (MDLM denoiser or AR model) on its device.
+        chunks: (N, L) int64 sequences of the split (CPU); the first ``max_sequences`` are used (None: all).
+        energy: a built energy; if None and ``settings.energy`` is set, it is built (``build_energy``) on the
+            model's device.
+    Several processes each compute ``likelihood_rows`` of their block and join them (``edlm eval`` under
+    torchrun does, in ``edlm.commands``): the result equals this one.
+    """
+    if settings.max_sequences is not None:
+        chunks = chunks[: settings.max_sequences]
+    if energy is None:
+        energy = build_energy(settings, run_config, next(model.parameters()).device)
+    check_evaluable(run_config, energy)
+    per_sequence = join_rows([likelihood_rows(settings, run_config, model, chunks, energy, 0, progress)])
+    return likelihood_summary(settings, run_config, per_sequence, chunks.shape[1], chars_per_token, energy)
+
+
+def report_lines(result: dict) -> list[str]:
+    """``likelihood_summary``'s dict as the text ``edlm eval`` prints: each figure named for what it is (a bound
+    of which sampler, an estimate, an exact NLL), bits per character ± one standard error over sequences, the
+    paired improvement with its 95% t-interval over sequences."""
+    def figure(summary: dict) -> str:
+        return f"{summary['bpc']:.4f} ± {summary['stderr_bpc']:.4f} bpc"
+
+    head = (f"{figure(result)} ({result['nll_nats']:.4f} nats/token, ppl {result['ppl']:.3f}) over "
+            f"{result['tokens']:,} tokens of {result['split']}, {result['precision']}")
+    if result["kind"] == "mdlm_nelbo_upper_bound":
+        return [f"MDLM NELBO: {head}: an upper bound on the denoiser's NLL (continuous time, "
+                f"{result['t_samples']} t draws per sequence)"]
+    if result["kind"] == "ar_exact_nll":
+        return [f"AR NLL: {head} (exact)"]
+    estimators = result["estimators"]
+    gain = estimators["bound_improvement_over_mdlm_same_T"]
+    interval = mean_interval(gain["bpc"], gain["stderr_bpc"], gain["sequences"])
+    where = f"(95% CI {interval.low:.4f}..{interval.high:.4f} bpc)"
+    lines = [f"EDLM bound: {head}: an upper bound on the NLL of `{result['sampler_bounded']['command']}`",
+             f"  MDLM bound, same T (that sampler without energy): {figure(estimators['mdlm_discrete_nelbo'])}",
+             "  improvement over the MDLM bound (paired): "
+             + (f"{gain['bpc']:.4f} bpc {where}" if interval.significant
+                else f"no significant difference {where}"),
+             f"  MDLM continuous-time NELBO (the denoiser alone): {figure(estimators['mdlm_nelbo'])}"]
+    paper = estimators.get("paper_estimate_jackknife", estimators["paper_estimate"])
+    lines.append("  the paper's estimate (not a bound): " + (figure(paper) if paper["available"]
+                                                             else f"unavailable: {paper['reason']}"))
+    if "ar_nll" in estimators:
+        lines.append(f"  AR model's own NLL (exact): {figure(estimators['ar_nll'])}")
+    return lines

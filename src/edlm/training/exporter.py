@@ -2,7 +2,9 @@
 
 The folder holds ``config.json`` (``model_type mdlm``; ``vocab_size`` counts [MASK]) and ``model.safetensors``
 with the ``backbone.`` names of MDLM's ``DIT`` plus its ``rotary_emb.inv_freq`` buffer, so MDLM's own code (and
-``edlm import-mdlm --hf``) can load it. No Python code is written: the folder carries no ``auto_map``; users of
+``edlm import-mdlm --hf``) can load it, and the run's tokenizer files (``tokenizer_meta.json``, plus
+``tokenizer.json`` for a trained ``bpe:N``, a Hugging Face ``tokenizers`` file), which ``import-mdlm --hf`` reads
+back. No Python code is written: the folder carries no ``auto_map``; users of
 MDLM's ``modeling_mdlm.py`` put it beside the weights themselves.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edlm.checkpoint import CheckpointError, load_model, publish_folder
+from edlm.checkpoint import CheckpointError, copy_tokenizer_files, load_model, publish_folder
 from edlm.fileio import write_json_atomic
 from edlm.training.importer import MDLM_MLP_RATIO, PREFIX, ROTARY, mdlm_parameter_names
 
@@ -49,9 +51,12 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, weights: str = "ema") ->
     assert sorted(state) == sorted(mdlm_parameter_names(config.model.n_layers))  # the layout's names, no more
     tensors = {PREFIX + k: v for k, v in state.items()}
     tensors[PREFIX + ROTARY] = model.rotary_emb.inv_freq.detach().float().contiguous().cpu()
+    written = ["config.json", "model.safetensors"]
+
     def fill(folder: Path) -> None:
         write_json_atomic(folder / "config.json", mdlm_hf_config(config.model))
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        written.extend(copy_tokenizer_files(run_dir, folder, config))  # import-mdlm --hf takes them back
 
     publish_folder(out_dir, fill, str(out_dir))
-    return ["config.json", "model.safetensors"]
+    return written

@@ -37,13 +37,17 @@ from pathlib import Path
 import torch
 
 from edlm.checkpoint import (
+    TOKENIZER_META,
     CheckpointError,
     check_state_dict,
+    copy_tokenizer_files,
     list_checkpoints,
     publish_folder,
     save_checkpoint,
 )
 from edlm.config import ConfigError, ModelConfig, RunConfig, apply_overrides, get_preset
+from edlm.data import DataError
+from edlm.data.tokenizers import tokenizer_from_meta
 from edlm.fileio import (
     FileFormatError,
     read_json,
@@ -244,21 +248,48 @@ def _check_out(out: Path) -> None:
 
 
 def _write_run(out: Path, config: RunConfig, model: torch.nn.Module, ema: dict[str, torch.Tensor], step: int,
-               source: dict) -> None:
-    """Assemble the run folder beside ``out`` and rename it into place: a failure leaves nothing behind."""
+               source: dict, tokenizer_dir: Path | None = None) -> None:
+    """Assemble the run folder beside ``out`` and rename it into place: a failure leaves nothing behind.
+    ``tokenizer_dir``: a folder whose tokenizer files the run keeps (``checkpoint.copy_tokenizer_files``)."""
     def fill(folder: Path) -> None:
         write_json_atomic(folder / "config.json", json.loads(config.to_json()))
         save_checkpoint(folder, step, model.state_dict(), ema, None,
                         {"history": {}, "preset": config.preset, "imported_from": source}, keep=1)
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(tokenizer_dir, folder)
 
     publish_folder(out, fill, f"--out {out}")
 
 
-def _with_tokenizer(model: ModelConfig, tokenizer: str) -> ModelConfig:
-    """Record the tokenizer in the model config when the config has that field."""
-    if "tokenizer" in {f.name for f in dataclasses.fields(ModelConfig)}:
-        return dataclasses.replace(model, tokenizer=tokenizer)
-    return model
+TOKENIZER_SIZES = {"char": 27, "gpt2": GPT2_VOCAB}  # tokens (without [MASK]) of the tokenizers known by name
+
+
+def _folder_tokenizer(hf_dir: Path, requested: str | None, rows: int) -> tuple[str, bool]:
+    """(the run's tokenizer name, whether ``hf_dir`` holds its files) for an MDLM folder with ``rows`` - 1 tokens.
+
+    The folder's own ``tokenizer_meta.json`` (written by ``edlm export-hf``) names and fixes the tokenizer;
+    ``requested`` (``--tokenizer``) must agree with it. Without one, ``requested`` or gpt2 (MDLM-OWT), whose
+    size must fit; a ``bpe:N`` needs the folder's files."""
+    if (hf_dir / TOKENIZER_META).is_file():
+        try:
+            found = tokenizer_from_meta(read_json(hf_dir / TOKENIZER_META, "tokenizer description"), hf_dir)
+        except (DataError, FileFormatError) as error:
+            raise CheckpointError(f"--hf {hf_dir}: {error}") from None
+        if requested is not None and requested != found.name:
+            raise CheckpointError(f"--tokenizer {requested}: {hf_dir} holds the {found.name} tokenizer "
+                                  f"({TOKENIZER_META}); drop --tokenizer to use it")
+        name, size, has_files = found.name, found.vocab_size, True
+    else:
+        name, has_files = requested or "gpt2", False
+        if name.startswith("bpe"):
+            raise CheckpointError(f"--tokenizer {name}: {hf_dir} has no {TOKENIZER_META} + tokenizer.json; a "
+                                  f"trained BPE needs its files (`edlm export-hf` writes them)")
+        size = TOKENIZER_SIZES.get(name)
+    if size is not None and size != rows - 1:
+        raise CheckpointError(f"--hf {hf_dir}/config.json: vocab_size {rows} is not the {name} tokenizer's {size} "
+                              f"tokens + [MASK]; pass --tokenizer NAME for the folder's tokenizer (char, gpt2, or "
+                              f"bpe:N with its tokenizer files)")
+    return name, has_files
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -293,23 +324,22 @@ def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
     return config, notes
 
 
-def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-paper", tokenizer: str = "gpt2",
+def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-paper", tokenizer: str | None = None,
                    overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
     """Write an edlm run folder ``out`` from a Hugging Face MDLM folder or Hub repo id (``kuleshov-group/mdlm-owt``).
 
     Model sizes come from its ``config.json``; the training section from ``preset``; ``overrides`` may change
-    either (e.g. ``train.lr=1e-4`` for fine-tuning). ``tokenizer`` names the run's tokenizer (``gpt2`` for
-    MDLM-OWT, whose 50258 rows must then be the 50257 GPT-2 tokens + [MASK]). Returns (config, notes).
+    either (e.g. ``train.lr=1e-4`` for fine-tuning). ``tokenizer`` names the run's tokenizer; None: the folder's
+    (the tokenizer files ``edlm export-hf`` writes, kept with the run), else ``gpt2`` as MDLM-OWT, whose 50258
+    rows must then be the 50257 GPT-2 tokens + [MASK]. Returns (config, notes).
     """
     source, out = str(hf_dir), Path(out)
     _check_out(out)
     hf_dir = resolve_hf_folder(source, "--hf", CheckpointError)  # a repo id becomes its cached snapshot
     hf_config, weights = read_hf_folder(hf_dir)
     model_config = model_config_from_hf(hf_config, hf_dir)
-    if tokenizer == "gpt2" and model_config.vocab_size != GPT2_VOCAB:
-        raise CheckpointError(f"--hf {hf_dir}/config.json: vocab_size {model_config.vocab_size + 1} is not the "
-                              f"gpt2 tokenizer's {GPT2_VOCAB} tokens + [MASK]; name the folder's tokenizer")
-    config = dataclasses.replace(get_preset(preset), model=_with_tokenizer(model_config, tokenizer))
+    tokenizer, has_files = _folder_tokenizer(hf_dir, tokenizer, model_config.vocab_size + 1)
+    config = dataclasses.replace(get_preset(preset), model=dataclasses.replace(model_config, tokenizer=tokenizer))
     try:
         config = apply_overrides(config, list(overrides or []))  # validates (e.g. hidden divisible by n_heads)
     except ConfigError as error:
@@ -320,7 +350,7 @@ def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-pap
     origin = {"hf_folder": str(hf_dir), "sha256": files, "tokenizer": tokenizer}
     if Path(source).expanduser() != hf_dir:  # resolved, so a folder source expands without error
         origin["hf_repo"] = source  # the Hub name; hf_folder is its snapshot (named by the commit hash)
-    _write_run(out, config, model, ema, 0, origin)
+    _write_run(out, config, model, ema, 0, origin, hf_dir if has_files else None)
     notes = [f"{config.model.n_layers} layers, hidden {config.model.hidden}, {config.model.n_heads} heads, "
              f"vocab_size {config.model.vocab_size} + [MASK], seq_len {config.model.seq_len}, tokenizer "
              f"{tokenizer}; training settings from --preset {preset}",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from edlm.device import autocast_for
 from edlm.diffusion.schedule import LogLinearSchedule
 from edlm.diffusion.subs import corrupt, nelbo_terms, stratified_times, subs_log_probs
 from edlm.models.ar import ar_loss
 from edlm.parallel import batch_seed
+from edlm.progress import progress as show_progress
 
 
 def summarize(per_sequence: torch.Tensor, seq_len: int, chars_per_token: float = 1.0) -> dict[str, float]:
@@ -49,8 +49,7 @@ def mdlm_nelbo_per_sequence(model, chunks: torch.Tensor, schedule: LogLinearSche
     """
     device = next(model.parameters()).device
     total = torch.zeros(chunks.shape[0], dtype=torch.float64)
-    for index, start in enumerate(tqdm(range(0, chunks.shape[0], batch_size), desc="eval", disable=not progress,
-                                       leave=False)):
+    for index, start in enumerate(show_progress(range(0, chunks.shape[0], batch_size), "mdlm nelbo", progress)):
         generator = torch.Generator().manual_seed(batch_seed(seed, first_batch + index))
         for _ in range(t_samples):
             x0 = chunks[start:start + batch_size]
@@ -71,7 +70,7 @@ def ar_nll_per_sequence(model, chunks: torch.Tensor, mask_id: int, batch_size: i
     """Exact AR NLL of every chunk (N, L) -> (N,) nats/token."""
     device = next(model.parameters()).device
     out = []
-    for start in tqdm(range(0, chunks.shape[0], batch_size), desc="eval", disable=not progress, leave=False):
+    for start in show_progress(range(0, chunks.shape[0], batch_size), "ar nll", progress):
         x0 = chunks[start:start + batch_size].to(device)
         with autocast_for(device, precision):
             out.append(ar_loss(model, x0, mask_id).double().cpu())

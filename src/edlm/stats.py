@@ -1,0 +1,306 @@
+"""Every interval and verdict edlm prints: one statistics module (docs/method.md §2).
+
+``Interval`` is a point estimate with its 95% interval. Two ways to get one:
+
+- Bootstrap, for generation metrics over many samples. Samples drawn with the same seed by two methods share
+  their index: sample i of method A and sample i of method B come from the same random stream. A paired
+  bootstrap resamples those indices jointly (the same resampled index set for A and B), so whatever the two sets
+  have in common cancels in the difference. Percentile intervals (2.5% and 97.5% quantiles of the replicates);
+  resampling is vectorised: an (R, n) index matrix drawn once from a seeded numpy generator.
+- Student t, for a handful of repeated timings and for means with a standard error (``t_interval``,
+  ``geometric_interval``, ``welch_ratio``, ``paired_ratio``, ``mean_interval``), with an exact t quantile.
+
+Verdicts say a difference in words only when its interval excludes "no difference" (``verdict``,
+``format_ratio``), else "no significant difference".
+
+Per-sample scores (one entry per sample, float64 numpy arrays of shape (n,)):
+    nll           judge NLL of the sample, nats (summed over its judge tokens)
+    tokens        number of judge tokens scored
+    characters    number of characters
+    entropy_bits  unigram entropy of the sample's characters, bits (nan for an empty sample)
+
+Metrics computed from a (resampled) index set:
+    gen_ppl       exp(sum nll / sum tokens), pooled over the set (not a mean of per-sample perplexities)
+    judge_bpc     sum nll / sum characters / ln 2
+    entropy_bits  mean of the per-sample entropies (empty samples left out)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+LN2 = math.log(2.0)
+METRICS = ("gen_ppl", "judge_bpc", "entropy_bits")
+DEFAULT_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its 95% interval [low, high] (bootstrap or Student t)."""
+
+    estimate: float
+    low: float
+    high: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval excludes 0 (for a difference: the two methods differ at the 95% level)."""
+        return not (self.low <= 0.0 <= self.high)
+
+    def contains(self, point: float) -> bool:
+        """For a ratio, ``contains(1.0)`` means no significant difference."""
+        return self.low <= point <= self.high
+
+    def scaled(self, factor: float) -> "Interval":
+        """The same interval in other units (a positive constant factor, e.g. FLOPs per token / peak)."""
+        return Interval(self.estimate * factor, self.low * factor, self.high * factor)
+
+    def as_dict(self) -> dict:
+        return {"estimate": self.estimate, "ci95": [self.low, self.high]}
+
+
+@dataclass(frozen=True)
+class SampleScores:
+    """Per-sample scores of one sample set; every array is float64 of shape (n,)."""
+
+    nll: np.ndarray
+    tokens: np.ndarray
+    characters: np.ndarray
+    entropy_bits: np.ndarray
+
+    @classmethod
+    def from_lists(cls, nll: Sequence[float], tokens: Sequence[float], characters: Sequence[float],
+                   entropy_bits: Sequence[float | None]) -> "SampleScores":
+        as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=np.float64)  # noqa: E731
+        return cls(as_array(nll), as_array(tokens), as_array(characters), as_array(entropy_bits))
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping) -> "SampleScores":
+        """From the ``per_sample`` field of ``generation_metrics`` output (or a row that holds one)."""
+        per = metrics["per_sample"]
+        return cls.from_lists(per["nll"], per["tokens"], per["characters"], per["entropy_bits"])
+
+    def __len__(self) -> int:
+        return len(self.nll)
+
+
+def bootstrap_indices(n: int, num_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(R, n) int64 indices, each row a resample with replacement of range(n); seeded."""
+    return np.random.default_rng(seed).integers(0, n, size=(num_resamples, n))
+
+
+def metric_values(scores: SampleScores, metric: str, indices: np.ndarray | None = None) -> np.ndarray:
+    """The metric on each index set: ``indices`` (R, n) -> (R,) float64; None -> the full set, shape (1,)."""
+    if indices is None:
+        indices = np.arange(len(scores))[None]  # (1, n)
+    if metric == "gen_ppl":
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.exp(scores.nll[indices].sum(1) / scores.tokens[indices].sum(1))
+    if metric == "judge_bpc":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return scores.nll[indices].sum(1) / scores.characters[indices].sum(1) / LN2
+    if metric == "entropy_bits":
+        picked = scores.entropy_bits[indices]  # (R, n), nan for empty samples
+        counts = np.isfinite(picked).sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(counts > 0, np.nansum(picked, 1) / np.maximum(counts, 1), np.nan)
+    raise ValueError(f"unknown metric {metric!r} (valid: {', '.join(METRICS)})")
+
+
+def _interval(estimate: float, replicates: np.ndarray) -> Interval:
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return Interval(float(estimate), float("nan"), float("nan"))
+    low, high = np.quantile(finite, [0.025, 0.975])
+    return Interval(float(estimate), float(low), float(high))
+
+
+def bootstrap_ci(scores: SampleScores, metric: str, num_resamples: int = DEFAULT_RESAMPLES,
+                 seed: int = 0) -> Interval:
+    """The metric of one sample set with its 95% interval (resampling the samples)."""
+    indices = bootstrap_indices(len(scores), num_resamples, seed)
+    return _interval(float(metric_values(scores, metric)[0]), metric_values(scores, metric, indices))
+
+
+def paired_difference(a: SampleScores, b: SampleScores, metric: str, relative: bool = True,
+                      num_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
+    """B against A on the same sample indices: B / A - 1 (``relative``) or B - A, with its 95% interval.
+
+    Sample i of A and sample i of B must come from the same seed (the paired design); both sets must have
+    the same number of samples.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"a paired comparison needs equal sample counts, got {len(a)} and {len(b)}")
+    indices = bootstrap_indices(len(a), num_resamples, seed)
+
+    def difference(value_a: np.ndarray, value_b: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return value_b / value_a - 1.0 if relative else value_b - value_a
+
+    estimate = difference(metric_values(a, metric), metric_values(b, metric))[0]
+    replicates = difference(metric_values(a, metric, indices), metric_values(b, metric, indices))
+    return _interval(float(estimate), replicates)
+
+
+def paired_statistic_difference(statistic: Callable[[np.ndarray], tuple[float, float]], n: int,
+                                relative: bool = False, num_resamples: int = 200, seed: int = 0) -> Interval:
+    """Paired bootstrap for a statistic that is not a sum over samples (MAUVE): a Python loop over resamples.
+
+    ``statistic(indices (n,)) -> (value for A, value for B)`` on that index subset of both sets.
+    """
+    difference = (lambda x, y: y / x - 1.0) if relative else (lambda x, y: y - x)
+    estimate = difference(*statistic(np.arange(n)))
+    replicates = np.array([difference(*statistic(row)) for row in bootstrap_indices(n, num_resamples, seed)])
+    return _interval(float(estimate), replicates)
+
+
+def verdict(interval: Interval, relative: bool = True, unit: str = "") -> str:
+    """"X% lower (95% CI a..b%)" / "X% higher (...)", or "no significant difference (95% CI a..b)".
+
+    ``interval`` is a difference B - A (or B / A - 1 when ``relative``); the words describe B.
+    """
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return "no interval (too few samples)"
+    scale, suffix = (100.0, "%") if relative else (1.0, f" {unit}" if unit else "")
+    low, high, estimate = interval.low * scale, interval.high * scale, interval.estimate * scale
+    if not interval.significant:
+        return f"no significant difference (95% CI {low:+.2f}..{high:+.2f}{suffix})"
+    if estimate < 0:
+        return f"{-estimate:.2f}{suffix} lower (95% CI {-high:.2f}..{-low:.2f}{suffix})"
+    return f"{estimate:.2f}{suffix} higher (95% CI {low:.2f}..{high:.2f}{suffix})"
+
+
+def compare_sets(a: SampleScores, b: SampleScores, num_resamples: int = DEFAULT_RESAMPLES,
+                 seed: int = 0) -> dict:
+    """Every per-sample metric of B against A, paired: {metric: {estimate, ci95, verdict}} (relative)."""
+    out = {}
+    for metric in METRICS:
+        interval = paired_difference(a, b, metric, True, num_resamples, seed)
+        out[metric] = {**interval.as_dict(), "relative": True, "verdict": verdict(interval)}
+    return out
+
+
+# --- Student t intervals ------------------------------------------------------------------------------------
+# Timings are repeated a few times (blocks of steps, repeats of a sampling run), so their intervals are Student t
+# intervals on a handful of values, not bootstrap ones. Ratios of rates or times are taken on the log scale, where
+# a ratio is a difference, and exponentiated back. The t quantile is exact (incomplete beta), without scipy.
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the regularised incomplete beta function, for 0 <= x <= 1 and a, b > 0."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom (any real df: Welch's are fractional)."""
+    tail = 0.5 * regularized_beta(df / (df + t * t), 0.5 * df, 0.5)  # P(T > |t|)
+    return 1.0 - tail if t >= 0 else tail
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t (0 < p < 1), by bisection on the CDF to float precision."""
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while student_t_cdf(high, df) < p:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if middle in (low, high):
+            break
+        low, high = (middle, high) if student_t_cdf(middle, df) < p else (low, middle)
+    return 0.5 * (low + high)
+
+
+def mean_interval(mean: float, stderr: float, n: int) -> Interval:
+    """A mean over ``n`` >= 2 independent units with its standard error -> the 95% t-interval
+    mean +- t(0.975, n - 1) * stderr (e.g. a likelihood averaged over sequences)."""
+    if n < 2 or not math.isfinite(stderr):
+        return Interval(mean, float("nan"), float("nan"))
+    half = student_t_quantile(0.975, n - 1) * stderr
+    return Interval(mean, mean - half, mean + half)
+
+
+def t_interval(values) -> Interval:
+    """Mean of ``values`` (n >= 2 floats) with its 95% t-interval: mean +- t(0.975, n - 1) * sd / sqrt(n)."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"a t-interval needs at least 2 values, got {n}")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = student_t_quantile(0.975, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half)
+
+
+def geometric_interval(values) -> Interval:
+    """Geometric mean of positive ``values`` (n >= 2: rates or times) with the exponentiated 95% t-interval of
+    the mean log: the interval of a positive quantity stays positive, and it matches the log-scale ratios."""
+    logs = t_interval([math.log(float(v)) for v in values])
+    return Interval(math.exp(logs.estimate), math.exp(logs.low), math.exp(logs.high))
+
+
+def welch_ratio(numerator, denominator) -> Interval:
+    """Ratio of two independent sets of positive rates, exp(mean log numerator - mean log denominator), with its
+    95% Welch interval: the difference of mean logs +- t(0.975, df) * sqrt(s_a^2 / n_a + s_b^2 / n_b), df from
+    Welch-Satterthwaite, exponentiated. Each set needs n >= 2 values."""
+    logs_a, logs_b = [math.log(v) for v in numerator], [math.log(v) for v in denominator]
+    if min(len(logs_a), len(logs_b)) < 2:
+        raise ValueError(f"a Welch interval needs at least 2 values per side, got {len(logs_a)} and {len(logs_b)}")
+    a, b = t_interval(logs_a), t_interval(logs_b)
+    var_a = sum((v - a.estimate) ** 2 for v in logs_a) / (len(logs_a) - 1) / len(logs_a)  # squared standard errors
+    var_b = sum((v - b.estimate) ** 2 for v in logs_b) / (len(logs_b) - 1) / len(logs_b)
+    difference = a.estimate - b.estimate
+    if var_a + var_b == 0.0:
+        return Interval(math.exp(difference), math.exp(difference), math.exp(difference))
+    df = (var_a + var_b) ** 2 / (var_a ** 2 / (len(logs_a) - 1) + var_b ** 2 / (len(logs_b) - 1))
+    half = student_t_quantile(0.975, df) * math.sqrt(var_a + var_b)
+    return Interval(math.exp(difference), math.exp(difference - half), math.exp(difference + half))
+
+
+def paired_ratio(numerator, denominator) -> Interval:
+    """Ratio of paired positive values (pair r measured back to back): exp(mean_r log(numerator_r /
+    denominator_r)) with the exponentiated 95% t-interval of the mean log ratio (n - 1 df)."""
+    if len(numerator) != len(denominator):
+        raise ValueError(f"a paired ratio needs equal counts, got {len(numerator)} and {len(denominator)}")
+    logs = t_interval([math.log(a / b) for a, b in zip(numerator, denominator)])
+    return Interval(math.exp(logs.estimate), math.exp(logs.low), math.exp(logs.high))
+
+
+def format_interval(interval: Interval, spec: str) -> str:
+    """'459,608 (452,100..467,300)' for spec ',.0f': the value, then its 95% interval."""
+    return f"{interval.estimate:{spec}} ({interval.low:{spec}}..{interval.high:{spec}})"
+
+
+def format_ratio(ratio: Interval) -> str:
+    """'2.04x (1.98..2.10)', or 'no significant difference (0.97..1.02x)' when the interval contains 1."""
+    if ratio.contains(1.0):
+        return f"no significant difference ({ratio.low:.2f}..{ratio.high:.2f}x)"
+    return f"{ratio.estimate:.2f}x ({ratio.low:.2f}..{ratio.high:.2f})"
