@@ -4,7 +4,6 @@ counting. The 95% intervals of repeated timings are in ``edlm.stats``."""
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from collections import Counter
