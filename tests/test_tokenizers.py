@@ -301,3 +301,43 @@ def test_subword_bad_inputs_leave_nothing(tmp_path: Path) -> None:
     meta = prepare_corpus("files", out, folder, tokenizer="bpe:270")
     assert meta["invalid_utf8"] == 1 and meta["notes"] == ["b.jsonl: 1 invalid UTF-8 sequence(s) replaced by U+FFFD"]
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.bin", "tokenizer.json", "train.bin", "val.bin"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sampled rows: kept whole, documents split at end-of-text, valid UTF-8
+
+
+def _mdlm_owt_row(tokenizer, documents: list[str]) -> list[int]:
+    """A row as MDLM's OpenWebText pipeline builds it: [BOS] doc [EOS] doc ... with BOS = EOS."""
+    row = [tokenizer.eos_id]
+    for text in documents:
+        row += tokenizer.encode(text).tolist() + [tokenizer.eos_id]
+    return row
+
+
+@pytest.mark.parametrize("name", [pytest.param("gpt2", marks=needs_gpt2), pytest.param("bpe", marks=needs_bpe)])
+def test_a_row_that_starts_with_end_of_text_keeps_its_documents(name, request) -> None:
+    """Issue 19 item 1: the sample of an MDLM-OWT row decoded to "" (cut at its first end-of-text token)."""
+    from edlm.sampling.generate import decode_sample  # where the samplers import it from
+
+    tokenizer = get_tokenizer("gpt2") if name == "gpt2" else request.getfixturevalue("small_bpe")
+    row = _mdlm_owt_row(tokenizer, ["Hello, World!", "abc def"])
+    text = decode_sample(np.asarray(row), tokenizer)
+    assert text == "<|endoftext|>Hello, World!<|endoftext|>abc def<|endoftext|>"
+    assert tokenizer.documents(text) == ["Hello, World!", "abc def"]
+    assert tokenizer.encode_sample(text).tolist() == row  # the markers map back to the EOS id
+
+
+@needs_gpt2
+def test_byte_level_rows_decode_to_valid_utf8_with_a_stated_policy(gpt2) -> None:
+    """Issue 21 item 10: a row cut inside a multi-byte character, or holding a stray byte, showed U+FFFD."""
+    emoji = gpt2.encode("ok 🙃").tolist()  # the emoji spans three byte tokens
+    assert [len(gpt2.token_bytes(i)) for i in emoji[1:]] == [3, 1, 1]
+    cut = emoji[:-1]  # the row ends inside the emoji: the incomplete character is dropped
+    assert gpt2.decode(cut) == "ok "
+    stray = gpt2._encoding.encode_single_token(b"\x9f")  # a continuation byte with no lead byte
+    text = gpt2.decode([*gpt2.encode("a").tolist(), stray, *gpt2.encode("b").tolist()])
+    assert text == "a\\x9fb" and "\ufffd" not in text
+    # a character split over tokens still decodes, across the whole run of tokens
+    assert gpt2.decode(emoji) == "ok 🙃"
+    assert gpt2.decode([*cut, gpt2.eos_id, *gpt2.encode("x").tolist()]) == "ok <|endoftext|>x"

@@ -1,6 +1,7 @@
 """Text data: the char alphabet, tokenizers (char, gpt2, bpe:N), corpus preparation and prepared splits.
 
-Modules: ``vocabulary`` (27-symbol alphabet), ``tokenizers``, ``sources`` (corpus readers), ``prepare``
+Modules: ``vocabulary`` (27-symbol alphabet), ``tokenizers`` (a package: one module per family, prompts, infill
+and decoding of samples included), ``sources`` (corpus readers), ``prepare``
 (``prepare_corpus``), ``splits`` (``load_meta``, ``load_split``, ``eval_chunks``, ``chars_per_token``).
 """
 
@@ -23,7 +24,9 @@ from edlm.data.tokenizers import (
     Gpt2Tokenizer,
     Tokenizer,
     TokenizerMismatchError,
+    build_template,
     check_same_tokenizer,
+    decode_sample,
     get_tokenizer,
     parse_infill,
     parse_tokenizer_name,
@@ -52,6 +55,8 @@ __all__ = [
     "SPLITS",
     "TOKENIZER_HELP",
     "VOCAB_SIZE",
+    "build_template",
+    "decode_sample",
     "BpeTokenizer",
     "CharTokenizer",
     "DataError",

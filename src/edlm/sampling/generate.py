@@ -1,4 +1,7 @@
-"""High-level generation used by the CLI and the benchmarks: templates, denoiser wrapper, one call."""
+"""High-level generation used by the CLI and the benchmarks: sampler, one call.
+
+Templates and decoding belong to the tokenizers (``edlm.data.tokenizers``); the names are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,14 @@ from typing import Callable
 import torch
 
 from edlm.config import RunConfig
-from edlm.data import ALPHABET, MASK_ID, decode, normalise
+from edlm.data.tokenizers import (  # noqa: F401 (prompt, infill and decoding belong to the tokenizers; re-exported)
+    INFILL_BLANK,
+    PromptError,
+    build_template,
+    decode_sample,
+    normalise_prompt,
+)
 from edlm.diffusion.schedule import schedule_for
-from edlm.errors import EdlmError
 from edlm.models.denoiser import make_denoiser_fn
 from edlm.parallel import batch_seed
 from edlm.sampling.base import SampleResult
@@ -18,97 +26,6 @@ from edlm.sampling.importance import ImportanceSampler
 from edlm.sampling.loop import MaskedDiffusionSampler
 from edlm.sampling.proposal import FactorizedProposal
 from edlm.sampling.registry import SAMPLERS
-
-INFILL_BLANK = "_"
-
-
-class PromptError(EdlmError, ValueError):
-    """A prompt or infill template that cannot be used; the message names the flag."""
-
-
-def normalise_prompt(text: str) -> str:
-    """Corpus normalisation (``data.normalise``) that keeps a leading / trailing space: a piece that starts or
-    ends with whitespace keeps one space there, so "to be or not " stays "to be or not " and the pieces of
-    "the cat _ on" keep the blank's neighbours. Unlike ``data.normalise_piece`` (the char tokenizer's), an edge
-    space is kept only where the user typed whitespace, not where a digit or a punctuation mark at the edge
-    folds to one ("hello!" stays "hello")."""
-    if not text:
-        return ""
-    core = normalise(text)
-    if not core:
-        return " "
-    lead = " " if text[0].isspace() else ""
-    trail = " " if text[-1].isspace() else ""
-    return lead + core + trail
-
-
-def build_template(num: int, length: int, prompt: str | None = None, infill: str | None = None,
-                   tokenizer=None, mask_id: int = MASK_ID) -> tuple[torch.Tensor, list[str]]:
-    """x_T (num, length) int64: [MASK] everywhere except prompt/infill characters, which stay fixed.
-
-    ``prompt`` is a prefix; ``infill`` is a template where ``_`` marks the blanks (characters after the
-    template's end are blanks too). Characters outside the 27-symbol alphabet are normalised the same way as
-    the corpus (lowercase, digits spelled out, others -> space) piece by piece, keeping spaces at the pieces'
-    edges: text already in the alphabet is unchanged (same length, same positions). The returned notes say when
-    normalisation changed something.
-    """
-    if tokenizer is not None and tokenizer.name != "char":
-        return _subword_template(num, length, prompt, infill, tokenizer, mask_id), []
-    notes: list[str] = []
-    template = torch.full((length,), mask_id, dtype=torch.long)
-    for flag, text in (("--prompt", prompt), ("--infill", infill)):
-        if text is None:
-            continue
-        if flag == "--prompt":
-            fixed = normalise_prompt(text)
-            positions = list(enumerate(fixed))
-        else:
-            pieces = [normalise_prompt(part) if part.strip() else " " * len(part)
-                      for part in text.split(INFILL_BLANK)]
-            fixed = INFILL_BLANK.join(pieces)
-            positions = [(i, c) for i, c in enumerate(fixed) if c != INFILL_BLANK]
-        if fixed != text:
-            notes.append(f"{flag}: normalised to {fixed!r} (the model knows only a-z and space)")
-        if len(fixed) > length:
-            raise PromptError(f"{flag} is {len(fixed)} characters after normalisation, longer than the "
-                              f"sequence length {length}")
-        for index, char in positions:
-            if char not in ALPHABET:
-                raise PromptError(f"{flag}: character {char!r} at position {index} is not in the vocabulary")
-            template[index] = ALPHABET.index(char)
-    return template.unsqueeze(0).repeat(num, 1), notes
-
-
-def _subword_template(num: int, length: int, prompt: str | None, infill: str | None, tokenizer,
-                      mask_id: int) -> torch.Tensor:
-    """x_T (num, length) for a subword tokenizer: ``prompt`` encoded as a prefix; ``infill`` text with
-    ``[blank:N]`` placeholders (N tokens to fill each); positions after the template are blanks too."""
-    from edlm.data.tokenizers import parse_infill
-
-    template = torch.full((length,), mask_id, dtype=torch.long)
-    for flag, text in (("--prompt", prompt), ("--infill", infill)):
-        if not text:
-            continue
-        ids = [int(i) for i in tokenizer.encode(text)] if flag == "--prompt" else parse_infill(text, tokenizer)
-        if len(ids) > length:
-            raise PromptError(f"{flag} is {len(ids)} {tokenizer.name} tokens, longer than the sequence length "
-                              f"{length}")
-        for index, token in enumerate(ids):
-            if token is not None:
-                template[index] = token
-    return template.unsqueeze(0).repeat(num, 1)
-
-
-def decode_sample(row: torch.Tensor, tokenizer=None, keep_eos: bool = False) -> str:
-    """Token ids (L,) -> text: the char alphabet by default, else ``tokenizer``; a subword sample is cut at its
-    first end-of-text token unless ``keep_eos`` (then the row is decoded whole, EOS included)."""
-    if tokenizer is None or tokenizer.name == "char":
-        return decode(row)
-    ids = row.tolist()
-    eos = getattr(tokenizer, "eos_id", None)
-    if eos is not None and not keep_eos and eos in ids:
-        ids = ids[:ids.index(eos)]
-    return tokenizer.decode(ids)
 
 
 def build_sampler(denoiser, schedule, mask_id: int, sample: SampleConfig, energy=None) -> MaskedDiffusionSampler:
