@@ -116,13 +116,15 @@ def test_unequal_sample_counts_are_refused():
         paired_difference(random_scores(10), random_scores(12), "gen_ppl")
 
 
-def test_generic_statistic_bootstrap_matches_vectorised_one_for_means():
-    a, b = random_scores(20, seed=1), random_scores(20, seed=2)
+def test_generic_paired_statistic_agrees_with_the_vectorised_bootstrap_for_means():
+    """The loop half-samples (no duplicates, for MAUVE); for a mean it agrees with the paired bootstrap."""
+    a, b = random_scores(40, seed=1), random_scores(40, seed=2)
     loop = paired_statistic_difference(lambda idx: (a.entropy_bits[idx].mean(), b.entropy_bits[idx].mean()),
-                                       20, num_resamples=500, seed=7)
-    vector = paired_difference(a, b, "entropy_bits", relative=False, num_resamples=500, seed=7)
+                                       40, num_resamples=2000, seed=7)
+    vector = paired_difference(a, b, "entropy_bits", relative=False, num_resamples=2000, seed=7)
     assert loop.estimate == pytest.approx(vector.estimate)
-    assert loop.low == pytest.approx(vector.low) and loop.high == pytest.approx(vector.high)
+    assert loop.high - loop.low == pytest.approx(vector.high - vector.low, rel=0.15)
+    assert (loop.low + loop.high) / 2 == pytest.approx((vector.low + vector.high) / 2, abs=0.05)
 
 
 def test_verdict_wording():
@@ -132,6 +134,29 @@ def test_verdict_wording():
     assert verdict(Interval(0.0, float("nan"), float("nan"))).startswith("no interval")
     result = compare_sets(random_scores(), random_scores())
     assert set(result) == {"gen_ppl", "judge_bpc", "entropy_bits"} and result["gen_ppl"]["ci95"] == [0.0, 0.0]
+
+
+def test_undefined_replicates_are_counted_not_silently_dropped():
+    """Issue 19 item 8: resamples whose metric is undefined (here: only empty samples) were left out silently."""
+    from edlm.stats import bootstrap_ci
+
+    scores = SampleScores.from_lists([3.0, 0.0], [3, 0], [3, 0], [1.0, None])
+    interval = bootstrap_ci(scores, "entropy_bits", num_resamples=200, seed=0)
+    assert 20 < interval.dropped < 100  # about a quarter of the resamples hold the empty sample twice
+    assert interval.as_dict()["dropped_replicates"] == interval.dropped
+
+
+def test_half_sampling_never_duplicates_and_matches_the_bootstrap_for_a_mean():
+    """Statistics that duplicated samples bias (MAUVE, distinct-n, self-BLEU) are resampled without replacement."""
+    from edlm.stats import half_sample_interval, half_sample_indices
+
+    indices = half_sample_indices(50, 100, seed=0)
+    assert indices.shape == (100, 25) and all(len(set(row)) == 25 for row in indices.tolist())
+    values = np.random.default_rng(1).normal(size=400)
+    half = half_sample_interval(lambda rows: float(values[rows].mean()), len(values), 400, seed=0)
+    boot = np.quantile(values[np.random.default_rng(2).integers(0, 400, (2000, 400))].mean(1), [0.025, 0.975])
+    assert half.estimate == pytest.approx(values.mean())
+    assert (half.high - half.low) == pytest.approx(boot[1] - boot[0], rel=0.2)
 
 
 # ----------------------------------------------------------------------------------------------------------

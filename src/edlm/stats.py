@@ -1,12 +1,22 @@
 """Every interval and verdict edlm prints: one statistics module (docs/method.md §2).
 
-``Interval`` is a point estimate with its 95% interval. Two ways to get one:
+``Interval`` is a point estimate with its 95% interval. Three ways to get one:
 
 - Bootstrap, for generation metrics over many samples. Samples drawn with the same seed by two methods share
   their index: sample i of method A and sample i of method B come from the same random stream. A paired
   bootstrap resamples those indices jointly (the same resampled index set for A and B), so whatever the two sets
   have in common cancels in the difference. Percentile intervals (2.5% and 97.5% quantiles of the replicates);
-  resampling is vectorised: an (R, n) index matrix drawn once from a seeded numpy generator.
+  resampling is vectorised: an (R, n) index matrix drawn once from a seeded numpy generator. A replicate whose
+  metric is undefined (e.g. a resample of empty samples only) is left out and counted: ``Interval.dropped``,
+  written as ``dropped_replicates`` and in the verdict.
+- Half-sampling, for statistics that a duplicated sample distorts (MAUVE: duplicated features form tight
+  clusters; distinct-n and self-BLEU: a copy repeats every n-gram): not resampled with replacement but R index
+  sets of n // 2 distinct samples (``half_sample_indices``). For a mean, a half-sample drawn without replacement
+  varies about its full-set value with variance sigma^2 / m * (1 - m / n) = sigma^2 / n at m = n / 2 (the finite
+  population factor makes up for the halved size), which is the sampling variance of the full-set value; the
+  interval is the full-set value plus the 2.5% and 97.5% quantiles of the half-sample values minus their mean
+  (centred, so that a statistic that drifts with the sample size, as MAUVE does, shifts no interval). This is
+  exact in the limit for smooth statistics and an approximation for MAUVE.
 - Student t, for a handful of repeated timings and for means with a standard error (``t_interval``,
   ``geometric_interval``, ``welch_ratio``, ``paired_ratio``, ``mean_interval``), with an exact t quantile.
 
@@ -28,7 +38,7 @@ Metrics computed from a (resampled) index set:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -36,15 +46,18 @@ import numpy as np
 LN2 = math.log(2.0)
 METRICS = ("gen_ppl", "judge_bpc", "entropy_bits")
 DEFAULT_RESAMPLES = 2000
+DEFAULT_HALF_SAMPLES = 100  # half-sampling recomputes the statistic per resample (MAUVE: k-means each time)
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its 95% interval [low, high] (bootstrap or Student t)."""
+    """A point estimate with its 95% interval [low, high] (bootstrap, half-sampling or Student t); ``dropped``:
+    resamples left out as undefined."""
 
     estimate: float
     low: float
     high: float
+    dropped: int = 0
 
     @property
     def significant(self) -> bool:
@@ -60,7 +73,8 @@ class Interval:
         return Interval(self.estimate * factor, self.low * factor, self.high * factor)
 
     def as_dict(self) -> dict:
-        return {"estimate": self.estimate, "ci95": [self.low, self.high]}
+        out = {"estimate": self.estimate, "ci95": [self.low, self.high]}
+        return {**out, "dropped_replicates": self.dropped} if self.dropped else out
 
 
 @dataclass(frozen=True)
@@ -112,11 +126,30 @@ def metric_values(scores: SampleScores, metric: str, indices: np.ndarray | None 
 
 
 def _interval(estimate: float, replicates: np.ndarray) -> Interval:
+    """Percentile interval of the finite ``replicates``; the undefined ones are counted in ``dropped``."""
     finite = replicates[np.isfinite(replicates)]
+    dropped = int(replicates.size - finite.size)
     if finite.size == 0:
-        return Interval(float(estimate), float("nan"), float("nan"))
+        return Interval(float(estimate), float("nan"), float("nan"), dropped)
     low, high = np.quantile(finite, [0.025, 0.975])
-    return Interval(float(estimate), float(low), float(high))
+    return Interval(float(estimate), float(low), float(high), dropped)
+
+
+def half_sample_indices(n: int, num_resamples: int = DEFAULT_HALF_SAMPLES, seed: int = 0) -> np.ndarray:
+    """(R, n // 2) int64 indices, each row n // 2 distinct samples of range(n) (no duplicates); seeded."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n)[: n // 2] for _ in range(num_resamples)]) if num_resamples else \
+        np.zeros((0, n // 2), dtype=np.int64)
+
+
+def half_sample_interval(statistic: Callable[[np.ndarray], float], n: int,
+                         num_resamples: int = DEFAULT_HALF_SAMPLES, seed: int = 0) -> Interval:
+    """``statistic(indices)`` on all n samples with a 95% half-sampling interval (see the module docstring):
+    the full-set value plus the quantiles of the centred half-sample values. Needs n >= 4."""
+    estimate = float(statistic(np.arange(n)))
+    values = np.array([statistic(row) for row in half_sample_indices(n, num_resamples, seed)], dtype=np.float64)
+    finite = np.isfinite(values)
+    return _interval(estimate, estimate + values - values[finite].mean() if finite.any() else values)
 
 
 def bootstrap_ci(scores: SampleScores, metric: str, num_resamples: int = DEFAULT_RESAMPLES,
@@ -147,15 +180,15 @@ def paired_difference(a: SampleScores, b: SampleScores, metric: str, relative: b
 
 
 def paired_statistic_difference(statistic: Callable[[np.ndarray], tuple[float, float]], n: int,
-                                relative: bool = False, num_resamples: int = 200, seed: int = 0) -> Interval:
-    """Paired bootstrap for a statistic that is not a sum over samples (MAUVE): a Python loop over resamples.
+                                relative: bool = False, num_resamples: int = DEFAULT_HALF_SAMPLES,
+                                seed: int = 0) -> Interval:
+    """Paired half-sampling interval for a statistic that is not a sum over samples (MAUVE): a Python loop.
 
-    ``statistic(indices (n,)) -> (value for A, value for B)`` on that index subset of both sets.
+    ``statistic(indices) -> (value for A, value for B)`` on that index subset of both sets; each resample takes
+    the same n // 2 distinct indices from both (no sample twice), see ``half_sample_interval``.
     """
     difference = (lambda x, y: y / x - 1.0) if relative else (lambda x, y: y - x)
-    estimate = difference(*statistic(np.arange(n)))
-    replicates = np.array([difference(*statistic(row)) for row in bootstrap_indices(n, num_resamples, seed)])
-    return _interval(float(estimate), replicates)
+    return half_sample_interval(lambda rows: difference(*statistic(rows)), n, num_resamples, seed)
 
 
 def verdict(interval: Interval, relative: bool = True, unit: str = "") -> str:
@@ -165,6 +198,9 @@ def verdict(interval: Interval, relative: bool = True, unit: str = "") -> str:
     """
     if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
         return "no interval (too few samples)"
+    if interval.dropped:
+        return f"{verdict(replace(interval, dropped=0), relative, unit)}; {interval.dropped} resamples undefined, " \
+               f"left out"
     scale, suffix = (100.0, "%") if relative else (1.0, f" {unit}" if unit else "")
     low, high, estimate = interval.low * scale, interval.high * scale, interval.estimate * scale
     if not interval.significant:
