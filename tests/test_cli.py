@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 from optional import needs_bpe, needs_gpt2
 
-from edlm.cli import build_parser
+from edlm.cli import build_parser, main
 from edlm.flags import add_config_flags, config_from_args
 
 
@@ -312,3 +312,30 @@ def test_a_library_caller_gets_the_same_choice_check_as_the_flags():
     with pytest.raises(ConfigError, match=r"^--remask 'sometimes': expected one of cap, rescale, conf"):
         SampleConfig.of(sampler="remdm", remask="sometimes")
     assert SampleConfig.of(sampler="remdm", remask="loop").options_for().remask == "loop"
+
+
+def test_eval_with_an_hf_energy_checks_its_tokenizer_against_the_runs(tmp_path, tiny_data, capsys):
+    """Issue 19 item 7: ``edlm eval --energy hf:DIR`` compared vocabulary sizes only, never the ids."""
+    pytest.importorskip("transformers")
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models
+
+    from edlm.config import get_preset
+    from edlm.data import ALPHABET
+
+    vocab = {char: index for index, char in enumerate(reversed(ALPHABET))}  # 27 tokens, other ids
+    wrapped = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=" ")), unk_token=" ")
+    folder = tmp_path / "hf"
+    wrapped.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=27, n_positions=32, n_embd=16, n_layer=1,
+                                                         n_head=2, bos_token_id=0, eos_token_id=0)
+                                 ).save_pretrained(str(folder))
+    run = tmp_path / "mdlm"
+    save_run(run, get_preset("char-tiny"), noise=0.05)
+    argv = ["eval", "--run", str(run), "--data", str(tiny_data), "--energy", f"hf:{folder}", "--max-sequences",
+            "2", "--json", "--device", "cpu"]
+    assert main(argv) == 2
+    assert "encodes a probe text differently" in capsys.readouterr().err

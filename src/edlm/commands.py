@@ -144,7 +144,7 @@ def cmd_eval(args) -> int:
     """Under torchrun each process computes the figures of a block of whole batches (``edlm.parallel.shard``;
     every batch's draws depend on the seed and its position only) and rank 0 joins them: the report equals a
     one-process run's."""
-    from edlm.checkpoint import load_model
+    from edlm.checkpoint import load_model, load_run_tokenizer
     from edlm.config import LikelihoodConfig
     from edlm.data import DataError, eval_chunks, load_split
     from edlm.data.splits import chars_per_token
@@ -168,7 +168,7 @@ def cmd_eval(args) -> int:
             raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
         chunks = chunks[: settings.max_sequences]  # None: all
         _check_tokenizer(config, args.data, "--run", args.run)
-        energy = build_energy(settings, config, info.device)
+        energy = build_energy(settings, config, info.device, load_run_tokenizer(Path(args.run), config))
         check_evaluable(config, energy)
         rows = shard(chunks.shape[0], info.rank, info.world, settings.batch_size)
         progress = not args.json and info.is_main

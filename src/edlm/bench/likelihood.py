@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser, LikelihoodConfig, defaults={"max_sequences": BENCH_MAX_SEQUENCES})
     args = parser.parse_args(argv)
     settings = config_from_args(LikelihoodConfig, args)
-    from edlm.checkpoint import load_model
+    from edlm.checkpoint import load_model, load_run_tokenizer
     from edlm.data import eval_chunks, load_split
     from edlm.device import resolve_device
     from edlm.energy import make_energy
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = [("EDLM-AR coar", f"ar:{args.ar}", "coar"), ("EDLM-AR full", f"ar:{args.ar}", "full")]
     if args.nce:
         specs.append(("EDLM-NCE", f"nce:{args.nce}", "coar"))
-    energies = [(label, make_energy(spec, config.model, mode, device, settings.precision))
+    tokenizer = load_run_tokenizer(Path(args.mdlm), config)  # each energy must share it (ids, not only sizes)
+    energies = [(label, make_energy(spec, config.model, mode, device, settings.precision, tokenizer))
                 for label, spec, mode in specs]
     from edlm.data.splits import chars_per_token
 

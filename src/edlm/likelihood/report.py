@@ -159,13 +159,15 @@ def edlm_likelihood(settings: LikelihoodConfig, run_config: RunConfig, model, ch
     return edlm_summaries(settings, per_sequence, chunks.shape[1], chars_per_token)
 
 
-def build_energy(settings: LikelihoodConfig, run_config: RunConfig, device):
-    """The energy ``settings.energy`` names, on ``device`` at ``settings.precision`` (None without one)."""
+def build_energy(settings: LikelihoodConfig, run_config: RunConfig, device, tokenizer=None):
+    """The energy ``settings.energy`` names, on ``device`` at ``settings.precision`` (None without one), checked
+    against ``tokenizer`` (the run's) when given: an hf: energy's tokenizer must give the same ids."""
     if not settings.energy:
         return None
     from edlm.energy import make_energy
 
-    return make_energy(settings.energy, run_config.model, settings.energy_mode, device, settings.precision)
+    return make_energy(settings.energy, run_config.model, settings.energy_mode, device, settings.precision,
+                       tokenizer)
 
 
 def check_evaluable(run_config: RunConfig, energy) -> None:
@@ -249,7 +251,7 @@ def likelihood_summary(settings: LikelihoodConfig, run_config: RunConfig, per_se
 
 
 def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor,
-                      energy=None, chars_per_token: float = 1.0, progress: bool = False) -> dict:
+                      energy=None, chars_per_token: float = 1.0, progress: bool = False, tokenizer=None) -> dict:
     """``edlm eval`` in this process: one JSON-able dict (``likelihood_summary``), no printing.
 
     Args:
@@ -257,14 +259,14 @@ def likelihood_report(settings: LikelihoodConfig, run_config: RunConfig, model, 
         run_config, model: the evaluated run (MDLM denoiser or AR model) on its device.
         chunks: (N, L) int64 sequences of the split (CPU); the first ``max_sequences`` are used (None: all).
         energy: a built energy; if None and ``settings.energy`` is set, it is built (``build_energy``) on the
-            model's device.
+            model's device, checked against ``tokenizer`` (the run's) when given.
     Several processes each compute ``likelihood_rows`` of their block and join them (``edlm eval`` under
     torchrun does, in ``edlm.commands``): the result equals this one.
     """
     if settings.max_sequences is not None:
         chunks = chunks[: settings.max_sequences]
     if energy is None:
-        energy = build_energy(settings, run_config, next(model.parameters()).device)
+        energy = build_energy(settings, run_config, next(model.parameters()).device, tokenizer)
     check_evaluable(run_config, energy)
     per_sequence = join_rows([likelihood_rows(settings, run_config, model, chunks, energy, 0, progress)])
     return likelihood_summary(settings, run_config, per_sequence, chunks.shape[1], chars_per_token, energy)
