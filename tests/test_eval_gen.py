@@ -21,7 +21,6 @@ from edlm.evaluation.generation import (
     distinct_n,
     evaluate_samples,
     generation_metrics,
-    load_judge,
     make_judge,
     read_samples,
     report_lines,
@@ -161,7 +160,7 @@ def test_metrics_keep_per_sample_scores_and_intervals():
     assert metrics["bootstrap"]["resamples"] == 200
     json.dumps(metrics)  # JSON-able
     lines = report_lines(metrics)
-    assert any(line.startswith("gen PPL (per judge token)") and "27.000 (95% CI 27.000..27.000)" in line
+    assert any(line.startswith("gen PPL, native protocol") and "27.000 (95% CI 27.000..27.000)" in line
                for line in lines)
 
 
@@ -215,7 +214,7 @@ class CharStatsJudge:
     def nll(self, texts):
         return [(-sum(self.log_probs[c] for c in text), len(text), len(text)) for text in texts]
 
-    def features(self, texts):
+    def features(self, texts, **options):
         index = {a + b: i for i, (a, b) in enumerate((a, b) for a in ALPHABET for b in ALPHABET)}
         out = np.zeros((len(texts), len(index)))
         for row, text in enumerate(texts):
@@ -257,7 +256,7 @@ def test_empty_inputs_are_user_errors():
 def test_run_judge_matches_ar_loss(ar_run):
     run, model, config = ar_run
     seq_len = config.model.seq_len
-    judge = load_judge(f"run:{run}", "cpu", batch_size=2)  # the alias the quality benchmark imports
+    judge = make_judge(f"run:{run}", "cpu", batch_size=2)
     text = (SENTENCE + " ") * 2
     window = text[:seq_len]
     [(nll, tokens, chars)] = judge.nll([window])
@@ -279,21 +278,29 @@ def test_run_judge_matches_ar_loss(ar_run):
                                                  rel=1e-5)
 
 
-def test_run_judge_features_are_mean_pooled_and_batch_independent(ar_run):
+def test_run_judge_features_last_token_and_mean_pooled_and_batch_independent(ar_run):
+    from edlm.models.ar import ar_inputs
+
     run, model, config = ar_run
     seq_len, hidden = config.model.seq_len, config.model.hidden
     judge = make_judge(f"run:{run}", batch_size=2)
-    short, long_text = SENTENCE[:10], (SENTENCE + " ") * 2  # long: windows of seq_len, seq_len, rest
-    features = judge.features([short, long_text, "", short])
-    assert features.shape == (4, hidden) and features.dtype == np.float32
-    assert np.allclose(features[0], features[3], atol=1e-6) and not np.allclose(features[0], features[1])
-    assert (features[2] == 0).all()
-    assert np.allclose(judge.features([short])[0], features[0], atol=1e-5)  # padding in a batch changes nothing
-    pieces = [long_text[i:i + seq_len] for i in range(0, len(long_text), seq_len)]
-    per_piece = judge.features(pieces)
-    weights = np.array([len(p) for p in pieces], dtype=np.float64)
-    expected = (per_piece * weights[:, None]).sum(0) / weights.sum()  # a position-weighted mean of windows
-    assert np.allclose(features[1], expected, atol=1e-5)
+    short, long_text = SENTENCE[:10], (SENTENCE + " ") * 2
+    for pooling in ("last", "mean"):
+        features = judge.features([short, long_text, "", short], pooling=pooling)
+        assert features.shape == (4, hidden) and features.dtype == np.float32
+        assert np.allclose(features[0], features[3], atol=1e-6) and not np.allclose(features[0], features[1])
+        assert (features[2] == 0).all()
+        assert np.allclose(judge.features([short], pooling=pooling)[0], features[0], atol=1e-5)  # no batch effect
+        # a text is cut to what fits one window behind the start token
+        cut = long_text[:seq_len - 1]
+        assert np.allclose(judge.features([cut], pooling=pooling)[0], features[1], atol=1e-5)
+    captured = []
+    hook = model.output_layer.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+    with torch.no_grad():  # [start] + the text: the state after reading the text's last character
+        model(ar_inputs(torch.from_numpy(encode(short + "x").astype("int64"))[None], MASK_ID))
+    hook.remove()
+    assert np.allclose(judge.features([short], pooling="last")[0], captured[0][0, -1].numpy(), atol=1e-5)
+    assert np.allclose(judge.features([short], pooling="mean")[0], captured[0][0, 1:].mean(0).numpy(), atol=1e-5)
 
 
 def test_run_judge_rejects_characters_outside_the_alphabet(ar_run):
@@ -332,7 +339,8 @@ def hf_folder(tmp_path_factory):
 
 
 def manual_hf_nll(folder, text: str, chunk: int) -> float:
-    """Closed loop: [BOS] + each chunk of token ids through the model, sum of -log p of every real token."""
+    """Closed loop: [BOS] + each chunk of token ids (the model reads all but the chunk's last id), sum of -log p of
+    every real token."""
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -342,7 +350,7 @@ def manual_hf_nll(folder, text: str, chunk: int) -> float:
     for start in range(0, len(ids), chunk):
         fed = torch.tensor([[tokenizer.bos_token_id] + ids[start:start + chunk]])
         with torch.no_grad():
-            log_probs = torch.log_softmax(model(fed).logits[0, :-1].double(), -1)
+            log_probs = torch.log_softmax(model(fed[:, :-1]).logits[0].double(), -1)
         total -= log_probs.gather(-1, fed[0, 1:, None]).sum().item()
     return total
 
@@ -350,11 +358,11 @@ def manual_hf_nll(folder, text: str, chunk: int) -> float:
 def test_hf_judge_scores_every_token_behind_bos(hf_folder):
     judge = make_judge(f"hf:{hf_folder}", batch_size=3)
     assert judge.max_positions == 16
-    short, long_text = "hello world", SENTENCE  # 11 tokens; 43 tokens = windows of 15 + 15 + 13
+    short, long_text = "hello world", SENTENCE  # 11 tokens; 43 tokens = windows of 16 + 16 + 11
     results = judge.nll([short, long_text, ""])
     assert results[0][1:] == (11, 11) and results[1][1:] == (43, 43) and results[2] == (0.0, 0, 0)
-    assert results[0][0] == pytest.approx(manual_hf_nll(hf_folder, short, 15), rel=1e-5)
-    assert results[1][0] == pytest.approx(manual_hf_nll(hf_folder, long_text, 15), rel=1e-5)
+    assert results[0][0] == pytest.approx(manual_hf_nll(hf_folder, short, 16), rel=1e-5)
+    assert results[1][0] == pytest.approx(manual_hf_nll(hf_folder, long_text, 16), rel=1e-5)
     metrics = generation_metrics([short, long_text], judge)
     assert metrics["gen_ppl"] == pytest.approx(math.exp((results[0][0] + results[1][0]) / 54), rel=1e-5)
     # character tokenizer: token entropy == character entropy
@@ -365,7 +373,7 @@ def test_hf_judge_features_are_the_mean_last_hidden_state_behind_bos(hf_folder):
     import transformers
 
     judge = make_judge(f"hf:{hf_folder}", batch_size=2)
-    features = judge.features(["hello world", "abc", ""])
+    features = judge.features(["hello world", "abc", ""], pooling="mean")
     assert features.shape == (3, 32) and (features[2] == 0).all()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_folder), local_files_only=True)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_folder), local_files_only=True).eval()
@@ -393,26 +401,29 @@ def test_cli_eval_gen_json(ar_run, tmp_path, capsys):
     assert "gen PPL" in capsys.readouterr().out
 
 
-def test_cli_eval_gen_mauve_against_the_test_split(ar_run, tiny_data, tmp_path, capsys):
+def test_cli_eval_gen_mauve_against_whole_validation_rows(ar_run, tiny_data, tmp_path, capsys):
     pytest.importorskip("mauve")
     from edlm.cli import main
 
     samples = tmp_path / "samples.json"
-    texts = [SENTENCE[:30], "aab ab a b aab ab a b aab ab a ", "the cat sat on the mat while th"]
-    samples.write_text(json.dumps({"samples": texts}))
+    texts = [SENTENCE[:30], "aab ab a b aab ab a b aab ab a ", "the cat sat on the mat while th", "abc abc abc "]
+    samples.write_text(json.dumps({"samples": texts, "length": 31, "tokenizer": "char"}))
     argv = ["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}", "--mauve", "--reference",
-            str(tiny_data), "--mauve-seeds", "0,1,2", "--bootstrap", "100", "--json"]
+            str(tiny_data), "--mauve-seeds", "0,1,2", "--mauve-resamples", "5", "--bootstrap", "100", "--json"]
     assert main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     assert result["mauve"]["seeds"] == [0, 1, 2] and 0.0 <= result["mauve"]["mauve"] <= 1.0
-    assert "mean" in result["mauve"]["features"] and result["mauve"]["num_references"] == 3
-    assert result["mauve"]["reference"] == {"data": str(tiny_data), "split": "test", "length": 31, "seed": 0}
-    assert set(result["ci95"]) == {"gen_ppl", "judge_bpc", "entropy_bits"} and result["warnings"] == []
+    assert "last token" in result["mauve"]["features"] and result["mauve"]["num_references"] == 4
+    assert result["mauve"]["reference"] == {"data": str(tiny_data), "split": "val", "rows": 4, "row_tokens": 31,
+                                            "seed": 0}
+    assert {"gen_ppl", "judge_bpc", "entropy_bits", "entropy", "mauve"} <= set(result["ci95"])
+    assert "MAUVE on 4 samples" in captured.err
     assert main(argv[:-1]) == 0 and "MAUVE" in capsys.readouterr().out
-    references = reference_texts(tiny_data, 3, 31, seed=0)
-    assert len(references) == 3 and all(len(r) == 31 for r in references) and references[0] in TEXT
     assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}", "--mauve"]) == 2
     assert "--mauve needs --reference" in capsys.readouterr().err
+    samples.write_text(json.dumps({"samples": texts}))  # no length: MAUVE's rows cannot be cut
+    assert main(argv) == 2 and "--samples" in capsys.readouterr().err
 
 
 def test_cli_eval_gen_warns_when_the_judge_is_the_energy(ar_run, tmp_path, capsys):
@@ -462,3 +473,38 @@ def test_cli_sample_ar_then_eval_gen(ar_run, tmp_path, capsys):
     assert main(["eval-gen", "--samples", str(out), "--judge", f"run:{ar_run[0]}", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_samples"] == 3 and result["characters"] == 60 and result["sampler_model"] == "ar"
+
+
+def test_paired_mauve_resamples_never_duplicate_a_sample(monkeypatch):
+    """Issue 19 item 8: a bootstrap with replacement fed MAUVE duplicated features (biased low)."""
+    from edlm.evaluation import mauve_score
+
+    seen = []
+
+    def fake_mauve(p, q, seeds=(25,), num_buckets="auto", **kwargs):
+        seen.append((np.asarray(p), np.asarray(q)))
+        return {"mauve": float(np.asarray(q).mean())}
+
+    monkeypatch.setattr(mauve_score, "mauve_unavailable_reason", lambda: None)
+    monkeypatch.setattr(mauve_score, "mauve_from_features", fake_mauve)
+    rng = np.random.default_rng(0)
+    reference, a = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+    out = mauve_score.paired_mauve_difference(reference, a, a + 1.0, num_resamples=10)
+    assert len(seen) == 2 * 11 and out["estimate"] == pytest.approx(1.0)
+    for p, q in seen:
+        assert len(np.unique(q, axis=0)) == len(q) and len(np.unique(p, axis=0)) == len(p)
+    assert "without replacement" in out["resampling"]
+
+
+def test_a_char_judge_on_subword_samples_names_the_tokenizer_mismatch(ar_run, tmp_path, capsys):
+    """Issue 21 item 10: it said "character '\\n' ... not in the judge's alphabet"."""
+    from edlm.cli import main
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"samples": ["Hello there,\nworld<|endoftext|>"], "tokenizer": "gpt2"}))
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}"]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer mismatch" in err and "gpt2" in err and "char" in err
+    samples.write_text(json.dumps({"samples": ["Hello there,\nworld"]}))  # no tokenizer recorded
+    assert main(["eval-gen", "--samples", str(samples), "--judge", f"run:{ar_run[0]}"]) == 2
+    assert "the judge reads only the 27-symbol alphabet" in capsys.readouterr().err

@@ -12,6 +12,8 @@ import sys
 from edlm.config import LikelihoodConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
 from edlm.bench import BENCHES
+from edlm.evaluation.mauve_score import DEFAULT_MAUVE_RESAMPLES
+from edlm.evaluation.protocols import PROTOCOLS
 from edlm.flags import DefaultsHelpFormatter, OneLineParser, add_config_flags, float_in, positive_int
 
 
@@ -108,16 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     _nproc_flag(eg)
     eg.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    eg.add_argument("--protocol", default="native", choices=list(PROTOCOLS),
+                    help="gen-PPL and entropy rules: native (edlm: documents behind BOS, character entropy), mdlm "
+                         "(no BOS, non-EOS tokens + first EOS), remdm (mdlm's gen-PPL, entropy of the sampler's "
+                         "token ids in nats) or edlm (the EDLM paper's table, edlm's reading); judge bits per "
+                         "character are always edlm's (docs/method.md)")
     eg.add_argument("--mauve", action="store_true",
-                    help="also compute MAUVE against --reference on the judge's mean-pooled last hidden state")
+                    help="also compute MAUVE against --reference by ReMDM's protocol (the judge's last-token "
+                         "features, texts cut to the sample length)")
     eg.add_argument("--reference", metavar="DATA_DIR",
-                    help="prepared data folder; its test split, cut to the samples' length, is MAUVE's reference")
-    eg.add_argument("--mauve-seeds", type=lambda text: [int(s) for s in text.split(",")], default="0",
-                    help="comma-separated k-means seeds, MAUVE averaged over them (e.g. 0,1,2)")
+                    help="prepared data folder; whole rows of its val split, as long as the samples, are MAUVE's "
+                         "references")
+    eg.add_argument("--mauve-seeds", type=lambda text: [int(s) for s in text.split(",")], default="25",
+                    help="comma-separated k-means seeds, MAUVE averaged over them (mauve's default: 25)")
+    eg.add_argument("--mauve-resamples", type=int, default=DEFAULT_MAUVE_RESAMPLES,
+                    help="half-samples for MAUVE's 95%% interval (one MAUVE each; 0: no interval)")
     eg.add_argument("--bootstrap", type=positive_int("--bootstrap"), default=2000,
                     help="bootstrap resamples for the 95%% intervals")
     eg.add_argument("--bootstrap-seed", type=int, default=0,
-                    help="numpy seed of the bootstrap (also picks the MAUVE reference windows)")
+                    help="numpy seed of the bootstrap (also picks the MAUVE reference rows)")
 
     bench = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)})")
     bench.add_argument("name", help=" | ".join(BENCHES) + " (`edlm bench NAME --help` for its flags)")

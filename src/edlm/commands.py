@@ -264,20 +264,35 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval_gen(args) -> int:
-    from edlm.evaluation.generation import evaluate_samples_file, report_lines
-    from edlm.parallel import cleanup, init_from_env
+    """Under torchrun each process scores a block of whole judge batches; rank 0 gathers the scores and computes
+    every metric (intervals, diversity, MAUVE)."""
+    from edlm.evaluation.generation import check_judge_reads, evaluate_samples_file, report_lines, score_samples
+    from edlm.evaluation.judges import GenerationEvalError, make_judge
+    from edlm.evaluation.samples_file import read_samples, sample_length
+    from edlm.parallel import cleanup, gather_to_rank0, init_from_env, shard
 
-    info = init_from_env(args.device)  # under torchrun: each process scores a block of the samples
-    result = evaluate_samples_file(args.samples, args.judge, str(info.device), args.batch_size, args.mauve,
-                                   args.reference, args.mauve_seeds, args.bootstrap, args.bootstrap_seed,
-                                   rank=info.rank, world=info.world)
-    if result is None:  # not rank 0: its scores went to rank 0
+    if args.mauve and not args.reference:
+        raise UserError("--mauve needs --reference DATA_DIR (a prepared data folder)")
+    info = init_from_env(args.device)
+    try:
+        texts, record = read_samples(args.samples)
+        judge = make_judge(args.judge, str(info.device), args.batch_size)
+        check_judge_reads(judge, record)
+        rows = shard(len(texts), info.rank, info.world, args.batch_size)
+        parts = gather_to_rank0(score_samples(texts, judge, args.protocol, rows, sample_length(record)))
+        if parts is None:  # not rank 0: its scores went to rank 0
+            return 0
+        result = evaluate_samples_file(args.samples, judge, args.judge, args.protocol,
+                                       args.reference if args.mauve else None, args.mauve_seeds, args.bootstrap,
+                                       args.bootstrap_seed, [score for part in parts for score in part],
+                                       args.mauve_resamples)
+    except GenerationEvalError as error:
+        raise UserError(f"--{error.subject} {error}" if error.subject else str(error)) from None
+    finally:
         cleanup()
-        return 0
     for warning in result["warnings"]:
         print(f"edlm: warning: {warning}", file=sys.stderr)
     print(json.dumps(result) if args.json else "\n".join(report_lines(result)))
-    cleanup()
     return 0
 
 

@@ -24,15 +24,18 @@ Verdicts say a difference in words only when its interval excludes "no differenc
 ``format_ratio``), else "no significant difference".
 
 Per-sample scores (one entry per sample, float64 numpy arrays of shape (n,)):
-    nll           judge NLL of the sample, nats (summed over its judge tokens)
-    tokens        number of judge tokens scored
+    nll           judge NLL of the sample's gen-PPL tokens, nats (the protocol's scoring)
+    tokens        number of judge tokens that scoring counted
     characters    number of characters
     entropy_bits  unigram entropy of the sample's characters, bits (nan for an empty sample)
+    bpc_nll       edlm's own judge NLL (every token behind the start token), nats; defaults to ``nll``
+    entropy       the protocol's entropy of the sample; defaults to ``entropy_bits``
 
 Metrics computed from a (resampled) index set:
     gen_ppl       exp(sum nll / sum tokens), pooled over the set (not a mean of per-sample perplexities)
-    judge_bpc     sum nll / sum characters / ln 2
-    entropy_bits  mean of the per-sample entropies (empty samples left out)
+    judge_bpc     sum bpc_nll / sum characters / ln 2
+    entropy_bits  mean of the per-sample character entropies (empty samples left out)
+    entropy       mean of the per-sample protocol entropies
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 LN2 = math.log(2.0)
-METRICS = ("gen_ppl", "judge_bpc", "entropy_bits")
+METRICS = ("gen_ppl", "judge_bpc", "entropy_bits")  # compare_sets; "entropy" (the protocol's) is computed too
 DEFAULT_RESAMPLES = 2000
 DEFAULT_HALF_SAMPLES = 100  # half-sampling recomputes the statistic per resample (MAUVE: k-means each time)
 
@@ -85,18 +88,26 @@ class SampleScores:
     tokens: np.ndarray
     characters: np.ndarray
     entropy_bits: np.ndarray
+    bpc_nll: np.ndarray | None = None
+    entropy: np.ndarray | None = None
 
     @classmethod
     def from_lists(cls, nll: Sequence[float], tokens: Sequence[float], characters: Sequence[float],
-                   entropy_bits: Sequence[float | None]) -> "SampleScores":
-        as_array = lambda values: np.array([np.nan if v is None else v for v in values], dtype=np.float64)  # noqa: E731
-        return cls(as_array(nll), as_array(tokens), as_array(characters), as_array(entropy_bits))
+                   entropy_bits: Sequence[float | None], bpc_nll: Sequence[float] | None = None,
+                   entropy: Sequence[float | None] | None = None) -> "SampleScores":
+        def as_array(values):
+            return None if values is None else np.array([np.nan if v is None else v for v in values],
+                                                        dtype=np.float64)
+
+        return cls(as_array(nll), as_array(tokens), as_array(characters), as_array(entropy_bits), as_array(bpc_nll),
+                   as_array(entropy))
 
     @classmethod
     def from_metrics(cls, metrics: Mapping) -> "SampleScores":
         """From the ``per_sample`` field of ``generation_metrics`` output (or a row that holds one)."""
         per = metrics["per_sample"]
-        return cls.from_lists(per["nll"], per["tokens"], per["characters"], per["entropy_bits"])
+        return cls.from_lists(per["nll"], per["tokens"], per["characters"], per["entropy_bits"],
+                              per.get("bpc_nll"), per.get("entropy"))
 
     def __len__(self) -> int:
         return len(self.nll)
@@ -115,17 +126,19 @@ def metric_values(scores: SampleScores, metric: str, indices: np.ndarray | None 
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return np.exp(scores.nll[indices].sum(1) / scores.tokens[indices].sum(1))
     if metric == "judge_bpc":
+        nll = scores.nll if scores.bpc_nll is None else scores.bpc_nll
         with np.errstate(divide="ignore", invalid="ignore"):
-            return scores.nll[indices].sum(1) / scores.characters[indices].sum(1) / LN2
-    if metric == "entropy_bits":
-        picked = scores.entropy_bits[indices]  # (R, n), nan for empty samples
+            return nll[indices].sum(1) / scores.characters[indices].sum(1) / LN2
+    if metric in ("entropy_bits", "entropy"):
+        values = scores.entropy if metric == "entropy" and scores.entropy is not None else scores.entropy_bits
+        picked = values[indices]  # (R, n), nan for empty samples
         counts = np.isfinite(picked).sum(1)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(counts > 0, np.nansum(picked, 1) / np.maximum(counts, 1), np.nan)
     raise ValueError(f"unknown metric {metric!r} (valid: {', '.join(METRICS)})")
 
 
-def _interval(estimate: float, replicates: np.ndarray) -> Interval:
+def percentile_interval(estimate: float, replicates: np.ndarray) -> Interval:
     """Percentile interval of the finite ``replicates``; the undefined ones are counted in ``dropped``."""
     finite = replicates[np.isfinite(replicates)]
     dropped = int(replicates.size - finite.size)
@@ -148,15 +161,21 @@ def half_sample_interval(statistic: Callable[[np.ndarray], float], n: int,
     the full-set value plus the quantiles of the centred half-sample values. Needs n >= 4."""
     estimate = float(statistic(np.arange(n)))
     values = np.array([statistic(row) for row in half_sample_indices(n, num_resamples, seed)], dtype=np.float64)
+    return centred_interval(estimate, values)
+
+
+def centred_interval(estimate: float, values: np.ndarray) -> Interval:
+    """The interval of ``half_sample_interval`` from the half-sample ``values`` (R,): the estimate plus the
+    quantiles of the values minus their mean (undefined values left out and counted)."""
     finite = np.isfinite(values)
-    return _interval(estimate, estimate + values - values[finite].mean() if finite.any() else values)
+    return percentile_interval(estimate, estimate + values - values[finite].mean() if finite.any() else values)
 
 
 def bootstrap_ci(scores: SampleScores, metric: str, num_resamples: int = DEFAULT_RESAMPLES,
                  seed: int = 0) -> Interval:
     """The metric of one sample set with its 95% interval (resampling the samples)."""
     indices = bootstrap_indices(len(scores), num_resamples, seed)
-    return _interval(float(metric_values(scores, metric)[0]), metric_values(scores, metric, indices))
+    return percentile_interval(float(metric_values(scores, metric)[0]), metric_values(scores, metric, indices))
 
 
 def paired_difference(a: SampleScores, b: SampleScores, metric: str, relative: bool = True,
@@ -176,7 +195,7 @@ def paired_difference(a: SampleScores, b: SampleScores, metric: str, relative: b
 
     estimate = difference(metric_values(a, metric), metric_values(b, metric))[0]
     replicates = difference(metric_values(a, metric, indices), metric_values(b, metric, indices))
-    return _interval(float(estimate), replicates)
+    return percentile_interval(float(estimate), replicates)
 
 
 def paired_statistic_difference(statistic: Callable[[np.ndarray], tuple[float, float]], n: int,

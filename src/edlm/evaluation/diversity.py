@@ -45,6 +45,16 @@ def repetition_rate(sequences: Sequence[Sequence], n: int = 4) -> float:
     return repeated / total if total else float("nan")
 
 
+def _sentence_bleus(texts: Sequence[str]) -> list[float] | str:
+    """Each text's sentence BLEU against all the others (sacrebleu), or why it cannot be computed."""
+    try:
+        from sacrebleu.metrics import BLEU
+    except ImportError as error:
+        return f"sacrebleu not importable ({error}); pip install 'edlm[eval]'"
+    bleu = BLEU(effective_order=True)
+    return [bleu.sentence_score(text, list(texts[:i]) + list(texts[i + 1:])).score for i, text in enumerate(texts)]
+
+
 def self_bleu(texts: Sequence[str], max_samples: int = 200) -> dict:
     """Mean sentence BLEU (0-100, sacrebleu, 13a tokenizer, exp smoothing) of each text against all others.
 
@@ -56,14 +66,10 @@ def self_bleu(texts: Sequence[str], max_samples: int = 200) -> dict:
     if len(texts) < 2:
         return {"self_bleu": None, "self_bleu_samples": len(texts),
                 "self_bleu_unavailable": "fewer than 2 non-empty samples"}
-    try:
-        from sacrebleu.metrics import BLEU
-    except ImportError as error:
-        return {"self_bleu": None, "self_bleu_samples": len(texts),
-                "self_bleu_unavailable": f"sacrebleu not importable ({error}); pip install 'edlm[eval]'"}
-    bleu = BLEU(effective_order=True)
-    scores = [bleu.sentence_score(text, texts[:i] + texts[i + 1:]).score for i, text in enumerate(texts)]
-    return {"self_bleu": float(np.mean(scores)), "self_bleu_samples": len(texts)}
+    scores = _sentence_bleus(texts)
+    if isinstance(scores, str):
+        return {"self_bleu": None, "self_bleu_samples": len(texts), "self_bleu_unavailable": scores}
+    return {"self_bleu": float(np.mean(scores)), "self_bleu_samples": len(texts), "self_bleu_per_sample": scores}
 
 
 def mean_entropy(sequences: Sequence[Sequence]) -> tuple[float, float]:
@@ -85,3 +91,47 @@ def diversity_metrics(texts: Sequence[str]) -> dict:
     return {"distinct": distinct,
             "repetition_4": {"char": clean(repetition_rate(texts, 4)), "word": clean(repetition_rate(words, 4))},
             **self_bleu(texts)}
+
+
+def _gram_ids(sequences: Sequence[Sequence], n: int) -> list[np.ndarray]:
+    """Each sequence's n-grams as int64 ids (one id per distinct n-gram of the whole set), (count,) per sequence."""
+    table: dict[tuple, int] = {}
+    return [np.array([table.setdefault(tuple(seq[i:i + n]), len(table)) for i in range(len(seq) - n + 1)],
+                     dtype=np.int64) for seq in sequences]
+
+
+def diversity_intervals(texts: Sequence[str], num_resamples: int = 100, seed: int = 0,
+                        self_bleu_scores: Sequence[float] | None = None) -> tuple[dict, dict]:
+    """95% intervals of distinct-n and self-BLEU -> ({name: Interval}, {name: how it was computed}).
+
+    distinct-n pools n-grams over samples, so a sample drawn twice would repeat all its n-grams: it is
+    half-sampled (``stats.half_sample_interval``, no sample twice). Self-BLEU is the mean of each sample's BLEU
+    against all the others: its interval is a bootstrap of that mean over samples, the references held fixed
+    (``self_bleu_scores``: the per-sample BLEUs when already computed). Names: ``distinct_char_1``..``_4``,
+    ``distinct_word_1``..``_3``, ``self_bleu``; an order with no n-gram, or fewer than 4 samples, has none.
+    """
+    from edlm.stats import bootstrap_indices, half_sample_interval, percentile_interval
+
+    intervals, methods = {}, {}
+    if len(texts) >= 4 and num_resamples:
+        words = [text.split() for text in texts]
+        for kind, sequences, orders in (("char", texts, range(1, 5)), ("word", words, range(1, 4))):
+            for n in orders:
+                grams = _gram_ids(sequences, n)
+                if not sum(len(g) for g in grams):
+                    continue
+
+                def distinct(rows, grams=grams):
+                    picked = np.concatenate([grams[i] for i in rows])
+                    return len(np.unique(picked)) / len(picked) if len(picked) else float("nan")
+
+                intervals[f"distinct_{kind}_{n}"] = half_sample_interval(distinct, len(texts), num_resamples, seed)
+                methods[f"distinct_{kind}_{n}"] = (f"half-sampling without replacement, {num_resamples} "
+                                                   f"resamples of {len(texts) // 2}")
+    scores = self_bleu_scores
+    if scores is not None and len(scores) >= 2:
+        values = np.asarray(scores, dtype=np.float64)
+        indices = bootstrap_indices(len(values), 2000, seed)
+        intervals["self_bleu"] = percentile_interval(float(values.mean()), values[indices].mean(1))
+        methods["self_bleu"] = "bootstrap over samples of the per-sample BLEU (references fixed), 2000 resamples"
+    return intervals, methods
