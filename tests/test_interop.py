@@ -248,3 +248,67 @@ def test_bad_hf_folders_are_refused_without_writing(tmp_path):
         text = str(caught.value)
         assert message in text and text.startswith("--hf ") and "\n" not in text, (folder.name, text)
         assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.import-*"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# an independent reference: MDLM's DiT restated from its published code (tests/mdlm_reference.py)
+
+
+def reference_and_edlm_logits(reference, model, time_conditioning: bool, seed: int = 0):
+    """Logits of MDLM's DIT and of the imported edlm model on the same random tokens and sigma (B = 3, L = 8)."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 28, (3, 8), generator=generator)
+    sigma = torch.rand(3, generator=generator) * 5.0
+    with torch.no_grad():
+        expected = reference(tokens, sigma if time_conditioning else torch.zeros(3))
+        got = model(tokens, sigma).float()
+    return expected, got
+
+
+def backbone(reference) -> dict[str, torch.Tensor]:
+    return {f"backbone.{name}": tensor.clone() for name, tensor in reference.state_dict().items()}
+
+
+@pytest.mark.parametrize("time_conditioning", [False, True])
+def test_hf_import_gives_the_logits_of_mdlms_own_model(tmp_path, time_conditioning):
+    from mdlm_reference import random_dit
+
+    reference = random_dit(seed=1)
+    folder = tmp_path / "hf"
+    fake_mdlm_owt(folder, time_conditioning=time_conditioning)  # config.json and the layout of the release
+    save_file(backbone(reference), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    import_mdlm_hf(folder, tmp_path / "run", preset="char-tiny", tokenizer="char")
+    _, model = load_model(tmp_path / "run")
+    expected, got = reference_and_edlm_logits(reference, model.eval(), time_conditioning)
+    assert expected.abs().max() > 1.0  # the weights matter
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("time_conditioning", [False, True])
+def test_lightning_ckpt_ema_and_raw_weights_give_mdlms_logits(tmp_path, time_conditioning):
+    """The EMA list is positional: mapped by MDLM's parameter order, the EMA model must equal MDLM's EMA DIT."""
+    from mdlm_reference import random_dit
+
+    raw, ema = random_dit(seed=2), random_dit(seed=3)
+    checkpoint = {"state_dict": backbone(raw), "global_step": 7,
+                  "ema": {"decay": 0.9999, "num_updates": 7,
+                          "shadow_params": [p.detach().clone() for p in ema.parameters()]}}
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    overrides = ["model.n_heads=2", "model.seq_len=8", f"model.time_conditioning={str(time_conditioning).lower()}"]
+    import_mdlm(tmp_path / "last.ckpt", tmp_path / "run", preset="char-tiny", overrides=overrides)
+    for weights, reference in (("ema", ema), ("model", raw)):
+        _, model = load_model(tmp_path / "run", weights=weights)
+        expected, got = reference_and_edlm_logits(reference, model.eval(), time_conditioning)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_safetensors_ckpt_gives_mdlms_logits(tmp_path):
+    from mdlm_reference import random_dit
+
+    reference = random_dit(seed=4)
+    save_file(backbone(reference), str(tmp_path / "weights.safetensors"))
+    import_mdlm(tmp_path / "weights.safetensors", tmp_path / "run", preset="char-tiny",
+                overrides=["model.n_heads=2", "model.seq_len=8"])
+    _, model = load_model(tmp_path / "run")
+    expected, got = reference_and_edlm_logits(reference, model.eval(), False)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
