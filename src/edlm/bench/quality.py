@@ -1,19 +1,23 @@
 """``edlm bench quality``: sample quality vs wall-clock over sampler x energy x steps, with 95% intervals.
 
     edlm bench quality --mdlm RUN --ar RUN --judge run:DIR|hf:DIR_OR_NAME [--nce RUN] [--samplers cached,...]
-                       [--steps 8,16,32,64,128,256] [--num 16] [--grid cpu|full] [--device D]
-                       [--metric judge_bpc|gen_ppl] [--reference DATA_DIR [--mauve-seeds 0,1,2]]
-                       [--out bench/results/quality]
+                       [--steps 8,16,32,64,128,256] [--temperatures 0.8,0.9,1.0] [--num 16] [--grid cpu|full]
+                       [--protocol native|mdlm|remdm|edlm] [--device D] [--metric judge_bpc|gen_ppl]
+                       [--reference DATA_DIR [--mauve-seeds 25,26]] [--out bench/results/quality]
 
 Every setting samples ``--num`` sequences with the same seed, so sample i of every setting starts from the
 same random stream and two settings are compared with a paired bootstrap over sample indices
 (``edlm.stats``). A separate judge (never the energy model) scores them. Outputs in ``--out``:
 
-    quality.jsonl  one row per setting, with EVERY sample text and the per-sample judge scores (any judge can
-                   re-score them later; ``--resume`` keeps the rows already there); with ``--reference``, each
-                   row's MAUVE against the test split (judge features, k-means seeds reported)
-    quality.json   the summary (rows without texts, comparisons, speed-ups, Pareto front, IS effects)
-    quality.md     the tables; quality.png the plots
+    quality.jsonl  one row per setting and temperature, with EVERY sample text and the per-sample judge scores
+                   (any judge can re-score them later; ``--resume`` keeps the rows already there); with
+                   ``--reference``, each row's MAUVE by ReMDM's protocol (``evaluation.mauve_score``)
+    quality.json   the summary (rows without texts, comparisons, speed-ups, Pareto front, IS effects, the
+                   generative frontiers over ``--temperatures``); every row names its ``--protocol``
+    quality.md     the tables; quality.png the plots, quality_frontier.png the frontiers (``bench.frontier``)
+
+The verdict tables compare settings at one temperature (1.0 when swept, else the highest); a temperature sweep
+is reported as generative frontiers of judge NLL against entropy, one curve per setting.
 
 Rules (docs/method.md §2): a difference is stated ("X% lower (95% CI a..b)") only when its 95% paired
 interval excludes 0, else "no significant difference". A setting counts as better than the baseline
@@ -31,7 +35,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from edlm.bench import BenchError
-from edlm.bench.common import environment, markdown_table, pyplot, write_results
+from edlm.bench.common import environment, markdown_table, write_results
 from edlm.bench.verdicts import (
     BASELINE_METHOD,
     ENTROPY_TOLERANCE,
@@ -41,6 +45,7 @@ from edlm.bench.verdicts import (
     pareto_front,
     rank_settings,
 )
+from edlm.evaluation.protocols import PROTOCOLS
 from edlm.flags import OneLineParser, positive_int
 from edlm.sampling import SAMPLERS
 
@@ -87,69 +92,17 @@ def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list
 
 
 def draw_samples(model, config, sampler: str, steps: int, method: Method, energy, num: int, seed: int,
-                 batch_size: int, precision: str, tokenizer=None) -> tuple[list[str], dict]:
-    """Sample ``num`` texts of the model's length with one setting -> (texts, timing/NFE stats)."""
+                 batch_size: int, precision: str, tokenizer=None, temperature: float = 1.0
+                 ) -> tuple[list[str], dict, list[list[int]]]:
+    """Sample ``num`` texts of the model's length with one setting -> (texts, timing/NFE stats, token ids)."""
     from edlm.sampling.config import SampleConfig
     from edlm.sampling.generate import generate
 
     spec = SampleConfig(num=num, steps=steps, length=config.model.seq_len, sampler=sampler, seed=seed,
-                        k=method.k, window=method.window, batch_size=batch_size, precision=precision)
+                        k=method.k, window=method.window, batch_size=batch_size, precision=precision,
+                        temperature=temperature)
     texts, result = generate(model, config, spec, energy, tokenizer=tokenizer)
-    return texts, {"seconds": result.seconds, **result.costs()}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# plots
-
-
-def plot(rows: list[dict], front: list[dict], metric: str, out: Path) -> list[str]:
-    """quality.png: (1) ``metric`` vs seconds per sample with the Pareto front, (2) gen-PPL vs T,
-    (3) entropy vs T; 95% intervals as error bars; log axes, T axes labelled at the sampled T values."""
-    plt = pyplot()
-    if plt is None:
-        return []
-    from matplotlib.ticker import FixedLocator, NullLocator
-    settings = sorted({r["setting"] for r in rows if r["setting"] != "ar"}, key=lambda s: (BASELINE_METHOD not in s, s))
-    steps = sorted({r["steps"] for r in rows if r["setting"] != "ar"})
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
-
-    def errorbar(axis, points, x_key, y_key, **style):
-        ys = [p[y_key] for p in points]
-        lows = [p[y_key] - p["ci95"][y_key][0] for p in points]
-        highs = [p["ci95"][y_key][1] - p[y_key] for p in points]
-        axis.errorbar([p[x_key] for p in points], ys, yerr=[lows, highs], capsize=2, marker="o", **style)
-
-    for setting in settings:
-        points = sorted((r for r in rows if r["setting"] == setting), key=lambda r: r["steps"])
-        style = dict(linewidth=2.5 if setting.endswith(BASELINE_METHOD) else 1.2, label=setting)
-        errorbar(axes[0], points, "seconds_per_sample", metric, **style)
-        errorbar(axes[1], points, "steps", "gen_ppl", **style)
-        errorbar(axes[2], points, "steps", "entropy_bits", **style)
-    axes[0].plot([p["seconds_per_sample"] for p in front], [p[metric] for p in front], color="black",
-                 linestyle=":", linewidth=1, label="Pareto front (point estimates)")
-    for row in (r for r in rows if r["setting"] == "ar"):
-        axes[1].axhline(row["gen_ppl"], color="gray", linestyle="--", label="AR model")
-        axes[2].axhline(row["entropy_bits"], color="gray", linestyle="--", label="AR model")
-    label = {"judge_bpc": "judge NLL, bits per character", "gen_ppl": "generative perplexity (judge)"}[metric]
-    for axis, xlabel, ylabel in ((axes[0], "seconds per sample (wall-clock, log)", f"{label} (lower is better)"),
-                                 (axes[1], "sampling steps T (log)", "generative perplexity (lower is better)"),
-                                 (axes[2], "sampling steps T (log)", "unigram entropy, bits (higher = more diverse)")):
-        axis.set_xscale("log")
-        axis.set_xlabel(xlabel)
-        axis.set_ylabel(ylabel)
-        axis.grid(alpha=0.3)
-    for axis in axes[1:]:
-        axis.xaxis.set_major_locator(FixedLocator(steps))
-        axis.xaxis.set_minor_locator(NullLocator())
-        axis.set_xticklabels([str(T) for T in steps])
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
-    fig.suptitle("quality vs wall-clock and steps (95% bootstrap intervals; judge != energy model)")
-    fig.tight_layout()
-    path = out / "quality.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return texts, {"seconds": result.seconds, **result.costs()}, result.tokens.tolist()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -157,12 +110,12 @@ def plot(rows: list[dict], front: list[dict], metric: str, out: Path) -> list[st
 
 
 def make_row(setting: str, sampler: str, method: Method, steps: int, texts: list[str], stats: dict,
-             metrics: dict, num: int, seed: int) -> dict:
+             metrics: dict, num: int, seed: int, temperature: float = 1.0) -> dict:
     """One JSONL row: the setting, timing, summary metrics with intervals, per-sample scores, every text."""
-    keep = ("gen_ppl", "judge_bpc", "entropy_bits", "entropy_nats", "ci95", "distinct", "repetition_4",
-            "self_bleu", "mauve", "per_sample")
-    return {"setting": setting, "sampler": sampler, "method": method.name, "steps": steps, "k": method.k,
-            "window": method.window, "energy": method.energy or "none",
+    keep = ("gen_ppl", "judge_bpc", "entropy_bits", "entropy_nats", "protocol", "entropy", "entropy_unit",
+            "entropy_of", "ci95", "distinct", "repetition_4", "self_bleu", "mauve", "per_sample")
+    return {"setting": setting, "sampler": sampler, "method": method.name, "steps": steps,
+            "temperature": temperature, "k": method.k, "window": method.window, "energy": method.energy or "none",
             "mode": method.mode if method.energy else "", "seconds_per_sample": stats["seconds"] / num,
             **{key: value for key, value in stats.items() if key != "seconds"},
             **{key: metrics[key] for key in keep if key in metrics}, "seed": seed, "samples": texts}
@@ -215,7 +168,7 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
         "ranking": ranking}, table
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="edlm bench quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mdlm", required=True, help="MDLM run folder (the denoiser)")
     parser.add_argument("--ar", required=True, help="AR run used as the energy and as the AR baseline")
@@ -225,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated samplers to sweep; the first one's MDLM is the baseline "
                              f"(default: %(default)s; valid: {', '.join(SAMPLERS)})")
     parser.add_argument("--steps", default="8,16,32,64,128,256", help="comma-separated T values (default: %(default)s)")
+    parser.add_argument("--temperatures", default="1.0",
+                        help="comma-separated sampling temperatures: every setting at each, reported as generative "
+                             "frontiers of judge NLL against entropy (default: %(default)s)")
     parser.add_argument("--num", type=positive_int("--num"), default=16,
                         help="samples per setting (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every setting")
@@ -235,32 +191,43 @@ def main(argv: list[str] | None = None) -> int:
                         "--nce)")
     parser.add_argument("--metric", default="judge_bpc", choices=["judge_bpc", "gen_ppl"],
                         help="quality metric of the verdicts and the Pareto front (default: %(default)s)")
+    parser.add_argument("--protocol", default="native", choices=list(PROTOCOLS),
+                        help="gen-PPL and entropy rules (as `edlm eval-gen --protocol`; default: %(default)s)")
     parser.add_argument("--bootstrap", type=positive_int("--bootstrap"), default=2000,
                         help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
                         help="network precision (categorical draws are float64 either way)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     parser.add_argument("--reference", metavar="DATA_DIR",
-                        help="also MAUVE of every row against this data folder's test split (needs mauve-text)")
-    parser.add_argument("--mauve-seeds", default="0",
-                        help="k-means seeds MAUVE is averaged over (default: %(default)s)")
+                        help="also MAUVE of every row against whole val rows of this data folder (needs mauve-text)")
+    parser.add_argument("--mauve-seeds", default="25",
+                        help="k-means seeds MAUVE is averaged over (default: %(default)s, mauve's own)")
     parser.add_argument("--out", default="bench/results/quality",
                         help="folder for the JSON, markdown, plot and the samples (JSONL)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in OUT/quality.jsonl")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything the sweep reads: the models, their tokenizer, the energies and the judge."""
+
+    config: object
+    mdlm: object
+    tokenizer: object
+    ar_config: object
+    ar_model: object
+    energies: dict
+    judge: object
+
+
+def load_setup(args, device) -> Setup:
     from edlm.checkpoint import load_model, load_run_tokenizer
-    from edlm.device import resolve_device
     from edlm.energy.ar import AREnergy, check_compatible
-    from edlm.evaluation.generation import evaluate_samples
     from edlm.evaluation.judges import make_judge
 
     if Path(args.judge.split(":", 1)[-1]).resolve() == Path(args.ar).resolve():
         raise BenchError("--judge must not be the energy model (--ar): use a separately trained model")
-    device = resolve_device(args.device)
-    steps = sorted(int(s) for s in args.steps.split(","))
-    samplers = [s for s in args.samplers.split(",") if s]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     config, mdlm = load_model(args.mdlm, device=device)
     tokenizer = load_run_tokenizer(Path(args.mdlm), config)
     ar_config, ar_model = load_model(args.ar, device=device)
@@ -271,65 +238,118 @@ def main(argv: list[str] | None = None) -> int:
         from edlm.energy import make_energy
 
         energies[("nce", "coar")] = make_energy(f"nce:{args.nce}", config.model, device=device,
-                                                precision=args.precision)
-    judge = make_judge(args.judge, device)
-    length = config.model.seq_len
-    methods = method_grid(args.grid, steps, bool(args.nce), length)
-    if args.methods:
-        wanted = set(args.methods.split(","))
-        methods = [m for m in methods if m.name in wanted]
-    jobs = [(sampler, m, T) for sampler in samplers for m in methods for T in (m.steps or steps)]
-    results_file = out / "quality.jsonl"
+                                                precision=args.precision, tokenizer=tokenizer)
+    return Setup(config, mdlm, tokenizer, ar_config, ar_model, energies, make_judge(args.judge, device))
+
+
+def read_rows(results_file: Path, resume: bool) -> list[dict]:
+    """The rows a ``--resume`` keeps (none otherwise: the file is emptied)."""
+    if not resume:
+        results_file.write_text("")
+        return []
     rows = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()] \
-        if args.resume and results_file.exists() else []
+        if results_file.exists() else []
     if any("setting" not in r or "per_sample" not in r for r in rows):
         raise BenchError(f"--resume: {results_file} was written by an older edlm (rows without per-sample "
                          f"scores); move it away or run without --resume")
-    done = {(r["setting"], r["steps"]) for r in rows}
-    if not args.resume:
-        results_file.write_text("")
+    return rows
 
-    def keep(row: dict) -> None:
-        rows.append(row)
-        with open(results_file, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
 
+def sweep(args, setup: Setup, methods: list[Method], rows: list[dict], results_file: Path) -> None:
+    """Sample and score every (sampler, method, T, temperature) not in ``rows`` yet, and the AR baseline at each
+    temperature; each row is appended to ``results_file`` as soon as it is done."""
+    length = setup.config.model.seq_len
+    steps, temperatures = sorted(int(s) for s in args.steps.split(",")), _floats(args.temperatures)
     references, mauve_seeds = None, [int(seed) for seed in args.mauve_seeds.split(",")]
     if args.reference:
         from edlm.evaluation.mauve_score import reference_texts
 
         references = reference_texts(args.reference, args.num, length, seed=args.seed)
 
-    def evaluate(texts: list[str]) -> dict:
-        return evaluate_samples(texts, judge, references, mauve_seeds, num_resamples=args.bootstrap, seed=args.seed)
+    def keep(row: dict) -> None:
+        rows.append(row)
+        with open(results_file, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
 
-    todo = [job for job in jobs if (f"{job[0]}:{job[1].name}", job[2]) not in done]
-    for sampler, method, T in tqdm(todo, desc="quality sweep"):
-        energy = energies[(method.energy, method.mode)] if method.energy else None
-        texts, stats = draw_samples(mdlm, config, sampler, T, method, energy, args.num, args.seed, args.num,
-                                    args.precision, tokenizer)
-        metrics = evaluate(texts)
-        keep(make_row(f"{sampler}:{method.name}", sampler, method, T, texts, stats, metrics, args.num, args.seed))
-    if not any(r["setting"] == "ar" for r in rows):
+    def evaluate(texts: list[str], token_ids=None) -> dict:
+        from edlm.evaluation.generation import evaluate_samples
+
+        return evaluate_samples(texts, setup.judge, references, mauve_seeds, num_resamples=args.bootstrap,
+                                seed=args.seed, protocol=args.protocol, max_tokens=length, token_ids=token_ids,
+                                sampler_tokenizer=setup.tokenizer)
+
+    done = {(r["setting"], r["steps"], r.get("temperature", 1.0)) for r in rows}
+    jobs = [(sampler, m, T, tau) for sampler in [s for s in args.samplers.split(",") if s] for m in methods
+            for T in (m.steps or steps) for tau in temperatures if (f"{sampler}:{m.name}", T, tau) not in done]
+    for sampler, method, T, tau in tqdm(jobs, desc="quality sweep"):
+        energy = setup.energies[(method.energy, method.mode)] if method.energy else None
+        texts, stats, token_ids = draw_samples(setup.mdlm, setup.config, sampler, T, method, energy, args.num,
+                                               args.seed, args.num, args.precision, setup.tokenizer, tau)
+        keep(make_row(f"{sampler}:{method.name}", sampler, method, T, texts, stats, evaluate(texts, token_ids),
+                      args.num, args.seed, tau))
+    for tau in (tau for tau in temperatures if ("ar", length, tau) not in done):
         from edlm.sampling.ar import generate_ar
 
-        texts, stats = generate_ar(ar_model, ar_config, args.num, length, args.seed, batch_size=args.num,
-                                   tokenizer=tokenizer)
-        metrics = evaluate(texts)
-        row = make_row("ar", "ar", Method("ar"), length, texts, stats, metrics, args.num, args.seed)
+        texts, stats = generate_ar(setup.ar_model, setup.ar_config, args.num, length, args.seed, temperature=tau,
+                                   batch_size=args.num, tokenizer=setup.tokenizer)
+        row = make_row("ar", "ar", Method("ar"), length, texts, stats, evaluate(texts), args.num, args.seed, tau)
         keep({**row, "sampler": "ar", "nfe_per_sequence": stats["nfe"]})
-    baseline = f"{samplers[0]}:{BASELINE_METHOD}"
-    summary, table = summary_tables(rows, baseline, length, args.metric, args.bootstrap)
-    front_rows = [r for r in rows if {"setting": r["setting"], "steps": r["steps"]} in summary["pareto_front"]]
-    plots = plot(rows, front_rows, args.metric, out)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(value) for value in text.split(",")]
+    except ValueError:
+        raise BenchError(f"--temperatures {text!r}: expected comma-separated numbers, e.g. 0.8,0.9,1.0") from None
+    if any(not value > 0 for value in values):
+        raise BenchError(f"--temperatures {text!r}: every temperature must be > 0")
+    return values
+
+
+def write_outputs(args, setup: Setup, methods: list[Method], rows: list[dict], results_file: Path) -> None:
+    """The summary (verdicts at the reference temperature, frontiers over all temperatures), tables and plots."""
+    from edlm.bench.frontier import frontier_table, frontiers
+    from edlm.bench.quality_plots import plot, plot_frontiers
+
+    out, length = Path(args.out), setup.config.model.seq_len
+    temperatures = _floats(args.temperatures)
+    reference_tau = 1.0 if 1.0 in temperatures else max(temperatures)
+    at_tau = [r for r in rows if r.get("temperature", 1.0) == reference_tau]
+    baseline = f"{args.samplers.split(',')[0]}:{BASELINE_METHOD}"
+    summary, table = summary_tables(at_tau, baseline, length, args.metric, args.bootstrap)
+    front_rows = [r for r in at_tau if {"setting": r["setting"], "steps": r["steps"]} in summary["pareto_front"]]
+    plots = plot(at_tau, front_rows, args.metric, out)
+    curves = frontiers(rows, args.metric)
+    plots += plot_frontiers(curves, args.metric, out) if len(temperatures) > 1 else []
+    table = (f"Protocol: {args.protocol}. Verdicts at temperature {reference_tau:g}.\n\n{table}\n\n"
+             f"{frontier_table(curves, args.metric)}")
     if not plots:
         table += "\n\n(matplotlib not installed: no plots; pip install 'edlm[plot]')"
     brief = [{key: value for key, value in r.items() if key not in ("samples", "per_sample", "ci_text")}
              for r in rows]
-    payload = {"rows": brief, **summary, "plots": plots, "baseline": baseline, "metric": args.metric,
+    payload = {"rows": brief, **summary, "frontiers": curves, "plots": plots, "baseline": baseline,
+               "metric": args.metric, "protocol": args.protocol, "reference_temperature": reference_tau,
                "samples_file": str(results_file), "settings": vars(args),
                "methods": [dataclasses.asdict(m) for m in methods],
-               "models": {"mdlm": json.loads(config.to_json()), "ar": json.loads(ar_config.to_json())},
+               "models": {"mdlm": json.loads(setup.config.to_json()), "ar": json.loads(setup.ar_config.to_json())},
                "environment": environment()}
     write_results(out, "quality", payload, table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edlm.device import resolve_device
+
+    args = build_parser().parse_args(argv)
+    _floats(args.temperatures)
+    setup = load_setup(args, resolve_device(args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = sorted(int(s) for s in args.steps.split(","))
+    methods = method_grid(args.grid, steps, bool(args.nce), setup.config.model.seq_len)
+    if args.methods:
+        methods = [m for m in methods if m.name in set(args.methods.split(","))]
+    results_file = out / "quality.jsonl"
+    rows = read_rows(results_file, args.resume)
+    sweep(args, setup, methods, rows, results_file)
+    write_outputs(args, setup, methods, rows, results_file)
     return 0
