@@ -118,12 +118,16 @@ def diversity_intervals(texts: Sequence[str], num_resamples: int = 100, seed: in
         for kind, sequences, orders in (("char", texts, range(1, 5)), ("word", words, range(1, 4))):
             for n in orders:
                 grams = _gram_ids(sequences, n)
-                if not sum(len(g) for g in grams):
+                total = sum(len(g) for g in grams)
+                if not total:
                     continue
+                counts = np.array([len(g) for g in grams], dtype=np.float64)
+                present = [np.unique(g) for g in grams]  # which n-grams each sample holds
 
-                def distinct(rows, grams=grams):
-                    picked = np.concatenate([grams[i] for i in rows])
-                    return len(np.unique(picked)) / len(picked) if len(picked) else float("nan")
+                def distinct(rows, present=present, counts=counts, size=total):
+                    picked = counts[rows].sum()
+                    seen = np.bincount(np.concatenate([present[i] for i in rows]), minlength=size) > 0
+                    return float(seen.sum()) / picked if picked else float("nan")
 
                 intervals[f"distinct_{kind}_{n}"] = half_sample_interval(distinct, len(texts), num_resamples, seed)
                 methods[f"distinct_{kind}_{n}"] = (f"half-sampling without replacement, {num_resamples} "
