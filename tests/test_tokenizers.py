@@ -341,3 +341,12 @@ def test_byte_level_rows_decode_to_valid_utf8_with_a_stated_policy(gpt2) -> None
     # a character split over tokens still decodes, across the whole run of tokens
     assert gpt2.decode(emoji) == "ok 🙃"
     assert gpt2.decode([*cut, gpt2.eos_id, *gpt2.encode("x").tolist()]) == "ok <|endoftext|>x"
+
+
+def test_a_new_tokenizer_family_is_one_registry_entry(monkeypatch) -> None:
+    from edlm.data.tokenizers import TOKENIZERS, Family
+
+    toy = CharTokenizer()
+    monkeypatch.setitem(TOKENIZERS, "toy", Family("toy (a test)", lambda meta, folder, size: toy,
+                                                  ready=lambda size: toy))
+    assert parse_tokenizer_name("toy") == ("toy", None) and get_tokenizer("toy") is toy
