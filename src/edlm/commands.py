@@ -217,8 +217,8 @@ def cmd_sample(args) -> int:
         from edlm.sampling.ar import generate_ar
 
         texts, stats = generate_ar(model, config, sample.num, length, sample.seed, sample.temperature,
-                                   sample.top_p, sample.prompt, sample.batch_size, rows=rows, tokenizer=tokenizer,
-                                   keep_eos=sample.keep_eos)
+                                   sample.top_p, sample.prompt, sample.batch_size, rows=rows, tokenizer=tokenizer)
+        token_ids = stats.pop("token_ids")
     elif config.model.kind == "mdlm":
         energy = None
         if sample.energy:
@@ -230,11 +230,11 @@ def cmd_sample(args) -> int:
         texts, result = generate(model, config, sample, energy, progress=bar.update,
                                  batches=batches_of(rows, sample.batch_size), tokenizer=tokenizer)
         bar.close()
-        stats = result.costs()
+        stats, token_ids = result.costs(), result.tokens.cpu().tolist()
     else:
         raise UserError(f"--run {args.run}: cannot sample from an {config.model.kind!r} model; pass it as "
                         f"--energy nce:{args.run} with the denoiser's --run")
-    parts = gather_to_rank0((texts, len(texts), stats, time.perf_counter() - started))
+    parts = gather_to_rank0((texts, len(texts), stats, time.perf_counter() - started, token_ids))
     if not info.is_main:
         cleanup()
         return 0
@@ -247,7 +247,7 @@ def cmd_sample(args) -> int:
                      seconds_all_processes=sum(part[3] for part in parts))
     record = {"samples": texts, "seconds": seconds, "tokens_per_second": len(texts) * length / seconds,
               **stats, "run": str(args.run), "model": config.model.kind, "length": length,
-              "tokenizer": tokenizer.name,
+              "tokenizer": tokenizer.name, "token_ids": [ids for part in parts for ids in part[4]],
               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "debug", "command")}}
     if args.out:
         from edlm.fileio import write_json_atomic

@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from edlm.data import ALPHABET
+from edlm.data.tokenizers import get_tokenizer
 from edlm.device import autocast_for
 from edlm.diffusion.categorical import inverse_cdf, sampling_probs
 from edlm.errors import EdlmError
 from edlm.models.ar import ar_log_probs
-from edlm.sampling.generate import decode_sample, normalise_prompt
+from edlm.sampling.generate import decode_sample
 
 
 class ARPromptError(EdlmError, ValueError):
@@ -111,26 +111,20 @@ def sample_ar_uncached(model, prefix: torch.Tensor, length: int, uniforms: torch
 
 
 def encode_prompt(prompt: str | None, length: int, tokenizer=None) -> tuple[torch.Tensor, str]:
-    """Normalise a prompt (as the corpus, keeping a trailing space) -> ((P,) int64 ids, normalised text);
-    checks it fits ``length``. With a subword ``tokenizer`` the raw prompt is encoded by it instead."""
-    if tokenizer is not None and tokenizer.name != "char":
-        ids = [int(i) for i in tokenizer.encode(prompt or "")]
-        if len(ids) > length:
-            raise ARPromptError(f"--prompt is {len(ids)} {tokenizer.name} tokens, longer than --length {length}")
-        return torch.tensor(ids, dtype=torch.long), prompt or ""
-    text = normalise_prompt(prompt or "")
-    if len(text) > length:
-        raise ARPromptError(f"--prompt is {len(text)} characters after normalisation, longer than "
-                            f"--length {length}")
-    return torch.tensor([ALPHABET.index(char) for char in text], dtype=torch.long), text
+    """A prompt -> ((P,) int64 ids, their text) through the tokenizer's own prompt rule (``prompt_ids``; default:
+    the char alphabet, which normalises as the corpus and keeps a trailing space); checks it fits ``length``."""
+    tokenizer = tokenizer or get_tokenizer("char")
+    ids, _ = tokenizer.prompt_ids(prompt or "")
+    if len(ids) > length:
+        raise ARPromptError(f"--prompt is {len(ids)} {tokenizer.name} tokens, longer than --length {length}")
+    return torch.tensor(ids, dtype=torch.long), tokenizer.decode(ids) if ids else ""
 
 
 def generate_ar(model, config, num: int, length: int, seed: int, temperature: float = 1.0, top_p: float = 1.0,
                 prompt: str | None = None, batch_size: int = 16, cached: bool = True, precision: str = "fp32",
-                rows: range | None = None, tokenizer=None, keep_eos: bool = False) -> tuple[list[str], dict]:
+                rows: range | None = None, tokenizer=None) -> tuple[list[str], dict]:
     """Sample ``num`` texts of ``length`` tokens (the prompt is their prefix); ``tokenizer`` (default: the char
-    alphabet) encodes the prompt and decodes the samples (subword samples are cut at their first end-of-text
-    token unless ``keep_eos``).
+    alphabet) encodes the prompt and decodes the samples (whole rows, see ``decode_sample``).
 
     The uniforms of all ``num`` samples are drawn from ``seed`` up front, so ``rows`` (default: all; a
     ``parallel.shard`` of whole batches) samples just those texts, equal to the same rows of a full run.
@@ -148,7 +142,7 @@ def generate_ar(model, config, num: int, length: int, seed: int, temperature: fl
     uniforms = torch.rand((num, length - len(prefix)), generator=generator, dtype=torch.float64)  # (N, G)
     sampler = sample_ar_cached if cached else sample_ar_uncached
     started = time.perf_counter()
-    texts, nfe = [], 0
+    texts, token_ids, nfe = [], [], 0
     rows = range(num) if rows is None else rows
     for start in range(rows.start, rows.stop, batch_size):
         count = min(batch_size, rows.stop - start)
@@ -156,8 +150,9 @@ def generate_ar(model, config, num: int, length: int, seed: int, temperature: fl
         tokens, calls = sampler(model, batch_prefix, length, uniforms[start:start + count].to(device), mask_id,
                                 temperature, top_p, precision)
         nfe += calls
-        texts.extend(decode_sample(row, tokenizer, keep_eos) for row in tokens.cpu())
+        texts.extend(decode_sample(row, tokenizer) for row in tokens.cpu())
+        token_ids.extend(tokens.cpu().tolist())
     seconds = time.perf_counter() - started
     stats = {"nfe": nfe, "nfe_per_sequence": length - len(prefix), "seconds": seconds,
-             "prompt": prompt_text, "cached": cached}
+             "prompt": prompt_text, "cached": cached, "token_ids": token_ids}
     return texts, stats

@@ -69,8 +69,6 @@ class SampleConfig:
     batch_size: int = field(default=16, metadata={"help": "sequences per network call"})
     precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
         "help": "network precision (sampling itself is always float64)"})
-    keep_eos: bool = field(default=False, metadata={
-        "help": "subword models: keep the whole row instead of cutting each sample at its first end-of-text token"})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the MDLM denoiser (AR sampling ignores it): fewer kernel launches per step on a "
                 "GPU, where a small model's step is launch-bound; the first call pays the compile, and the cached "

@@ -77,7 +77,7 @@ def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
         result = sampler.sample(template[start:start + sample.batch_size].to(device), generator,
                                 progress=None if progress is None else (lambda _: progress(1)))
         results.append(result)
-        texts.extend(decode_sample(row, tokenizer, sample.keep_eos) for row in result.tokens.cpu())
+        texts.extend(decode_sample(row, tokenizer) for row in result.tokens.cpu())
     return texts, merge_results(results, template[:0])
 
 
