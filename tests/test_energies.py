@@ -170,7 +170,8 @@ def test_hf_model_sees_bos_then_tokens_and_never_the_mask_id(tmp_path):
     inputs = torch.cat(seen)  # (27, L)
     assert int(inputs.max()) < V and bool((inputs[:, 0] == V - 1).all())
     assert torch.equal(inputs[:, 1:], candidates[0, :, :-1])
-    with pytest.raises(ValueError, match=r"clean sequences only: found id 3 \(the denoiser's \[MASK\] is 3"):
+    with pytest.raises(RuntimeError, match=r"clean sequences only: found an id outside \[0, 3\) \(the denoiser's "
+                                            r"\[MASK\] is 3"):
         energy(torch.tensor([[[0, V, 1]]]), torch.tensor([[V, V, V]]), torch.zeros(1, L, V + 1))
 
 

@@ -120,8 +120,10 @@ def interval_plot(labels: list[str], estimates: list[Interval | None], path: Pat
 class HostSyncCounter(TorchDispatchMode):
     """Counts, while active, the operations that make the host wait for the device on a GPU: reading a value
     (``.item()``, ``if tensor``: ``_local_scalar_dense``/``is_nonzero``), ``nonzero``, and indexing or assigning
-    with a boolean mask (its size must reach the host). A dispatch mode sees each op on any device, so the count
-    is the same on a CPU as it would be on CUDA. ``counts``: {op: calls}.
+    with a boolean mask (its size must reach the host), and copying a tensor to the host (``.to("cpu")`` of a
+    device tensor; on a CPU, where that is a no-op, the explicit ``.to("cpu", copy=True)`` that stands for it). A
+    dispatch mode sees each op on any device, so the count is the same on a CPU as it would be on CUDA.
+    ``counts``: {op: calls}.
 
         with HostSyncCounter() as syncs:
             generate(...)
@@ -146,4 +148,17 @@ class HostSyncCounter(TorchDispatchMode):
         elif name in self.MASK_OPS and len(args) > 1 and any(
                 isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in args[1] or []):
             self.counts[f"{name} (boolean mask)"] += 1
+        elif name in ("aten._to_copy", "aten.copy_") and _copies_to_host(name, args, kwargs or {}):
+            self.counts[f"{name} (to the host)"] += 1
         return func(*args, **(kwargs or {}))
+
+
+def _copies_to_host(name: str, args, kwargs) -> bool:
+    """A copy into host memory: from a device tensor, or a plain copy (same dtype) of a CPU tensor to the CPU."""
+    if name == "aten.copy_":
+        return args[0].device.type == "cpu" and args[1].device.type != "cpu"
+    target = kwargs.get("device")
+    if target is None or torch.device(target).type != "cpu":
+        return False
+    source = args[0]
+    return source.device.type != "cpu" or kwargs.get("dtype") in (None, source.dtype)

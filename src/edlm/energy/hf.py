@@ -99,9 +99,11 @@ class HFEnergy(TokenLogProbEnergy):
     @torch.no_grad()
     def token_log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
         """log p_HF(x_i | BOS, x_<i) for (N, L) clean sequences -> (N, L) float64 on their device, in chunks."""
-        if int(sequences.max()) >= self.vocab_size or int(sequences.min()) < 0:
-            raise ValueError(f"HFEnergy scores clean sequences only: found id {int(sequences.max())} "
-                             f"(the denoiser's [MASK] is {self.mask_id}, vocabulary {self.vocab_size})")
+        # checked on the device (no host read inside a sampling step): a RuntimeError on the CPU, a device-side
+        # assert on a GPU
+        torch._assert_async(((sequences >= 0) & (sequences < self.vocab_size)).all(),
+                            f"HFEnergy scores clean sequences only: found an id outside [0, {self.vocab_size}) (the "
+                            f"denoiser's [MASK] is {self.mask_id})")
         device = next(self.model.parameters()).device
         vocab_rows = self.model.get_output_embeddings().weight.shape[0]
         chunk = rows_per_chunk(self.chunk_rows, sequences.shape[1], vocab_rows)

@@ -73,6 +73,14 @@ class SampleConfig:
         "help": "torch.compile the MDLM denoiser (AR sampling ignores it): fewer kernel launches per step on a "
                 "GPU, where a small model's step is launch-bound; the first call pays the compile, and the cached "
                 "sampler's changing row counts one more (on a CPU compiling takes minutes)"})
+    static_shapes: bool = field(default=False, metadata={
+        "help": "capture-friendly sampling loop: one host read per step and a few fixed batch shapes for the "
+                "denoiser (the cache recomputes the changed rows padded to 1, 2, 3, 4, 6, 8, 12, ... rows); the same "
+                "samples as the default loop (bit for bit on CPU fp32)"})
+    cuda_graphs: bool = field(default=False, metadata={
+        "help": "replay the denoiser from one CUDA graph per batch shape (implies --static-shapes; CUDA only): "
+                "far fewer kernel launches per step for small models; random draws and the energy stay outside the "
+                "graphs, so the random stream is the default loop's"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"flag": False})
 
     def __post_init__(self):

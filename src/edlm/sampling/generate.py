@@ -22,6 +22,7 @@ from edlm.models.denoiser import make_denoiser_fn
 from edlm.parallel import batch_seed
 from edlm.sampling.base import SampleResult
 from edlm.sampling.config import SampleConfig
+from edlm.sampling.graphs import ShapeGraphs
 from edlm.sampling.importance import ImportanceSampler
 from edlm.sampling.loop import MaskedDiffusionSampler
 from edlm.sampling.proposal import FactorizedProposal
@@ -40,14 +41,16 @@ def build_sampler(denoiser, schedule, mask_id: int, sample: SampleConfig, energy
         importance = ImportanceSampler(energy, sample.k, sample.window, sample.energy_temp, sample.is_target,
                                        sample.fills)
     return MaskedDiffusionSampler(denoiser, schedule, mask_id, sample.steps, step, proposal, importance,
-                                  cached=spec.cached)
+                                  cached=spec.cached, static=sample.static_shapes or sample.cuda_graphs)
 
 
 def model_denoiser(model, config: RunConfig, sample: SampleConfig):
-    """(denoiser function, schedule) of an MDLM network under ``sample``'s precision (compiled if asked)."""
+    """(denoiser function, schedule) of an MDLM network under ``sample``'s precision (compiled if asked, replayed
+    from CUDA graphs if asked: ``sampling.graphs``)."""
     schedule = schedule_for(config)
     network = torch.compile(model) if sample.compile else model
-    return make_denoiser_fn(network, config.model.mask_id, sample.precision, schedule), schedule
+    denoiser = make_denoiser_fn(network, config.model.mask_id, sample.precision, schedule)
+    return (ShapeGraphs(denoiser) if sample.cuda_graphs else denoiser), schedule
 
 
 def generate(model, config: RunConfig, sample: SampleConfig, energy=None,

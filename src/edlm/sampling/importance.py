@@ -118,9 +118,12 @@ class ImportanceSampler:
         return candidates[torch.arange(B, device=x_t.device), chosen], B * k
 
     def draw_reveal(self, proposal: FactorizedProposal, log_probs: torch.Tensor, x_t: torch.Tensor,
-                    reveal: torch.Tensor, generator: torch.Generator, denoise=None) -> tuple[torch.Tensor, int]:
+                    reveal: torch.Tensor, generator: torch.Generator, denoise=None,
+                    every_row: bool = False) -> tuple[torch.Tensor, int]:
         """Weights aimed at the reveal set ``reveal`` (B, L) bool -> (x0 (B, L), energy rows scored). x0 is
-        meaningful on ``reveal`` only. Only rows that reveal something are scored (one host sync for their list).
+        meaningful on ``reveal`` only. Only rows that reveal something are scored (one host sync for their list),
+        or with ``every_row`` all of them (no host sync; the same x0 on the reveal set), except for target
+        "reveal-cond", whose random stream depends on the rows scored (it keeps the list).
         ``denoise(x (N, L), rows (N,)) -> log-probs (N, L, V + 1)``: the denoiser on sequences derived from the
         given rows of x_t (target "reveal-cond" only).
 
@@ -133,7 +136,10 @@ class ImportanceSampler:
         fills = proposal.candidates(log_probs, x_t, self.fills, generator, probs) if self.target == "reveal" \
             else None  # (B, M, L)
         uniforms = torch.rand(B, generator=generator, dtype=torch.float64, device=x_t.device)
-        rows = reveal.any(-1).nonzero().squeeze(1)  # (n,) rows with something to reveal
+        if every_row and self.target != "reveal-cond":
+            rows = torch.arange(B, device=x_t.device)  # a row that reveals nothing: equal weights, its x0 unused
+        else:
+            rows = reveal.any(-1).nonzero().squeeze(1)  # (n,) rows with something to reveal
         chosen = torch.zeros(B, dtype=torch.long, device=x_t.device)
         if rows.numel() == 0:
             return candidates[:, 0], 0
