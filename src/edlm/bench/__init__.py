@@ -18,6 +18,8 @@ BENCHES = {
     "quality": "edlm.bench.quality",
     "likelihood": "edlm.bench.likelihood",
     "scaling": "edlm.bench.scaling",
+    "step-cost": "edlm.bench.step_cost",
+    "vs-mdlm": "edlm.bench.vs_mdlm",
 }
 
 

@@ -1,0 +1,138 @@
+"""Sampling speed of edlm against MDLM's own sampling loop, on the same network in the same process.
+
+    edlm bench vs-mdlm [--device cuda] [--preset owt-paper] [--num 16] [--length 1024] [--steps 1024]
+                       [--prefix 128] [--modes eager,graphs] [--gumbel float64] [--repeats 3] [--out DIR]
+
+The network: a randomly initialised ``--preset`` denoiser (default ``owt-paper``: 12 x 768, L = 1024, the GPT-2
+vocabulary; which rows change at a step does not depend on the weights). Rows:
+
+- ``mdlm loop``: MDLM's cached ancestral loop (``bench.mdlm_loop``: its SUBS with boolean-mask indexing, its Gumbel
+  argmax in ``--gumbel`` precision, the whole-batch cache check with one host read per step), the reference;
+- ``edlm cached (MODE)``: ``edlm sample --sampler cached`` (float64 inverse-CDF draws, the per-row cache) with the
+  default loop (``eager``), ``--static-shapes`` (``static``) or ``--cuda-graphs`` (``graphs``).
+
+Both sample the same law (MDLM's ancestral step); the cost of a run is its network calls plus its per-step work. A
+timed run is the first ``--prefix`` steps of a T = ``--steps`` run (stopped after the prefix), the device
+synchronised before and after; tokens per second = B L / (ms per step x T), the rate of a whole run at that
+per-step cost. Every row runs once (graphs: after capturing every batch shape), then ``--repeats`` times,
+interleaved. Geometric means with exponentiated 95% t-intervals; the speed-up over MDLM's loop is paired by repeat.
+Target: edlm >= 3x MDLM's loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from edlm.bench import BenchError
+from edlm.bench.common import (
+    Estimate,
+    environment,
+    format_interval,
+    format_ratio,
+    geometric_interval,
+    markdown_table,
+    paired_ratio,
+    write_results,
+)
+from edlm.bench.mdlm_loop import mdlm_sample
+from edlm.bench.step_cost import MODES, run_prefix, target_verdict, timed
+from edlm.config import get_preset
+from edlm.device import resolve_device
+from edlm.diffusion.schedule import schedule_for
+from edlm.flags import OneLineParser, positive_int
+from edlm.models import build_model
+from edlm.models.denoiser import make_denoiser_fn
+from edlm.sampling.config import SampleConfig
+from edlm.sampling.generate import build_sampler
+from edlm.sampling.graphs import ShapeGraphs
+from edlm.sampling.loop import bucket_size
+
+REFERENCE = "mdlm loop"
+
+
+def build_rows(model, config, args, device) -> dict:
+    """{row name: a function of ``progress`` that runs the loop}."""
+    mask_id = config.model.mask_id
+    template = torch.full((args.num, args.length), mask_id, dtype=torch.long, device=device)
+    rows = {REFERENCE: lambda progress: mdlm_sample(
+        model, args.num, args.length, mask_id, args.steps, torch.Generator(device=device).manual_seed(0),
+        args.precision, args.gumbel, progress=progress)}
+    for mode in args.modes:
+        denoiser = make_denoiser_fn(model, mask_id, args.precision)
+        if mode == "graphs":
+            denoiser = ShapeGraphs(denoiser)
+            for size in sorted({bucket_size(n, args.num) for n in range(1, args.num + 1)}):
+                denoiser(template[:size])  # capture every shape the static loop can use, before timing
+        sample = SampleConfig(sampler="cached", steps=args.steps, k=1, static_shapes=mode == "static",
+                              cuda_graphs=mode == "graphs")
+        sampler = build_sampler(denoiser, schedule_for(config), mask_id, sample)
+        rows[f"edlm cached ({mode})"] = (lambda progress, s=sampler: s.sample(
+            template, torch.Generator(device=device).manual_seed(0), progress=progress))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="edlm bench vs-mdlm")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
+    parser.add_argument("--preset", default="owt-paper", help="model preset (default owt-paper)")
+    parser.add_argument("--num", type=positive_int("--num"), default=16, help="batch B (default 16)")
+    parser.add_argument("--length", type=positive_int("--length"), help="L (default: the preset's seq_len)")
+    parser.add_argument("--steps", type=positive_int("--steps"), default=1024, help="T of a run (default 1024)")
+    parser.add_argument("--prefix", type=positive_int("--prefix"), help="timed steps per run (default: all T)")
+    parser.add_argument("--modes", help="edlm loops, comma-separated of eager, static, graphs (default: "
+                                        "eager,graphs on CUDA, eager,static on CPU)")
+    parser.add_argument("--gumbel", default="float64", choices=["float64", "float32"],
+                        help="precision of MDLM's Gumbel draw (float64: ReMDM's fix, edlm's precision)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (>= 2; default 3)")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    args.modes = [m.strip() for m in (args.modes or ("eager,graphs" if cuda else "eager,static")).split(",")]
+    if any(m not in MODES for m in args.modes) or ("graphs" in args.modes and not cuda):
+        raise BenchError(f"--modes {','.join(args.modes)}: expected eager, static, graphs (graphs on CUDA only)")
+    if args.repeats < 2:
+        raise BenchError(f"--repeats {args.repeats}: need at least 2 timed runs for a confidence interval")
+    config = get_preset(args.preset)
+    args.length = min(args.length or config.model.seq_len, config.model.seq_len)
+    torch.manual_seed(0)
+    model = build_model(config.model).to(device).eval()
+    rows = build_rows(model, config, args, device)
+    prefix = args.prefix or args.steps
+    for run in rows.values():  # warm-up
+        run_prefix(run, min(4, prefix))
+    times = {name: [] for name in rows}
+    for _ in range(args.repeats):
+        for name, run in rows.items():
+            seconds, steps = timed(device, lambda: run_prefix(run, args.prefix))
+            times[name].append(1e3 * seconds / max(steps, 1))
+    table_rows = []
+    for name, values in times.items():
+        per_step = geometric_interval(values)
+        tokens = args.num * args.length / (args.steps / 1e3)  # tokens/s = tokens / ms per step: the ends swap
+        rate = Estimate(tokens / per_step.value, tokens / per_step.high, tokens / per_step.low)
+        row = {"loop": name, "ms_per_step": per_step.value, "ms_per_step_ci95": [per_step.low, per_step.high],
+               "ms_repeats": values, "tokens_per_s": rate.value, "tokens_per_s_ci95": [rate.low, rate.high],
+               "ms/step (95% CI)": format_interval(per_step, ".2f"), "tokens/s (95% CI)": format_interval(rate, ",.0f")}
+        if name != REFERENCE:
+            speedup = paired_ratio(times[REFERENCE], values)
+            row.update(speedup_vs_mdlm=speedup.value, speedup_vs_mdlm_ci95=[speedup.low, speedup.high],
+                       **{"vs MDLM's loop": format_ratio(speedup), "target >= 3x": target_verdict(speedup, 3.0,
+                                                                                                  at_least=True)})
+        table_rows.append(row)
+    model_config = config.model
+    text = (f"Sampling, edlm vs MDLM's loop: {args.preset} shape ({model_config.n_layers} x {model_config.hidden}, "
+            f"V = {model_config.vocab_size}, random init), B = {args.num}, L = {args.length}, T = {args.steps} (the "
+            f"first {prefix} steps timed; tokens/s = B L / (ms per step x T)), {args.precision}, MDLM's Gumbel in "
+            f"{args.gumbel}; its DiT's flash-attn replaced by PyTorch's scaled_dot_product_attention; device "
+            f"{environment(device)['device_name']}, torch {torch.__version__}. Every row timed {args.repeats} "
+            f"times, interleaved; geometric means with exponentiated 95% t-intervals; speed-ups paired by repeat.\n\n"
+            + markdown_table(table_rows, ["loop", "ms/step (95% CI)", "tokens/s (95% CI)", "vs MDLM's loop",
+                                          "target >= 3x"]))
+    write_results(Path(args.out), "vs_mdlm", {"rows": table_rows, "settings": dict(vars(args)),
+                                              "environment": environment(device)}, text)
+    return 0
