@@ -1,35 +1,47 @@
 #!/usr/bin/env bash
-# One-GPU check of edlm, written to finish inside 6 minutes on one H100, and a one-page markdown report:
-#   bench/results/gpu/report.md (and $OUT/gpu_report.md plus the step logs when $OUT is set).
+# One-GPU check of edlm, written to end inside its own deadline (GPU_CHECK_BUDGET_S, 420 s) on one H100/H200, and a
+# one-page markdown report: bench/results/gpu/report.md (and, when $OUT is set, $OUT/gpu_report.md plus two
+# archives, gpu_results.tar.gz and gpu_logs.tar.gz: three files, inside the device tool's eight).
 #
 # Phase A, correctness (everything at once; the GPU is shared, so nothing here is timed):
 #   - every test marked `gpu`, in three pytest processes (the CLI tests that share trained runs, the
 #     torch.compile test, and the rest);
 #   - end to end: train MDLM and AR for ~60 s each (together), then eval (MDLM, AR, the EDLM bound), sample
 #     (MDLM, EDLM-AR), then eval-gen of both sample sets;
-#   - warm-ups of the throughput benchmarks, which fill torch.compile's on-disk cache, so that phase B's
-#     compiled rows do not spend their time compiling.
-# Phase B, measurements (one at a time, the GPU alone): training throughput of text8-paper (levers, batch 64
-#   and 256), the sampling cost at T = 256 (ancestral vs cached, plain vs importance sampling), then char-small
-#   throughput (with a CUDA-graphs row: launches, not FLOPs, limit a model that small). The last step is the
-#   first to be cut by the deadline.
+#   - owt-paper (12 x 768, L = 1024, GPT-2 BPE) trained for 3 minutes on the prepared GPT-2 corpus, then evaluated:
+#     a finite validation bpc (it shares the GPU with the rest of phase A, so it takes fewer steps than alone);
+#   - warm-ups of the throughput benchmarks, which fill torch.compile's on-disk cache.
+# Phase B, measurements (one at a time, the GPU alone), most important first:
+#   1. bench step-cost: 8 x 512 char model, 64 x 256, T = 256 (first 64 steps timed): ms per step of ancestral,
+#      cached, IS k = 4 and reveal-set IS k = 4, 16, eager vs CUDA graphs, against one forward pass of the batch;
+#   2. bench vs-mdlm: owt-paper shape, batch 16, T = 1024 (first 64 steps timed): tokens/s of edlm's cached
+#      sampler (eager, CUDA graphs) against MDLM's own loop on the same weights;
+#   3. bench throughput of owt-paper (batch 16, eager levers; tokens/s and fraction of the bf16 peak measured in
+#      the same run);
+#   4. the text8-paper and char-small training throughput of earlier rounds (the first to be cut by the deadline).
+# A step that would start after the deadline is skipped, a running step is stopped at it; the report lists both.
+# Every step runs even if an earlier one failed.
 #
-# Timing: measured on one H100 for the first, sequential version of this script (2026-11-27): gpu tests 220 s,
-# training 74 s, each eval/sample/eval-gen 13-22 s, throughput 128 s (two compiles of about 50 s), sampling
-# 50 s (ancestral, T = 256 and 1024), about 7 minutes in all. This version runs phase A in parallel and
-# warms the compile cache there; it is not yet timed on a GPU. Whatever the speed, the script keeps its own
-# deadline (GPU_CHECK_BUDGET_S, 345 s): a step that would start after it is skipped, and a running step is
-# stopped at it; the report lists both. Every step runs even if an earlier one failed.
+# Prepared data (ignored folders, carried to the GPU machine; the machine has no openai-whisper, so the GPT-2
+# corpus is tokenised here). From the checkout, in the project's environment:
+#   python -m edlm data prepare --corpus shakespeare --out data/gpu --no-progress
+#   python -m edlm data prepare --corpus shakespeare --tokenizer gpt2 --out data/gpu-gpt2 --no-progress
+# The device call (the device tool's run; about 7 minutes of device time with the machine's start):
+#   command:   GPU_DATA=data/gpu GPU_DATA_OWT=data/gpu-gpt2 bash scripts/gpu_check.sh
+#   carry:     ["data/gpu", "data/gpu-gpt2"]
+#   timeout_s: 600
+# then commit bench/results/gpu/ from the archives that come back ($OUT/gpu_results.tar.gz holds it).
 #
 # Usage: bash scripts/gpu_check.sh            (from the checkout; PYTHON=python3 by default)
-#        GPU_DATA=data/gpu bash scripts/gpu_check.sh   (a prepared corpus; else Python's stdlib docstrings)
+#        GPU_DATA=data/gpu GPU_DATA_OWT=data/gpu-gpt2 bash scripts/gpu_check.sh   (prepared corpora; without
+#            GPU_DATA Python's stdlib docstrings are used, without GPU_DATA_OWT the owt-paper run is skipped)
 #        GPU_CHECK_QUICK=1 DEVICE=cpu bash scripts/gpu_check.sh   (a short smoke test of the script itself)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 QUICK="${GPU_CHECK_QUICK:-0}"
-BUDGET="${GPU_CHECK_BUDGET_S:-345}"
+BUDGET="${GPU_CHECK_BUDGET_S:-420}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 WORK="${GPU_CHECK_WORK:-out/gpu_check}"
@@ -37,6 +49,7 @@ RES="bench/results/gpu"
 [ "$QUICK" = 1 ] && RES="$WORK/results"  # a smoke test keeps the repository clean
 LOGS="$WORK/logs"
 DATA="${GPU_DATA:-data/gpu}"
+DATA_OWT="${GPU_DATA_OWT:-data/gpu-gpt2}"
 rm -rf "$WORK" && mkdir -p "$LOGS" "$RES"
 REPORT="$RES/report.md"
 STARTED=$(date +%s)
@@ -48,14 +61,25 @@ DETAILS="$WORK/details.md"
 if [ "$QUICK" = 1 ]; then
   MODEL=(--preset char-tiny train.max_steps=30); TRAIN_MIN=0.1; NUM=4; LEN=32; EVAL_SEQ=8
   TP=(--presets char-tiny --steps 2 --blocks 2); TP_SMALL=(--presets char-tiny --steps 2 --blocks 2)
-  SP=(--num 2 --length 32 --steps 4 --repeats 2)
+  TP_OWT=(--presets char-tiny --steps 2 --blocks 2)
+  OWT=(--preset owt-paper model.n_layers=1 model.hidden=32 model.n_heads=2 model.cond_dim=16 model.seq_len=64
+       train.batch_size=4 train.warmup_steps=2 train.eval_every=100000 train.ckpt_every=100000 --max-steps 3)
+  OWT_MIN=0.1; OWT_EVAL=(--max-sequences 4 --batch-size 4)
+  SC=(--preset char-tiny --num 4 --length 16 --steps 8 --prefix 4 --repeats 2 --k 2 --reveal-k 2 --fills 2)
+  VM=(--preset char-tiny --num 2 --length 16 --steps 8 --prefix 4 --repeats 2)
 else
   MODEL=(--preset char-small model.n_layers=8 model.hidden=512 model.n_heads=8 train.batch_size=128
          train.eval_every=100000 train.ckpt_every=100000 train.warmup_steps=100)
   TRAIN_MIN=1; NUM=64; LEN=256; EVAL_SEQ=512
   TP=(--presets text8-paper --steps 10 --blocks 3 --batch-sizes 64,256)
   TP_SMALL=(--presets char-small --steps 10 --blocks 3 --batch-sizes 128,512 --cuda-graphs)
-  SP=(--samplers ancestral,cached --steps 256 --repeats 3)  # T = 1024: bench/results/gpu/sampling.md
+  TP_OWT=(--presets owt-paper --batch-sizes 16 --no-compile --steps 4 --blocks 3)
+  OWT=(--preset owt-paper train.batch_size=32 train.warmup_steps=200 train.eval_every=100000
+       train.ckpt_every=100000 --max-steps 1000000)
+  OWT_MIN=3; OWT_EVAL=(--max-sequences 64 --batch-size 16)
+  SC=(--preset char-small --layers 8 --hidden 512 --heads 8 --num 64 --length 256 --steps 256 --prefix 64
+      --repeats 3 --k 4 --reveal-k 4,16 --fills 4 --modes eager,graphs)
+  VM=(--preset owt-paper --num 16 --length 1024 --steps 1024 --prefix 64 --repeats 3 --modes eager,graphs)
 fi
 
 # step NAME LIMIT_S COMMAND...: run it with a time limit that never passes the deadline, log it, record it.
@@ -160,6 +184,16 @@ step throughput-warmup 240 "${EDLM[@]}" bench throughput "${TP[@]}" --steps 1 --
 step throughput-warmup-small 240 "${EDLM[@]}" bench throughput "${TP_SMALL[@]}" --steps 1 --blocks 1 \
   --device "$DEVICE" --out "$WORK/warmup-small" & TESTS+=($!)
 
+# ... owt-paper: 3 minutes of training on the GPT-2 corpus, then its validation bpc (in the background) ...
+if [ -f "$DATA_OWT/meta.json" ]; then
+  OWT_RUN="$WORK/runs/owt"
+  ( step owt-train $(( 60 * ${OWT_MIN%.*} + 60 )) "${EDLM[@]}" train --data "$DATA_OWT" --model mdlm --out "$OWT_RUN" \
+      --max-minutes "$OWT_MIN" --device "$DEVICE" --no-progress "${OWT[@]}"
+    step owt-eval 60 "${EDLM[@]}" eval --run "$OWT_RUN" --data "$DATA_OWT" --split val --device "$DEVICE" \
+      "${OWT_EVAL[@]}" ) & TESTS+=($!)
+else
+  echo "| owt-train | - | 0 | skipped: no prepared GPT-2 corpus at $DATA_OWT (see the script's header) |" >> "$SUMMARY"
+fi
 # ... and end to end: train MDLM and AR together, then everything that reads them
 MDLM="$WORK/runs/mdlm"; AR="$WORK/runs/ar"
 TRAIN=(--max-minutes "$TRAIN_MIN" --max-steps 100000 --device "$DEVICE" --no-progress "${MODEL[@]}")
@@ -186,27 +220,33 @@ together
 PIDS=("${TESTS[@]}"); together
 PHASE_A=$(( $(date +%s) - STARTED ))
 
-# 3. phase B: the measurements, one at a time
+# 3. phase B: the measurements, one at a time, most important first
+keep() {  # keep NAME SRC_DIR BASE: copy BASE.{md,json,png} of a benchmark's folder into the results as NAME.*
+  for ext in md json png; do cp "$2/$3.$ext" "$RES/$1.$ext" 2>/dev/null; done
+}
+step bench-step-cost 150 "${EDLM[@]}" bench step-cost "${SC[@]}" --device "$DEVICE" --out "$WORK/sc"
+keep step-cost "$WORK/sc" step_cost
+step bench-vs-mdlm 120 "${EDLM[@]}" bench vs-mdlm "${VM[@]}" --device "$DEVICE" --out "$WORK/vm"
+keep vs-mdlm "$WORK/vm" vs_mdlm
+step bench-throughput-owt 90 "${EDLM[@]}" bench throughput "${TP_OWT[@]}" --device "$DEVICE" --out "$WORK/tp-owt"
+keep throughput-owt-paper "$WORK/tp-owt" throughput
 step bench-throughput 150 "${EDLM[@]}" bench throughput "${TP[@]}" --device "$DEVICE" --out "$WORK/tp"
-cp "$WORK/tp/throughput.md" "$RES/throughput-text8-paper.md" 2>/dev/null
-cp "$WORK/tp/throughput.json" "$RES/throughput-text8-paper.json" 2>/dev/null
-cp "$WORK/tp/throughput.png" "$RES/throughput-text8-paper.png" 2>/dev/null
-step bench-sampling 120 "${EDLM[@]}" bench sampling "${SP[@]}" --device "$DEVICE" --out "$WORK/sp"
-cp "$WORK/sp/sampling.md" "$RES/sampling-t256.md" 2>/dev/null
-cp "$WORK/sp/sampling.json" "$RES/sampling-t256.json" 2>/dev/null
-cp "$WORK/sp/sampling.png" "$RES/sampling-t256.png" 2>/dev/null
+keep throughput-text8-paper "$WORK/tp" throughput
 step bench-throughput-small 100 "${EDLM[@]}" bench throughput "${TP_SMALL[@]}" --device "$DEVICE" --out "$WORK/tp-small"
-cp "$WORK/tp-small/throughput.md" "$RES/throughput-char-small.md" 2>/dev/null
-cp "$WORK/tp-small/throughput.json" "$RES/throughput-char-small.json" 2>/dev/null
-cp "$WORK/tp-small/throughput.png" "$RES/throughput-char-small.png" 2>/dev/null
+keep throughput-char-small "$WORK/tp-small" throughput
 
 # 4. the report
 TOTAL=$(( $(date +%s) - STARTED ))
 {
   echo "# edlm GPU check"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+       "$(git diff --quiet HEAD 2>/dev/null || echo '(with uncommitted changes)')," \
        "${TOTAL} s in all (phase A ${PHASE_A} s; budget ${BUDGET} s)."
+  echo
+  CUT=$(grep -E "skipped: the|stopped at the" "$SUMMARY" | cut -d'|' -f2 | sed 's/^ *//; s/ *$//' | paste -sd, - \
+        | sed 's/,/, /g')
+  echo "Cut by the deadline: ${CUT:-none}."
   echo
   sed 's/^/    /' "$WORK/env.txt"
   echo
@@ -222,13 +262,16 @@ TOTAL=$(( $(date +%s) - STARTED ))
   for name in train-mdlm train-ar; do
     tail -n 1 "$LOGS/$name.log" 2>/dev/null | sed "s/^/- $name: /"
   done
-  for name in eval-mdlm eval-ar eval-edlm-bound eval-gen-mdlm eval-gen-edlm-ar; do
+  for name in owt-train; do
+    tail -n 1 "$LOGS/$name.log" 2>/dev/null | sed "s/^/- $name (owt-paper, ${OWT_MIN} min, shared GPU): /"
+  done
+  for name in eval-mdlm eval-ar eval-edlm-bound eval-gen-mdlm eval-gen-edlm-ar owt-eval; do
     grep -m1 -i "bpc\|gen PPL" "$LOGS/$name.log" 2>/dev/null | cut -c1-200 | sed "s/^/- $name: /"
   done
   for name in pytest-gpu-cli pytest-gpu-compile pytest-gpu-rest; do
     grep -E "[0-9]+ (passed|failed|error)" "$LOGS/$name.log" 2>/dev/null | tail -n 1 | sed "s/^/- $name: /"
   done
-  for file in throughput-text8-paper.md sampling-t256.md throughput-char-small.md; do
+  for file in step-cost.md vs-mdlm.md throughput-owt-paper.md throughput-text8-paper.md throughput-char-small.md; do
     [ -f "$RES/$file" ] && { echo; echo "## ${file%.md}"; echo; cat "$RES/$file"; }
   done
   echo
@@ -236,6 +279,8 @@ TOTAL=$(( $(date +%s) - STARTED ))
   cat "$DETAILS"
 } > "$REPORT"
 if [ -n "${OUT:-}" ]; then
-  cp "$REPORT" "$OUT/gpu_report.md"; cp -r "$LOGS" "$OUT/gpu_logs" 2>/dev/null
+  cp "$REPORT" "$OUT/gpu_report.md"
+  tar -czf "$OUT/gpu_results.tar.gz" -C "$(dirname "$RES")" "$(basename "$RES")" 2>/dev/null
+  tar -czf "$OUT/gpu_logs.tar.gz" -C "$WORK" logs 2>/dev/null
 fi
 echo "wrote $REPORT (${TOTAL} s)"
