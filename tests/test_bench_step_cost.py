@@ -9,9 +9,9 @@ from toys import SCHEDULE, conditional_denoiser, random_joint, sequence_index
 from edlm.bench import run_bench
 from edlm.bench.mdlm_loop import mdlm_sample
 from edlm.bench.step_cost import target_verdict
-from edlm.bench.common import Estimate
 from edlm.likelihood.estimators import make_step_plan
 from edlm.likelihood.exact import exact_sampler_distribution
+from edlm.stats import Interval
 
 TINY = ["--device", "cpu", "--preset", "char-tiny", "--num", "4", "--length", "16", "--steps", "8", "--prefix", "4",
         "--repeats", "2"]
@@ -44,11 +44,11 @@ def test_vs_mdlm_smoke_run(tmp_path):
 
 
 def test_target_verdicts():
-    assert target_verdict(Estimate(1.5, 1.4, 1.6), 2.0).startswith("met")
-    assert target_verdict(Estimate(2.5, 2.2, 2.9), 2.0).startswith("not met: 2.50x")
-    assert target_verdict(Estimate(1.9, 1.7, 2.2), 2.0).startswith("undecided")
-    assert target_verdict(Estimate(3.5, 3.1, 3.9), 3.0, at_least=True).startswith("met")
-    assert target_verdict(Estimate(1.5, 1.4, 1.6), 3.0, at_least=True).startswith("not met: 1.50x")
+    assert target_verdict(Interval(1.5, 1.4, 1.6), 2.0).startswith("met")
+    assert target_verdict(Interval(2.5, 2.2, 2.9), 2.0).startswith("not met: 2.50x")
+    assert target_verdict(Interval(1.9, 1.7, 2.2), 2.0).startswith("undecided")
+    assert target_verdict(Interval(3.5, 3.1, 3.9), 3.0, at_least=True).startswith("met")
+    assert target_verdict(Interval(1.5, 1.4, 1.6), 3.0, at_least=True).startswith("not met: 1.50x")
 
 
 class ToyNetwork(torch.nn.Module):

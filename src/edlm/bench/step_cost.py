@@ -34,18 +34,7 @@ from pathlib import Path
 import torch
 
 from edlm.bench import BenchError
-from edlm.bench.common import (
-    Estimate,
-    HostSyncCounter,
-    environment,
-    format_interval,
-    format_ratio,
-    geometric_interval,
-    markdown_table,
-    paired_ratio,
-    synchronize,
-    write_results,
-)
+from edlm.bench.common import HostSyncCounter, environment, markdown_table, synchronize, write_results
 from edlm.config import get_preset
 from edlm.device import resolve_device
 from edlm.diffusion.schedule import schedule_for
@@ -57,6 +46,7 @@ from edlm.sampling.config import SampleConfig
 from edlm.sampling.generate import build_sampler
 from edlm.sampling.graphs import ShapeGraphs
 from edlm.sampling.loop import bucket_size
+from edlm.stats import Interval, format_interval, format_ratio, geometric_interval, paired_ratio
 
 MODES = ("eager", "static", "graphs")
 
@@ -93,15 +83,15 @@ def timed(device: torch.device, function) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def target_verdict(ratio: Estimate, limit: float, at_least: bool = False) -> str:
+def target_verdict(ratio: Interval, limit: float, at_least: bool = False) -> str:
     """Met / not met / undecided for a ratio's 95% interval against ``limit`` (``at_least``: the ratio must reach
     it; else stay at or below it)."""
     if (ratio.low >= limit) if at_least else (ratio.high <= limit):
-        return f"met ({ratio.value:.2f}x, 95% CI {ratio.low:.2f}..{ratio.high:.2f})"
+        return f"met ({ratio.estimate:.2f}x, 95% CI {ratio.low:.2f}..{ratio.high:.2f})"
     if (ratio.high < limit) if at_least else (ratio.low > limit):
-        short = limit / ratio.value if at_least else ratio.value / limit
-        return f"not met: {ratio.value:.2f}x (95% CI {ratio.low:.2f}..{ratio.high:.2f}), {short:.2f}x short"
-    return f"undecided: {ratio.value:.2f}x, the 95% CI {ratio.low:.2f}..{ratio.high:.2f} contains {limit}"
+        short = limit / ratio.estimate if at_least else ratio.estimate / limit
+        return f"not met: {ratio.estimate:.2f}x (95% CI {ratio.low:.2f}..{ratio.high:.2f}), {short:.2f}x short"
+    return f"undecided: {ratio.estimate:.2f}x, the 95% CI {ratio.low:.2f}..{ratio.high:.2f} contains {limit}"
 
 
 def settings(k: int, reveal_k: list[int], fills: int, steps: int) -> dict[str, SampleConfig | None]:
@@ -165,7 +155,7 @@ def comparisons(times: dict, args) -> list[dict]:
 
     def add(label: str, numerator, denominator, verdict=None):
         ratio = paired_ratio(times[numerator], times[denominator])
-        out.append({"comparison": label, "ratio": ratio.value, "ratio_ci95": [ratio.low, ratio.high],
+        out.append({"comparison": label, "ratio": ratio.estimate, "ratio_ci95": [ratio.low, ratio.high],
                     "reads": format_ratio(ratio), "verdict": verdict(ratio) if verdict else ""})
 
     plain = ["ancestral", "cached"]
@@ -175,7 +165,7 @@ def comparisons(times: dict, args) -> list[dict]:
                 lambda r: target_verdict(r, 2.0))
         add(f"cached step / ancestral step ({mode})", ("cached", mode), ("ancestral", mode),
             lambda r: "met (not significantly slower)" if r.low <= 1.0 else
-            f"not met: {r.value:.2f}x slower (95% CI {r.low:.2f}..{r.high:.2f})")
+            f"not met: {r.estimate:.2f}x slower (95% CI {r.low:.2f}..{r.high:.2f})")
         for name in [n for n in settings(args.k, args.reveal_k, args.fills, args.steps) if "k=" in n]:
             add(f"{name} / cached plain ({mode})", (name, mode), ("cached", mode))
     for mode in args.modes[1:]:
@@ -227,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = []
     for (name, mode), values in times.items():
         estimate = geometric_interval(values)
-        table_rows.append({"row": name, "mode": mode, "ms_per_step": estimate.value,
+        table_rows.append({"row": name, "mode": mode, "ms_per_step": estimate.estimate,
                            "ms_per_step_ci95": [estimate.low, estimate.high], "ms_repeats": values,
                            "host_reads_per_step": reads[(name, mode)],
                            "ms/step (95% CI)": format_interval(estimate, ".3f"),

@@ -27,16 +27,7 @@ from pathlib import Path
 import torch
 
 from edlm.bench import BenchError
-from edlm.bench.common import (
-    Estimate,
-    environment,
-    format_interval,
-    format_ratio,
-    geometric_interval,
-    markdown_table,
-    paired_ratio,
-    write_results,
-)
+from edlm.bench.common import environment, markdown_table, write_results
 from edlm.bench.mdlm_loop import mdlm_sample
 from edlm.bench.step_cost import MODES, run_prefix, target_verdict, timed
 from edlm.config import get_preset
@@ -49,6 +40,7 @@ from edlm.sampling.config import SampleConfig
 from edlm.sampling.generate import build_sampler
 from edlm.sampling.graphs import ShapeGraphs
 from edlm.sampling.loop import bucket_size
+from edlm.stats import Interval, format_interval, format_ratio, geometric_interval, paired_ratio
 
 REFERENCE = "mdlm loop"
 
@@ -114,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in times.items():
         per_step = geometric_interval(values)
         tokens = args.num * args.length / (args.steps / 1e3)  # tokens/s = tokens / ms per step: the ends swap
-        rate = Estimate(tokens / per_step.value, tokens / per_step.high, tokens / per_step.low)
-        row = {"loop": name, "ms_per_step": per_step.value, "ms_per_step_ci95": [per_step.low, per_step.high],
-               "ms_repeats": values, "tokens_per_s": rate.value, "tokens_per_s_ci95": [rate.low, rate.high],
+        rate = Interval(tokens / per_step.estimate, tokens / per_step.high, tokens / per_step.low)
+        row = {"loop": name, "ms_per_step": per_step.estimate, "ms_per_step_ci95": [per_step.low, per_step.high],
+               "ms_repeats": values, "tokens_per_s": rate.estimate, "tokens_per_s_ci95": [rate.low, rate.high],
                "ms/step (95% CI)": format_interval(per_step, ".2f"), "tokens/s (95% CI)": format_interval(rate, ",.0f")}
         if name != REFERENCE:
             speedup = paired_ratio(times[REFERENCE], values)
-            row.update(speedup_vs_mdlm=speedup.value, speedup_vs_mdlm_ci95=[speedup.low, speedup.high],
+            row.update(speedup_vs_mdlm=speedup.estimate, speedup_vs_mdlm_ci95=[speedup.low, speedup.high],
                        **{"vs MDLM's loop": format_ratio(speedup), "target >= 3x": target_verdict(speedup, 3.0,
                                                                                                   at_least=True)})
         table_rows.append(row)
