@@ -177,7 +177,7 @@ def comparisons(times: dict, args) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="edlm bench step-cost")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
-    parser.add_argument("--preset", default="char-small", help="model preset (default char-small)")
+    parser.add_argument("--preset", default="char-small", help="model preset")
     parser.add_argument("--layers", type=positive_int("--layers"), help="model.n_layers (default: 8 on CUDA)")
     parser.add_argument("--hidden", type=positive_int("--hidden"), help="model.hidden (default: 512 on CUDA)")
     parser.add_argument("--heads", type=positive_int("--heads"), help="model.n_heads (default: 8 on CUDA)")
@@ -185,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=positive_int("--length"), help="L (default: 256 on CUDA, 64 on CPU)")
     parser.add_argument("--steps", type=positive_int("--steps"), help="T of the run (default: 256 on CUDA, 64)")
     parser.add_argument("--prefix", type=positive_int("--prefix"), help="timed steps per run (default: all T)")
-    parser.add_argument("--k", type=int, default=4, help="candidates of the whole-row IS row (default 4)")
-    parser.add_argument("--reveal-k", type=positive_ints("--reveal-k"), default=[4, 16],
-                        help="candidates of the reveal-set IS rows, comma-separated (default 4,16)")
-    parser.add_argument("--fills", type=positive_int("--fills"), default=4, help="reveal-set IS fills M (4)")
+    parser.add_argument("--k", type=int, default=4, help="candidates of the whole-row IS row")
+    parser.add_argument("--reveal-k", type=positive_ints("--reveal-k"), default="4,16",
+                        help="candidates of the reveal-set IS rows, comma-separated")
+    parser.add_argument("--fills", type=positive_int("--fills"), default=4, help="reveal-set IS fills M")
     parser.add_argument("--modes", help="comma-separated of eager, static, graphs (default: eager,graphs on "
                                         "CUDA, eager,static on CPU); the first is the reference")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (>= 2; default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)

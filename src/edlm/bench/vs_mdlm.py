@@ -69,16 +69,16 @@ def build_rows(model, config, args, device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="edlm bench vs-mdlm")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
-    parser.add_argument("--preset", default="owt-paper", help="model preset (default owt-paper)")
-    parser.add_argument("--num", type=positive_int("--num"), default=16, help="batch B (default 16)")
+    parser.add_argument("--preset", default="owt-paper", help="model preset")
+    parser.add_argument("--num", type=positive_int("--num"), default=16, help="batch B")
     parser.add_argument("--length", type=positive_int("--length"), help="L (default: the preset's seq_len)")
-    parser.add_argument("--steps", type=positive_int("--steps"), default=1024, help="T of a run (default 1024)")
+    parser.add_argument("--steps", type=positive_int("--steps"), default=1024, help="T of a run")
     parser.add_argument("--prefix", type=positive_int("--prefix"), help="timed steps per run (default: all T)")
     parser.add_argument("--modes", help="edlm loops, comma-separated of eager, static, graphs (default: "
                                         "eager,graphs on CUDA, eager,static on CPU)")
     parser.add_argument("--gumbel", default="float64", choices=["float64", "float32"],
                         help="precision of MDLM's Gumbel draw (float64: ReMDM's fix, edlm's precision)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (>= 2; default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     args = parser.parse_args(argv)
