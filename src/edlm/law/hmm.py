@@ -155,7 +155,7 @@ def make_hmm(vocab_size: int, hidden: int, support: int, seed: int, stay: float 
         raise LawError(f"--hidden {H} --support {S}: need hidden >= 2, support >= 1 and hidden * support < vocab "
                        f"({V}) so that at least one symbol is shared")
     if not 0 < stay < 1 or not 0 < shared_mass < 1 or concentration <= 0:
-        raise LawError(f"stay {stay}, shared_mass {shared_mass}: both must lie in (0, 1); concentration > 0")
+        raise LawError(f"--stay {stay}, shared_mass {shared_mass}: both must lie in (0, 1); concentration > 0")
     if not 1 <= moves <= H - 1:
         raise LawError(f"moves {moves}: need 1 <= moves <= hidden - 1 ({H - 1})")
     rng = np.random.default_rng(seed)

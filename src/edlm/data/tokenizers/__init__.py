@@ -1,11 +1,12 @@
 """Tokenizers: text <-> token ids. The model knows only ids; this package owns everything about text.
 
-Three families, picked by name (``TOKENIZER_HELP``, registry in ``registry.TOKENIZERS``):
+Four families, picked by name (``TOKENIZER_HELP``, registry in ``registry.TOKENIZERS``):
 
 - ``char`` (``char.py``): the 27-symbol text8 alphabet (``edlm.data.vocabulary``); text is normalised first.
 - ``gpt2`` (``gpt2.py``): the exact GPT-2 byte-level BPE, offline (tiktoken + the ranks file of openai-whisper).
 - ``bpe:N`` (``bpe.py``): a byte-level BPE with (at most) N tokens, EOS included, trained on the train split and
   saved as ``tokenizer.json`` in the data folder.
+- ``sym:V`` (``symbols.py``): V abstract symbols ``s0 .. s<V-1>`` for known-law corpora (``edlm.law``).
 
 The byte-level families share ``byte_level.py`` (whole-row UTF-8 decoding, documents split at end-of-text,
 ``[blank:N]`` infill). Every tokenizer has ``vocab_size`` real tokens and ``mask_id == vocab_size``, and owns its

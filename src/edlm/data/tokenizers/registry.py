@@ -1,6 +1,6 @@
 """Tokenizers by name: the registry, rebuilding one from its ``meta.json`` description, and the same-tokenizer check.
 
-A name is a family, optionally with a size: ``char``, ``gpt2``, ``bpe:N``. ``TOKENIZERS`` maps each family to a
+A name is a family, optionally with a size: ``char``, ``gpt2``, ``bpe:N``, ``sym:V``. ``TOKENIZERS`` maps each family to a
 ``Family``; adding a tokenizer = a module with its class plus one entry here.
 """
 
@@ -42,6 +42,12 @@ def _gpt2(size: int | None = None) -> Tokenizer:
     return Gpt2Tokenizer()
 
 
+def _symbols(size: int | None) -> Tokenizer:
+    from edlm.data.tokenizers.symbols import SymbolTokenizer
+
+    return SymbolTokenizer(int(size or 0))
+
+
 def _load_bpe(meta: Mapping[str, Any], data_dir: Path, size: int | None) -> Tokenizer:
     from edlm.data.tokenizers.bpe import TOKENIZER_FILE, BpeTokenizer
 
@@ -58,6 +64,8 @@ TOKENIZERS: dict[str, Family] = {
     "char": Family("char (27 symbols, text8-style)", lambda meta, folder, size: _char(), ready=_char),
     "gpt2": Family("gpt2 (GPT-2 BPE, 50257 tokens)", lambda meta, folder, size: _gpt2(), ready=_gpt2),
     "bpe": Family("bpe:N (byte-level BPE, N tokens)", _load_bpe, sizes=(258, 1 << 20)),  # 256 bytes + EOS + 1 merge
+    "sym": Family("sym:V (V abstract symbols s0..s<V-1>, known-law corpora)",
+                  lambda meta, folder, size: _symbols(size), ready=_symbols, sizes=(2, 1 << 20)),
 }
 TOKENIZER_HELP = ", ".join(family.help for family in TOKENIZERS.values())
 
