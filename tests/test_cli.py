@@ -71,8 +71,8 @@ def test_help_shows_each_flag_with_its_text_and_default():
         assert expected in " ".join(text.split()), expected
 
 
-@pytest.mark.parametrize("command", ["data prepare", "train", "eval", "sample", "eval-gen", "import-mdlm", "export-hf",
-                                     "demo"])
+@pytest.mark.parametrize("command", ["data prepare", "law make", "train", "eval", "sample", "eval-gen", "import-mdlm",
+                                     "export-hf", "demo"])
 def test_every_flag_of_every_command_has_help(command):
     """No flag without an explanation: `edlm CMD --help` lists a text for each option."""
     parser = build_parser()

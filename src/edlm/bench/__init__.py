@@ -20,6 +20,7 @@ BENCHES = {
     "scaling": "edlm.bench.scaling",
     "step-cost": "edlm.bench.step_cost",
     "vs-mdlm": "edlm.bench.vs_mdlm",
+    "law-speed": "edlm.bench.law_speed",
 }
 
 

@@ -45,7 +45,8 @@ def prepare_law_corpus(law_dir: str | Path, out_dir: str | Path, tokenizer: str 
         raise DataError(f"{where}: {error}") from None
     name = str(record["tokenizer"])
     if tokenizer is not None and tokenizer != name:
-        raise DataError(f"--tokenizer {tokenizer}: a law corpus uses its law's tokenizer ({name}); leave --tokenizer out")
+        raise DataError(f"--tokenizer {tokenizer}: a law corpus uses its law's tokenizer ({name}); "
+                        "leave --tokenizer out")
     law_tokenizer = get_tokenizer(name)
     vocab_size = int(record["vocab_size"])
     for split, ids in splits.items():

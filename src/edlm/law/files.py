@@ -62,9 +62,9 @@ def read_record(folder: str | Path) -> dict:
         record = read_json(path, "law description")
     except FileFormatError as error:
         raise LawFileError(str(error)) from None
-    if not isinstance(record, dict) or record.get("format_version") != FORMAT_VERSION:
-        raise LawFileError(f"{path}: format_version {record.get('format_version') if isinstance(record, dict) else None!r}"
-                           f", expected {FORMAT_VERSION}")
+    version = record.get("format_version") if isinstance(record, dict) else None
+    if version != FORMAT_VERSION:
+        raise LawFileError(f"{path}: format_version {version!r}, expected {FORMAT_VERSION}")
     if record.get("kind") not in LAW_CLASSES:
         raise LawFileError(f"{path}: unknown law kind {record.get('kind')!r} (valid: {', '.join(LAW_CLASSES)})")
     return record
