@@ -73,11 +73,11 @@ def test_law_end_to_end_through_the_cli(tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--num", "6", "--steps", "4", "--out", str(samples), "--json"]) == 0
     record = json.loads(samples.read_text())
     tokenizer = get_tokenizer("sym:30")
-    assert [tokenizer.decode(row) for row in record["tokens"]] == record["samples"]
+    assert [tokenizer.decode(row) for row in record["token_ids"]] == record["samples"]
     capsys.readouterr()
     assert main(["eval-gen", "--samples", str(samples), "--law", str(law_dir), "--json"]) == 0
     with_tokens = json.loads(capsys.readouterr().out)
-    del record["tokens"]  # the texts re-encoded give the same ids
+    del record["token_ids"]  # the texts re-encoded give the same ids
     samples.write_text(json.dumps(record))
     assert main(["eval-gen", "--samples", str(samples), "--law", str(law_dir), "--json"]) == 0
     from_texts = json.loads(capsys.readouterr().out)

@@ -303,7 +303,10 @@ def cmd_eval_gen(args) -> int:
             raise UserError("--mauve needs --judge (MAUVE uses the judge's features)")
         from edlm.evaluation.law_metrics import evaluate_law_file, law_report_lines
 
-        result = evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed)
+        try:
+            result = evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed)
+        except GenerationEvalError as error:
+            raise UserError(f"--{error.subject} {error}" if error.subject else str(error)) from None
         print(json.dumps(result) if args.json else "\n".join(law_report_lines(result)))
         return 0
     if args.mauve and not args.reference:
@@ -331,7 +334,10 @@ def cmd_eval_gen(args) -> int:
     if args.law:
         from edlm.evaluation.law_metrics import evaluate_law_file, law_report_lines
 
-        result.update(evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed))
+        try:
+            result.update(evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed))
+        except GenerationEvalError as error:
+            raise UserError(f"--{error.subject} {error}" if error.subject else str(error)) from None
         lines += law_report_lines(result)
     print(json.dumps(result) if args.json else "\n".join(lines))
     return 0

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from edlm.bench.common import environment, format_interval, geometric_interval, markdown_table, write_results
+from edlm.bench.common import environment, markdown_table, write_results
 from edlm.flags import OneLineParser, positive_int
+from edlm.stats import format_interval, geometric_interval
 
 B, L, N = 64, 128, 64 * 16
 LAWS = [("markov order 1, V 27", dict(kind="markov", vocab_size=27, order=1)),
@@ -37,7 +38,7 @@ def _time(call, repeats: int) -> dict:
         call()
         seconds.append((time.perf_counter() - started) * 1000)
     estimate = geometric_interval(seconds)
-    return {"ms": estimate.value, "ci95": [estimate.low, estimate.high], "text": format_interval(estimate, ".1f")}
+    return {"ms": estimate.estimate, "ci95": [estimate.low, estimate.high], "text": format_interval(estimate, ".1f")}
 
 
 def measure(name: str, spec: dict, repeats: int, skip_slow: bool) -> dict:

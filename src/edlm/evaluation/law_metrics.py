@@ -15,41 +15,34 @@ forbids it), its length, and its forbidden positions (``Law.forbidden``). Over a
                         and the law's stationary n-gram law, n = 1, 2, 3; it is not 0 for finite sets:
                         ``ngram_tv_reference`` is the value of one equally sized draw from the law itself
 
-Each metric has a 95% percentile bootstrap interval over samples (``num_resamples`` resamples of the sample
-indices, numpy ``seed``, as ``edlm.evaluation.stats``; for ``ngram_tv`` shifted by the bootstrap's estimate of its
-upward bias); the per-sample values are kept for paired comparisons.
+Each metric has a 95% interval over samples (``edlm.stats``, numpy ``seed``, ``num_resamples`` index sets): a
+percentile bootstrap for the sums, half-sampling for ``ngram_tv`` (a duplicated sample repeats its n-grams, which
+a bootstrap would count as agreement). The per-sample values are kept for paired comparisons.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edlm.evaluation.stats import DEFAULT_RESAMPLES, bootstrap_indices
-from edlm.evaluation.judges import GenerationEvalError
+from edlm.evaluation.judge_base import GenerationEvalError
+from edlm.stats import DEFAULT_RESAMPLES, bootstrap_indices, centred_interval, half_sample_indices, percentile_interval
 
 NGRAM_ORDERS = (1, 2, 3)
 _TV_BUDGET = 1 << 24  # resample x n-gram count cells held at once
 
 
+def _as_dict(interval) -> dict:
+    """``Interval.as_dict`` with None for what is undefined (e.g. the NLL when no sample is possible)."""
+    out = interval.as_dict()
+    finite = lambda value: float(value) if np.isfinite(value) else None  # noqa: E731
+    return {**out, "estimate": finite(out["estimate"]), "ci95": [finite(v) for v in out["ci95"]]}
+
+
 def _interval(estimate: float, replicates: np.ndarray) -> dict:
-    """{"estimate", "ci95": [low, high]} (None where undefined, e.g. no possible sample at all)."""
-    finite = replicates[np.isfinite(replicates)]
-    low, high = np.quantile(finite, [0.025, 0.975]).tolist() if finite.size else (None, None)
-    return {"estimate": float(estimate) if np.isfinite(estimate) else None, "ci95": [low, high]}
-
-
-def _debiased_interval(estimate: float, replicates: np.ndarray) -> dict:
-    """``_interval`` with the replicates shifted by the bootstrap's bias estimate (mean replicate - estimate).
-
-    TV of an empirical law is biased upward, and a resample (which repeats samples) is more so: the plain
-    percentile interval would sit almost entirely above the estimate."""
-    finite = replicates[np.isfinite(replicates)]
-    shift = finite.mean() - estimate if finite.size and np.isfinite(estimate) else 0.0
-    return _interval(estimate, replicates - shift)
+    return _as_dict(percentile_interval(estimate, replicates))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -108,6 +101,7 @@ def law_metrics(rows: list[torch.Tensor], law, num_resamples: int = DEFAULT_RESA
     tokens = np.array([len(row) for row in rows], dtype=np.float64)
     possible = np.isfinite(nll)
     indices = bootstrap_indices(len(rows), num_resamples, seed)
+    halves = half_sample_indices(len(rows), num_resamples if len(rows) >= 4 else 0, seed)
     finite_nll, possible_tokens = np.where(possible, nll, 0.0), np.where(possible, tokens, 0.0)
     everyone = np.arange(len(rows))[None]
     result = {
@@ -118,7 +112,7 @@ def law_metrics(rows: list[torch.Tensor], law, num_resamples: int = DEFAULT_RESA
                                                 _ratio(smoothed, tokens, indices)),
         "smoothing": epsilon,
         "forbidden_rate": _interval(_ratio(forbidden, tokens, everyone)[0], _ratio(forbidden, tokens, indices)),
-        "ngram_tv": {str(n): _debiased_interval(*_ngram_tv(rows, law, n, indices)) for n in NGRAM_ORDERS},
+        "ngram_tv": {str(n): _as_dict(centred_interval(*_ngram_tv(rows, law, n, halves))) for n in NGRAM_ORDERS},
         "entropy_rate": law.entropy_rate(),
         "row_entropy_per_token": float(sum(law.row_entropy(len(row)) for row in rows) / tokens.sum()),
     }
@@ -133,49 +127,45 @@ def law_metrics(rows: list[torch.Tensor], law, num_resamples: int = DEFAULT_RESA
     return result
 
 
-def sample_rows(record: dict, law, tokenizer_name: str, where: str) -> list[torch.Tensor]:
-    """The samples of an ``edlm sample`` record as law ids: its ``tokens`` field when present, else its texts
-    re-encoded exactly (char: one id per character, no normalisation; ``sym:V``: the symbols)."""
-    if record.get("tokenizer", tokenizer_name) != tokenizer_name:
-        raise GenerationEvalError(f"{where}: samples drawn with the {record['tokenizer']} tokenizer, the law uses "
-                                  f"{tokenizer_name}")
-    if isinstance(record.get("tokens"), list):
-        rows = [torch.tensor(row, dtype=torch.long) for row in record["tokens"]]
-    else:
-        from edlm.data import encode, get_tokenizer
+def sample_rows(record: dict, texts: list[str], law, where: str) -> list[torch.Tensor]:
+    """The samples of an ``edlm sample`` record as law ids: its ``token_ids`` when present, else its texts
+    re-encoded exactly by the law's tokenizer (``encode_sample``: char one id per character, no normalisation;
+    ``sym:V`` the symbols). GenerationEvalError (subject ``samples``) naming ``where`` otherwise."""
+    from edlm.data import get_tokenizer
 
-        tokenizer = get_tokenizer(tokenizer_name)
-        rows = []
-        for index, text in enumerate(record["samples"]):
+    name = law.tokenizer_name
+    if record.get("tokenizer", name) != name:
+        raise GenerationEvalError(f"{where}: samples drawn with the {record['tokenizer']} tokenizer, the law uses "
+                                  f"{name}", "samples")
+    if isinstance(record.get("token_ids"), list):
+        rows = [torch.tensor(row, dtype=torch.long) for row in record["token_ids"]]
+    else:
+        tokenizer, rows = get_tokenizer(name), []
+        for index, text in enumerate(texts):
             try:
-                ids = encode(text) if tokenizer_name == "char" else tokenizer.encode(text)
+                rows.append(torch.from_numpy(np.asarray(tokenizer.encode_sample(text), dtype=np.int64)))
             except ValueError as error:
                 raise GenerationEvalError(f"{where}: samples[{index}] is not a row of the law's symbols "
-                                          f"({error})") from None
-            rows.append(torch.from_numpy(np.asarray(ids, dtype=np.int64)))
+                                          f"({error})", "samples") from None
     for index, row in enumerate(rows):
         if row.ndim != 1 or (len(row) and (row.min() < 0 or row.max() >= law.vocab_size)):
-            raise GenerationEvalError(f"{where}: sample {index} holds ids outside [0, {law.vocab_size})")
+            raise GenerationEvalError(f"{where}: sample {index} holds ids outside [0, {law.vocab_size})", "samples")
     return rows
 
 
 def evaluate_law_file(samples: str | Path, law_dir: str | Path, num_resamples: int = DEFAULT_RESAMPLES,
                       seed: int = 0) -> dict:
-    """``edlm eval-gen --law DIR``: the samples file's exact metrics under the law in ``law_dir``."""
+    """``edlm eval-gen --law DIR``: the samples file's exact metrics under the law in ``law_dir``.
+    GenerationEvalError with subject ``samples`` or ``law`` for a bad file or folder."""
+    from edlm.evaluation.samples_file import read_samples
     from edlm.law import LawError, load_law, read_record
 
-    path = Path(samples)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise GenerationEvalError(f"--samples {path}: unreadable JSON ({error})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("samples", record.get("tokens")), list):
-        raise GenerationEvalError(f"--samples {path}: no \"samples\" list (the JSON written by `edlm sample --out`)")
+    texts, record = read_samples(samples)
     try:
         description, law = read_record(law_dir), load_law(law_dir)
     except LawError as error:
-        raise GenerationEvalError(f"--law {law_dir}: {error}") from None
-    rows = sample_rows(record, law, law.tokenizer_name, f"--samples {path}")
+        raise GenerationEvalError(str(error), "law") from None
+    rows = sample_rows(record, texts, law, str(samples))
     result = law_metrics(rows, law, num_resamples, seed, float(description.get("epsilon", 1e-3)))
     result["law"] = {"folder": str(law_dir), "kind": description["kind"], "order": description["order"],
                      "vocab_size": law.vocab_size, "length": description["length"]}
