@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int("--repeats"), default=5, help="timed calls per measurement")
     parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
     parser.add_argument("--skip-slow", action="store_true", help="no subset marginals for large state spaces")
+    parser.add_argument("--device", default="cpu", choices=["cpu"],
+                        help="the law's computations run on the CPU only (sequential, small, sparse float64 passes; "
+                             "a denoiser built on them returns its output on the caller's device)")
     args = parser.parse_args(argv)
     if args.repeats < 2:
         parser.error("--repeats must be at least 2 (an interval needs two timings)")
