@@ -21,6 +21,7 @@ BENCHES = {
     "step-cost": "edlm.bench.step_cost",
     "vs-mdlm": "edlm.bench.vs_mdlm",
     "law-speed": "edlm.bench.law_speed",
+    "oracle": "edlm.bench.oracle",
 }
 
 
