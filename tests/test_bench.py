@@ -386,3 +386,20 @@ def test_quality_temperature_sweep_reports_frontiers(tmp_path):
         assert point["judge_bpc_ci95"][0] <= point["judge_bpc"] <= point["judge_bpc_ci95"][1]
     assert "Generative frontier" in (out / "quality.md").read_text()
     assert (out / "quality_frontier.png").is_file()
+
+
+def test_quality_compares_reveal_set_twins_with_the_papers_weights(tmp_path):
+    """Issue 18: reveal-set vs whole-row weighting at T = L/8 and L/4, judge bpc with intervals."""
+    mdlm, ar, judge = (save_run(tmp_path / "mdlm", "mdlm", 0), save_run(tmp_path / "ar", "ar", 1),
+                       save_run(tmp_path / "judge", "ar", 2))
+    out = tmp_path / "quality"
+    assert quality_main(["--mdlm", str(mdlm), "--ar", str(ar), "--judge", f"run:{judge}", "--steps", "4,8",
+                         "--num", "3", "--methods", "mdlm,edlm-ar-coar-k2-w1.0,edlm-ar-coar-k2-w1.0-reveal",
+                         "--device", "cpu", "--bootstrap", "50", "--precision", "fp32", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
+    assert {r["is_target"] for r in rows if r["method"].endswith("-reveal")} == {"reveal"}
+    effects = json.loads((out / "quality.json").read_text())["reveal_effects"]
+    assert {(e["setting"], e["steps"], e["baseline"]) for e in effects} == {
+        ("cached:edlm-ar-coar-k2-w1.0-reveal", T, "cached:edlm-ar-coar-k2-w1.0") for T in (4, 8)}
+    assert all("95% CI" in e["verdict"] for e in effects)
+    assert "whole-row weights" in (out / "quality.md").read_text()

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                "comparisons": compared, "matched_quality": matched, "verdicts": verdicts}
     text = "\n".join(["## Verdicts", ""] + [f"- {line}" for line in verdicts]
                      + ["", "## Every setting (95% CI over rows)", "", table(summaries)]
-                     + ([f"", f"![quality against cost]({Path(figure).name})"] if figure else []))
+                     + (["", f"![quality against cost]({Path(figure).name})"] if figure else []))
     write_results(out, "oracle", payload, text)
     print("\n" + "\n".join(verdicts))
     return 0

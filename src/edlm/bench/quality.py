@@ -44,6 +44,7 @@ from edlm.bench.verdicts import (
     matched_speedups,
     pareto_front,
     rank_settings,
+    reveal_effects,
 )
 from edlm.evaluation.protocols import PROTOCOLS
 from edlm.flags import OneLineParser, positive_int
@@ -60,12 +61,16 @@ class Method:
     k: int = 1
     window: float = 0.0
     steps: tuple[int, ...] | None = None  # None: every T of the sweep
+    is_target: str = "row"  # where the importance weights look (SampleConfig.is_target)
+    fills: int = 1  # M, for the reveal targets
 
 
 def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list[Method]:
     """``full``: every mode x k in {2, 4, 8} x window in {0.2, 1.0} at every T (GPU-sized).
     ``cpu``: the complete curve for the main settings, the T = L/8, L/4, L points for the rest, and k = 8 only
-    at L/8 and L/4 (it costs 8 AR passes per step)."""
+    at L/8 and L/4 (it costs 8 AR passes per step). Both grids add reveal-set twins (``-reveal``: weights on the
+    tokens a step reveals, one shared fill, as many energy rows as the row weighting) of the k = 2 and k = 4 settings
+    with window 1.0 at T = L/8 and L/4."""
     few = tuple(T for T in steps if T in (length // 8, length // 4, length)) or tuple(steps)
     fewer = tuple(T for T in few if T != length) or few
     methods = [Method(BASELINE_METHOD)]
@@ -84,6 +89,9 @@ def method_grid(grid: str, steps: list[int], has_nce: bool, length: int) -> list
     if has_nce:
         methods += [Method("edlm-nce-k2-w1.0", "nce", "coar", 2, 1.0),
                     Method("edlm-nce-k4-w0.2", "nce", "coar", 4, 0.2, few)]
+    quarter = tuple(T for T in steps if T in (length // 8, length // 4)) or fewer
+    twins = [m for m in methods if m.energy == "ar" and m.window == 1.0 and m.k in (2, 4)]
+    methods += [dataclasses.replace(m, name=f"{m.name}-reveal", steps=quarter, is_target="reveal") for m in twins]
     return methods
 
 
@@ -100,7 +108,7 @@ def draw_samples(model, config, sampler: str, steps: int, method: Method, energy
 
     spec = SampleConfig(num=num, steps=steps, length=config.model.seq_len, sampler=sampler, seed=seed,
                         k=method.k, window=method.window, batch_size=batch_size, precision=precision,
-                        temperature=temperature)
+                        temperature=temperature, is_target=method.is_target, fills=method.fills)
     texts, result = generate(model, config, spec, energy, tokenizer=tokenizer)
     return texts, {"seconds": result.seconds, **result.costs()}, result.tokens.tolist()
 
@@ -116,7 +124,8 @@ def make_row(setting: str, sampler: str, method: Method, steps: int, texts: list
             "entropy_of", "ci95", "distinct", "repetition_4", "self_bleu", "mauve", "per_sample")
     return {"setting": setting, "sampler": sampler, "method": method.name, "steps": steps,
             "temperature": temperature, "k": method.k, "window": method.window, "energy": method.energy or "none",
-            "mode": method.mode if method.energy else "", "seconds_per_sample": stats["seconds"] / num,
+            "mode": method.mode if method.energy else "", "is_target": method.is_target if method.energy else "",
+            "seconds_per_sample": stats["seconds"] / num,
             **{key: value for key, value in stats.items() if key != "seconds"},
             **{key: metrics[key] for key in keep if key in metrics}, "seed": seed, "samples": texts}
 
@@ -133,6 +142,7 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
         if base_rows else None
     front = pareto_front(swept, metric, min_entropy)
     effects = importance_effects(swept, metric, num_resamples)
+    reveal = reveal_effects(swept, metric, num_resamples)
     ranking = rank_settings(swept, baseline, metric, num_resamples)
     for row in rows:
         row["ci_text"] = {key: f"{row[key]:.4g} [{row['ci95'][key][0]:.4g}, {row['ci95'][key][1]:.4g}]"
@@ -159,12 +169,15 @@ def summary_tables(rows: list[dict], baseline: str, length: int, metric: str, nu
                                {metric: ".4f", "seconds_per_sample": ".4f", "entropy_bits": ".4f"}))
     table += ("\n\nDoes importance sampling move each sampler? (against the same sampler without energy, "
               "same T)\n\n" + markdown_table(effects, ["sampler", "setting", "steps", "verdict", "entropy_verdict"]))
+    table += ("\n\nWeights on the revealed tokens against the paper's whole-row weights (same energy, k, sampler and "
+              "T)\n\n" + markdown_table(reveal, ["sampler", "setting", "steps", "verdict", "entropy_verdict"]))
     table += (f"\n\nRanking (better than {baseline} = interval clears at equal or lower seconds, entropy within "
               f"{ENTROPY_TOLERANCE:.0%}):\n\n"
               + markdown_table(ranking[:10], ["setting", "steps", metric, "counts_as_better", "beats"],
                                {metric: ".4f"}))
     return {"comparisons": comparisons, "speedups": speedups, "pareto_front": [
         {"setting": r["setting"], "steps": r["steps"]} for r in front], "importance_effects": effects,
+        "reveal_effects": reveal,
         "ranking": ranking}, table
 
 

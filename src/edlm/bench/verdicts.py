@@ -127,3 +127,17 @@ def importance_effects(rows: list[dict], metric: str, num_resamples: int) -> lis
         if plain is not None:
             out.append({"sampler": row["sampler"], **compare(row, plain, metric, num_resamples)})
     return out
+
+
+def reveal_effects(rows: list[dict], metric: str, num_resamples: int) -> list[dict]:
+    """Each reveal-set setting (``...-reveal``) against its twin with the paper's whole-row weights, same sampler,
+    same T, paired over samples."""
+    out = []
+    for row in rows:
+        if not row["method"].endswith("-reveal"):
+            continue
+        twin = next((r for r in rows if r["sampler"] == row["sampler"] and r["steps"] == row["steps"]
+                     and r["method"] == row["method"][:-len("-reveal")]), None)
+        if twin is not None:
+            out.append({"sampler": row["sampler"], **compare(row, twin, metric, num_resamples)})
+    return out
