@@ -1,72 +1,173 @@
-"""The README's main job: corpus -> MDLM + AR energy + judge -> test BPC, samples, MDLM vs EDLM table + plot.
+"""The README's main job: what energy-based diffusion buys, shown on a language whose law is known and on text.
 
-    edlm demo [--out out/demo] [--minutes 3] [--quick] [--device D]
+    edlm demo [--out out/demo] [--minutes 10] [--quick] [--device D]
 
-Each model trains for ``--minutes`` of wall-clock (``--quick``: the char-tiny preset for a few seconds, a smoke
-test). Re-running continues from the checkpoints already in ``--out``. Training, evaluation, sampling and the
-quality sweep all run on ``--device`` (default: CUDA when present).
+1. The exact part. A known law (an order-1 Markov chain over the 27 characters, 3 allowed successors each) writes a
+   corpus; an MDLM denoiser and a small AR model (the energy) are trained on it; then rows are sampled with plain
+   MDLM, the paper's EDLM (importance weights over every masked token) and edlm's reveal-set EDLM (weights on the
+   tokens each step reveals) at T = L/8, L/4, L/2 steps, and scored by the law itself: the share of forbidden
+   transitions, with 95% intervals. No judge model can flatter these numbers.
+2. The text part. The embedded Shakespeare corpus with a byte-level BPE: an MDLM, an AR energy and a separately
+   trained AR judge; MDLM, the paper's EDLM and reveal-set EDLM samples side by side at T = L/4, judge bits per
+   character with paired intervals; the test likelihoods.
+3. ``report.html`` (one self-contained page: the headline, the plot, the samples, the likelihoods, what it means)
+   and ``summary.json`` (every number) in ``--out``.
+
+``--minutes`` is the whole job's budget; the five models' training budgets are set from it (the rest is sampling
+and scoring, about 40% of it). ``--quick``: tiny models and few samples, seconds (a smoke run of the same path).
+Re-running reuses the trained models already in ``--out``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+
+LAW_METHODS = ("mdlm", "row", "reveal1")
+TEXT_METHODS = {"mdlm": ("MDLM", None), "row": ("EDLM, the paper's weights", "row"),
+                "reveal": ("EDLM, weights on the revealed tokens", "reveal")}
 
 
-def run_demo(out: Path, minutes: float, quick: bool, device: str | None = None) -> int:
-    from edlm.bench import quality
-    from edlm.checkpoint import latest_valid_checkpoint, load_model
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and budgets of one demo run (``plan_for``)."""
+
+    law_length: int
+    law_tokens: int
+    law_mdlm: list[str]  # overrides of the char-small preset
+    law_ar: list[str]
+    text_tokenizer: str
+    text_mdlm: list[str]
+    text_ar: list[str]
+    seconds: dict[str, float]  # training budget per model
+    law_num: int
+    text_num: int
+    k: int
+    max_steps: int | None  # quick: a step cap instead of a time budget
+
+
+def plan_for(minutes: float, quick: bool) -> Plan:
+    """The demo's sizes, chosen by measurement on 2 CPU cores (README: how), and budgets scaled to ``minutes``."""
+    small = ["model.n_layers=2", "model.hidden=64", "model.n_heads=4", "model.cond_dim=32", "train.batch_size=16"]
+    if quick:
+        law = ["model.seq_len=32"] + small
+        return Plan(32, 20_000, law, law, "bpe:300", ["model.seq_len=32"] + small, ["model.seq_len=32"] + small,
+                    {name: 5.0 for name in ("law-mdlm", "law-ar", "text-mdlm", "text-ar", "text-judge")},
+                    law_num=8, text_num=4, k=2, max_steps=20)
+    share = minutes * 60 / 10  # seconds per tenth of the budget
+    common = ["train.lr=2e-3", "train.warmup_steps=50", "train.eval_every=200", "train.ckpt_every=200",
+              "train.eval_batches=4", "train.log_every=50"]
+    law_mdlm = ["model.seq_len=64", "model.n_layers=4", "model.hidden=128", "model.n_heads=4",
+                "train.batch_size=64"] + common
+    law_ar = ["model.seq_len=64", "model.n_layers=1", "model.hidden=64", "model.n_heads=2", "model.cond_dim=32",
+              "train.batch_size=64"] + common
+    text = ["model.seq_len=128", "model.n_layers=3", "model.hidden=128", "model.n_heads=4",
+            "train.batch_size=32"] + common
+    return Plan(64, 1_000_000, law_mdlm, law_ar, "bpe:1024", text, text,
+                {"law-mdlm": 1.6 * share, "law-ar": 0.35 * share, "text-mdlm": 1.7 * share,
+                 "text-ar": 0.85 * share, "text-judge": 0.85 * share},
+                law_num=128, text_num=24, k=4, max_steps=None)
+
+
+def train_model(name: str, kind: str, data: Path, run: Path, overrides: list[str], seconds: float, plan: Plan,
+                device) -> dict:
+    """Train (or reuse) one model; returns its steps, seconds and validation bits per character."""
+    import csv
+
+    from edlm.checkpoint import latest_valid_checkpoint, save_run_tokenizer
     from edlm.config import resolve_train_config
-    from edlm.sampling.config import SampleConfig
-    from edlm.data import DataError, eval_chunks, load_meta, load_split, prepare_corpus
-    from edlm.device import resolve_device
-    from edlm.diffusion.schedule import schedule_for
-    from edlm.likelihood.nelbo import mdlm_nelbo_per_sequence, summarize
-    from edlm.sampling.generate import generate
     from edlm.training.loop import train
 
-    started = time.perf_counter()
-    device = resolve_device(device)  # a bad --device fails here, before any work
-    data = out / "data"
+    extra = [f"train.max_steps={plan.max_steps}"] if plan.max_steps else ["train.max_steps=100000"]
+    config = resolve_train_config("char-small", kind, overrides + extra)
+    config = _with_data_vocabulary(config, data)
+    if latest_valid_checkpoint(run) is None:
+        print(f"      training {name} ({kind}, {config.model.n_layers} x {config.model.hidden}) for "
+              f"{seconds:.0f} s", flush=True)
+        train(config, data, run, max_minutes=seconds / 60, progress=False, device=str(device))
+        save_run_tokenizer(run, data)
+    else:
+        print(f"      {name}: reusing {run}", flush=True)
+    rows = [row for row in csv.DictReader((run / "metrics.csv").open())]
+    validated = [row for row in rows if row.get("val_bpc")]
+    return {"name": name, "kind": kind, "steps": int(rows[-1]["step"]) if rows else 0,
+            "seconds": float(rows[-1]["elapsed_s"]) if rows and rows[-1].get("elapsed_s") else None,
+            "val_bpc": float(validated[-1]["val_bpc"]) if validated else None,
+            "size": f"{config.model.n_layers} x {config.model.hidden}"}
+
+
+def _with_data_vocabulary(config, data: Path):
+    import dataclasses
+
+    from edlm.data import load_meta
+
+    tokenizer = load_meta(data)["tokenizer"]
+    model = dataclasses.replace(config.model, tokenizer=tokenizer["name"], vocab_size=tokenizer["vocab_size"])
+    return dataclasses.replace(config, model=model)
+
+
+def law_part(out: Path, plan: Plan, device) -> dict:
+    """Make the law and its corpus, train MDLM + AR on it, sweep the three methods over T; law metrics."""
+    from edlm.bench import oracle
+    from edlm.data import DataError, load_meta, prepare_corpus
+    from edlm.law import make_law, make_law_folder, open_law_run
+    from edlm.stats import bootstrap_indices
+
+    law_dir, data = out / "law", out / "data"
+    if not (law_dir / "law.json").is_file():
+        make_law_folder(make_law("markov", 27, 3, seed=0, order=1), law_dir, plan.law_length, plan.law_tokens)
     try:
         load_meta(data)
     except DataError:
-        print(f"[1/5] preparing the embedded Shakespeare corpus in {data}")
-        prepare_corpus("shakespeare", data)
-    preset = "char-tiny" if quick else "char-small"
-    budget = 0.15 if quick else minutes
-    models = {"mdlm": ("mdlm", []), "ar": ("ar", []), "judge": ("ar", ["train.seed=1"])}
-    for index, (name, (kind, overrides)) in enumerate(models.items(), start=2):
-        run = out / name
-        config = resolve_train_config(preset, kind, overrides + (["train.max_steps=40"] if quick else []))
-        print(f"[{index}/5] training {name} ({preset}, {kind}) for up to {budget:g} minutes -> {run}")
-        resume = latest_valid_checkpoint(run) is not None
-        if resume and json.loads((run / "config.json").read_text())["train"]["max_steps"] <= \
-                latest_valid_checkpoint(run, with_optimizer=False).step:
-            print("      already trained; reusing it")
-            continue
-        train(config, data, run, resume=resume, max_minutes=budget, device=str(device))
+        prepare_corpus(f"law:{law_dir}", data, progress=False)
+    models = [train_model("law MDLM", "mdlm", data, out / "mdlm", plan.law_mdlm, plan.seconds["law-mdlm"], plan,
+                          device),
+              train_model("law AR energy", "ar", data, out / "ar", plan.law_ar, plan.seconds["law-ar"], plan, device)]
+    law_run = open_law_run(law_dir)
+    trained = oracle.trained_models(str(out / "mdlm"), str(out / "ar"), law_run, str(device), "fp32")
+    args = SimpleNamespace(num=plan.law_num, batch_size=max(1, plan.law_num // 4), sampler="cached", seed=0)
+    entropy = law_run.law.row_entropy(law_run.seq_len) / law_run.seq_len
+    indices = bootstrap_indices(plan.law_num, 2000, 0)
+    rows, summaries = [], {}
+    for steps in (plan.law_length // 8, plan.law_length // 4, plan.law_length // 2):
+        for method in LAW_METHODS:
+            row = oracle.run_setting(trained, law_run, method, steps, plan.k, args)
+            rows.append(row)
+            summaries[(method, steps)] = oracle.summarise(row, entropy, indices)
+            print(f"      T = {steps:3d}  {oracle.METHODS[method][2]:55s} forbidden "
+                  f"{summaries[(method, steps)]['forbidden_rate'].estimate:.2%}", flush=True)
+    quarter = plan.law_length // 4
+    samples = {method: next(r for r in rows if r["method"] == method and r["T"] == quarter) for method in LAW_METHODS}
+    samples = {method: {"rows": row["first_rows"][:2], "forbidden": row["first_rows_forbidden"][:2]}
+               for method, row in samples.items()}
+    return {"models": models, "rows": rows, "summaries": summaries, "entropy": entropy, "length": law_run.seq_len,
+            "comparisons": oracle.comparisons(rows, indices), "matched": oracle.matched_quality(rows, indices),
+            "samples": samples}
 
-    config, mdlm = load_model(out / "mdlm", device=device)
-    chunks = eval_chunks(load_split(data, "test"), config.model.seq_len)[: 64 if quick else 512]
-    test = summarize(mdlm_nelbo_per_sequence(mdlm, chunks, schedule_for(config),
-                                             config.model.mask_id, t_samples=2), config.model.seq_len)
-    print(f"\nMDLM test NELBO: {test['bpc']:.4f} ± {test['stderr_bpc']:.4f} bpc "
-          f"({test['tokens']:,} test characters)")
-    L = config.model.seq_len
-    texts, result = generate(mdlm, config, SampleConfig(num=3, steps=L, seed=0))
-    print(f"\nMDLM samples (T = {L} steps, {result.nfe} network calls):")
-    for text in texts:
-        print(f"  {text}")
-    # T = L/8 and L/4, where many tokens are revealed per step and EDLM has the most to correct; T = L with the
-    # energy at every step alone took over half of a 26-minute demo, so the README's longer runs cover it
-    steps = ",".join(str(s) for s in (L // 8, L // 4))
-    print("\n[5/5] MDLM vs EDLM-AR (judge: a separately trained AR model)")
-    quality.main(["--mdlm", str(out / "mdlm"), "--ar", str(out / "ar"), "--judge", f"run:{out / 'judge'}",
-                  "--steps", steps, "--num", "4" if quick else "8", "--precision", "bf16",
-                  "--methods", "mdlm,edlm-ar-full-k2-w1.0,edlm-ar-coar-k2-w0.2", "--out", str(out / "quality"),
-                  "--device", str(device)])
-    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} minutes; "
-          f"plot: {out / 'quality' / 'quality.png'}")
+
+def run_demo(out: Path, minutes: float, quick: bool, device: str | None = None) -> int:
+    from edlm.bench.demo_report import headline, write_report
+    from edlm.bench.demo_text import text_part
+    from edlm.device import resolve_device
+
+    started = time.perf_counter()
+    device = resolve_device(device)  # a bad --device fails here, before any work
+    plan = plan_for(minutes, quick)
+    out.mkdir(parents=True, exist_ok=True)
+    print("[1/3] a language whose law is known: the law, its corpus, an MDLM and an AR energy trained on it")
+    law = law_part(out / "law", plan, device)
+    print("[2/3] Shakespeare: MDLM, AR energy and AR judge; samples at T = L/4; likelihoods")
+    text = text_part(out / "text", plan, device)
+    print("[3/3] the report")
+    summary = write_report(out, plan, law, text, time.perf_counter() - started)
+    print("\n" + "\n".join(headline(summary)))
+    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} minutes; open {out / 'report.html'} "
+          f"(every number: {out / 'summary.json'})")
     return 0
+
+
+def load_summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())

@@ -116,7 +116,8 @@ def run_setting(models: ModelSet, law_run, method: str, steps: int, k: int, args
             "forbidden": law.forbidden(tokens).sum(-1).double().numpy(),
             "nll": (-law.log_prob(tokens, law_run.epsilon)).numpy(), "tokens": tokens.shape[1],
             "seconds_per_row": seconds, "energy_rows_per_row_step": energy_rows / max(1, args.num * steps_run),
-            "nfe": nfe, "steps_run": steps_run}
+            "nfe": nfe, "steps_run": steps_run, "first_rows": tokens[:4].tolist(),
+            "first_rows_forbidden": law.forbidden(tokens[:4]).tolist()}
 
 
 def ratio_interval(numerator: np.ndarray, denominator: float, indices: np.ndarray) -> Interval:
