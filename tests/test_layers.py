@@ -3,7 +3,7 @@
 Layers, bottom to top (an import may go down, or sideways inside one layer):
 config/fileio/device/errors/parallel/flags/hub/stats/progress -> diffusion, law -> data -> models -> checkpoint ->
 energy -> sampling ->
-likelihood, evaluation -> training -> bench -> commands -> cli. Every import counts, also the lazy ones inside
+likelihood, evaluation -> training -> bench -> api -> commands -> cli. Every import counts, also the lazy ones inside
 functions: a lazy upward import is still an upward dependency.
 """
 
@@ -26,6 +26,7 @@ LAYERS = [
     {"likelihood", "evaluation"},
     {"training"},
     {"bench"},
+    {"api"},
     {"commands"},
     {"cli", "__main__"},
 ]

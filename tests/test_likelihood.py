@@ -581,7 +581,7 @@ def test_likelihood_report_names_every_figure_and_the_sampler():
     with pytest.raises(ConfigError, match="--window"):
         LikelihoodConfig(window=1.5)
     nce_config = dataclasses_replace_kind(config, "nce")
-    with pytest.raises(LikelihoodError, match="--energy"):
+    with pytest.raises(LikelihoodError, match="the energy nce:RUN_DIR"):
         likelihood_report(settings, nce_config, mdlm, chunks)
 
 

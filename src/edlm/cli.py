@@ -11,6 +11,7 @@ import sys
 
 from edlm.config import LikelihoodConfig
 from edlm.data.tokenizers import TOKENIZER_HELP
+from edlm.errors import EdlmError
 from edlm.bench import BENCHES
 from edlm.evaluation.mauve_score import DEFAULT_MAUVE_RESAMPLES
 from edlm.evaluation.protocols import PROTOCOLS
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         # A user error (bad flag, file or setting) is one line; anything else is a bug: show its traceback.
         if args.debug or not user_error(error):
             raise
-        print(f"edlm: error: {error}", file=sys.stderr)
+        message = error.flag_message() if isinstance(error, EdlmError) else str(error)  # the input as its flag
+        print(f"edlm: error: {message}", file=sys.stderr)
         return 2
 
 

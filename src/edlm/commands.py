@@ -46,15 +46,6 @@ def _processes(device: str | None):
         cleanup()
 
 
-def _check_tokenizer(config, data_dir, flag: str, run) -> None:
-    """The run's model must use the data folder's tokenizer (one line naming both when not)."""
-    from edlm.data import load_meta
-    from edlm.data.tokenizers import check_same_tokenizer
-
-    check_same_tokenizer({"name": config.model.tokenizer, "vocab_size": config.model.vocab_size},
-                         load_meta(data_dir)["tokenizer"], f"{flag} {run}", f"--data {data_dir}")
-
-
 def _adapt_to_data(config, data_dir, preset: str, overrides: list[str]):
     """A preset is a model size: the tokenizer and the vocabulary size come from the data folder (a trained
     ``bpe:N`` may end with fewer than N tokens). Returns (config, notes): one note when the preset was tuned for
@@ -166,103 +157,54 @@ def cmd_import_mdlm(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """Under torchrun each process computes the figures of a block of whole batches (``edlm.parallel.shard``;
-    every batch's draws depend on the seed and its position only) and rank 0 joins them: the report equals a
-    one-process run's."""
-    from edlm.checkpoint import load_model, load_run_tokenizer
+    """``edlm.api.likelihood`` over processes: under torchrun each process computes the figures of a block of
+    whole batches (``edlm.parallel.shard``; every batch's draws depend on the seed and its position only) and
+    rank 0 joins them: the report equals a one-process run's."""
+    from edlm import api
     from edlm.config import LikelihoodConfig
-    from edlm.data import DataError, eval_chunks, load_split
-    from edlm.data.splits import chars_per_token
     from edlm.flags import config_from_args
-    from edlm.likelihood.report import (
-        build_energy,
-        check_evaluable,
-        join_rows,
-        likelihood_rows,
-        likelihood_summary,
-        report_lines,
-    )
+    from edlm.likelihood.report import report_lines
     from edlm.parallel import gather_to_rank0, shard
 
     settings = config_from_args(LikelihoodConfig, args)
     with _processes(args.device) as info:
-        config, model = load_model(args.run, device=str(info.device))
-        try:
-            chunks = eval_chunks(load_split(args.data, settings.split), config.model.seq_len)
-        except DataError as error:
-            raise DataError(f"--data {args.data}, {settings.split} split: {error}") from None
-        chunks = chunks[: settings.max_sequences]  # None: all
-        _check_tokenizer(config, args.data, "--run", args.run)
-        energy = build_energy(settings, config, info.device, load_run_tokenizer(Path(args.run), config))
-        check_evaluable(config, energy)
-        rows = shard(chunks.shape[0], info.rank, info.world, settings.batch_size)
-        progress = not args.json and info.is_main
-        mine = likelihood_rows(settings, config, model, chunks[rows.start:rows.stop], energy, rows.start, progress)
-        parts = gather_to_rank0(mine)
+        job = api.prepare_likelihood(api.load(args.run, info.device), args.data, settings)
+        rows = shard(job.sequences.shape[0], info.rank, info.world, settings.batch_size)
+        parts = gather_to_rank0(job.per_sequence(rows, progress=not args.json and info.is_main))
         if parts is None:  # not rank 0: its figures went to rank 0
             return 0
-        result = likelihood_summary(settings, config, join_rows(parts), chunks.shape[1],
-                                    chars_per_token(args.data, settings.split), energy)
-    result.update(run=str(args.run))
+        result = job.report(parts)
     print(json.dumps(result) if args.json else "\n".join(report_lines(result)))
     return 0
 
 
 def cmd_sample(args) -> int:
-    """Under torchrun each process samples a contiguous block of whole batches (every batch seeded from
-    (seed, batch index) only) and rank 0 gathers, prints and writes: the texts equal a one-process run's."""
-    import dataclasses
-
+    """``edlm.api.sample`` over processes: under torchrun each process samples a contiguous block of whole
+    batches (every batch seeded from (seed, batch index) only) and rank 0 gathers, prints and writes: the texts
+    equal a one-process run's."""
     from tqdm.auto import tqdm
 
-    from edlm.checkpoint import load_model, load_run_tokenizer
-    from edlm.parallel import batches_of, cleanup, gather_to_rank0, init_from_env, shard
+    from edlm import api
+    from edlm.parallel import gather_to_rank0, shard
     from edlm.sampling.config import sample_config_from_args
-    from edlm.sampling.generate import build_template, generate, merge_sample_stats
+    from edlm.sampling.generate import merge_sample_stats
 
-    sample = sample_config_from_args(args)
-    info = init_from_env(args.device)
-    device = str(info.device)
-    config, model = load_model(args.run, device=device)
-    tokenizer = load_run_tokenizer(Path(args.run), config)
-    length = sample.length or config.model.seq_len
-    if length > config.model.seq_len:
-        raise UserError(f"--length {length}: longer than the model's sequence length {config.model.seq_len}")
-    sample = dataclasses.replace(sample, length=length)
+    config = sample_config_from_args(args)
     if args.out:
         _check_writable(Path(args.out).parent, "--out", args.out)
-    _, notes = build_template(1, length, sample.prompt, sample.infill, tokenizer, config.model.mask_id)
-    for note in notes if info.is_main else ():
-        print(f"edlm: note: {note}", file=sys.stderr)
-    rows = shard(sample.num, info.rank, info.world, sample.batch_size)
-    started = time.perf_counter()
-    if config.model.kind == "ar":
-        if sample.energy or sample.infill:
-            raise UserError("--energy/--infill need a diffusion model; --run holds an AR model")
-        from edlm.sampling.ar import generate_ar
-
-        texts, stats = generate_ar(model, config, sample.num, length, sample.seed, sample.temperature,
-                                   sample.top_p, sample.prompt, sample.batch_size, rows=rows, tokenizer=tokenizer)
-        token_ids = stats.pop("token_ids")
-    elif config.model.kind == "mdlm":
-        energy = None
-        if sample.energy:
-            from edlm.energy import make_energy
-
-            energy = make_energy(sample.energy, config.model, sample.energy_mode, device, sample.precision,
-                                 tokenizer)
+    with _processes(args.device) as info:
+        model = api.load(args.run, info.device)
+        rows = shard(config.num, info.rank, info.world, config.batch_size)
+        started = time.perf_counter()
         bar = tqdm(desc="sample", leave=False, disable=args.json or not info.is_main or not sys.stderr.isatty())
-        texts, result = generate(model, config, sample, energy, progress=bar.update,
-                                 batches=batches_of(rows, sample.batch_size), tokenizer=tokenizer)
+        samples = api.sample(model, config, rows=rows, progress=bar.update)
         bar.close()
-        stats, token_ids = result.costs(), result.tokens.cpu().tolist()
-    else:
-        raise UserError(f"--run {args.run}: cannot sample from an {config.model.kind!r} model; pass it as "
-                        f"--energy nce:{args.run} with the denoiser's --run")
-    parts = gather_to_rank0((texts, len(texts), stats, time.perf_counter() - started, token_ids))
-    if not info.is_main:
-        cleanup()
+        parts = gather_to_rank0((samples.texts, len(samples.texts), {**samples.costs, **samples.details},
+                                 time.perf_counter() - started, samples.tokens.tolist()))
+    if parts is None:  # not rank 0: its samples went to rank 0
         return 0
+    for note in samples.notes:
+        print(f"edlm: note: {note}", file=sys.stderr)
     texts = [text for part in parts for text in part[0]]
     stats = merge_sample_stats([(part[1], part[2]) for part in parts])
     stats.pop("seconds", None)  # the record's seconds is the wall clock below
@@ -270,9 +212,9 @@ def cmd_sample(args) -> int:
     if info.world > 1:  # each process's own time, and the sum of their work
         stats.update(processes=info.world, process_seconds=[part[3] for part in parts],
                      seconds_all_processes=sum(part[3] for part in parts))
-    record = {"samples": texts, "seconds": seconds, "tokens_per_second": len(texts) * length / seconds,
-              **stats, "run": str(args.run), "model": config.model.kind, "length": length,
-              "tokenizer": tokenizer.name, "token_ids": [ids for part in parts for ids in part[4]],
+    record = {"samples": texts, "seconds": seconds, "tokens_per_second": len(texts) * samples.length / seconds,
+              **stats, "run": str(args.run), "model": samples.model_kind, "length": samples.length,
+              "tokenizer": samples.tokenizer, "token_ids": [ids for part in parts for ids in part[4]],
               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "debug", "command")}}
     if args.out:
         from edlm.fileio import write_json_atomic
@@ -284,61 +226,42 @@ def cmd_sample(args) -> int:
         for index, text in enumerate(texts):
             print(f"--- sample {index} ---\n{text}")
         print(f"[{len(texts)} samples, {seconds:.2f}s, nfe {stats.get('nfe')}]", file=sys.stderr)
-    cleanup()
     return 0
 
 
 def cmd_eval_gen(args) -> int:
-    """Under torchrun each process scores a block of whole judge batches; rank 0 gathers the scores and computes
-    every metric (intervals, diversity, MAUVE)."""
-    from edlm.evaluation.generation import check_judge_reads, evaluate_samples_file, report_lines, score_samples
-    from edlm.evaluation.judges import GenerationEvalError, make_judge
-    from edlm.evaluation.samples_file import read_samples, sample_length
-    from edlm.parallel import cleanup, gather_to_rank0, init_from_env, shard
+    """``edlm.api.score`` over processes: under torchrun each process scores a block of whole judge batches;
+    rank 0 gathers the scores and computes every metric (intervals, diversity, MAUVE) and the law's."""
+    from edlm import api
+    from edlm.evaluation.generation import report_lines
+    from edlm.evaluation.law_metrics import law_report_lines
+    from edlm.evaluation.samples_file import read_samples
+    from edlm.parallel import gather_to_rank0, shard
 
-    if args.judge is None:  # exact metrics of a known law only
-        if not args.law:
-            raise UserError("eval-gen needs --judge (a judge model) and/or --law DIR (a known law)")
-        if args.mauve:
-            raise UserError("--mauve needs --judge (MAUVE uses the judge's features)")
-        from edlm.evaluation.law_metrics import evaluate_law_file, law_report_lines
-
-        try:
-            result = evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed)
-        except GenerationEvalError as error:
-            raise UserError(f"--{error.subject} {error}" if error.subject else str(error)) from None
-        print(json.dumps(result) if args.json else "\n".join(law_report_lines(result)))
-        return 0
+    if args.judge is None and not args.law:
+        raise UserError("eval-gen needs --judge (a judge model) and/or --law DIR (a known law)")
+    if args.mauve and args.judge is None:
+        raise UserError("--mauve needs --judge (MAUVE uses the judge's features)")
     if args.mauve and not args.reference:
         raise UserError("--mauve needs --reference DATA_DIR (a prepared data folder)")
-    info = init_from_env(args.device)
-    try:
-        texts, record = read_samples(args.samples)
-        judge = make_judge(args.judge, str(info.device), args.batch_size)
-        check_judge_reads(judge, record)
+    options = dict(law=args.law, protocol=args.protocol, reference=args.reference if args.mauve else None,
+                   mauve_seeds=args.mauve_seeds, mauve_resamples=args.mauve_resamples, bootstrap=args.bootstrap,
+                   seed=args.bootstrap_seed)
+    if args.judge is None:  # exact metrics of a known law only: no model, one process
+        result = api.score(args.samples, **options)
+        print(json.dumps(result) if args.json else "\n".join(law_report_lines(result)))
+        return 0
+    with _processes(args.device) as info:
+        texts, _ = read_samples(args.samples)  # a bad file is named before the judge loads
+        judge = api.load_judge(args.judge, info.device, args.batch_size)
         rows = shard(len(texts), info.rank, info.world, args.batch_size)
-        parts = gather_to_rank0(score_samples(texts, judge, args.protocol, rows, sample_length(record)))
+        parts = gather_to_rank0(api.judge_scores(args.samples, judge, args.protocol, rows))
         if parts is None:  # not rank 0: its scores went to rank 0
             return 0
-        result = evaluate_samples_file(args.samples, judge, args.judge, args.protocol,
-                                       args.reference if args.mauve else None, args.mauve_seeds, args.bootstrap,
-                                       args.bootstrap_seed, [score for part in parts for score in part],
-                                       args.mauve_resamples)
-    except GenerationEvalError as error:
-        raise UserError(f"--{error.subject} {error}" if error.subject else str(error)) from None
-    finally:
-        cleanup()
+        result = api.score(args.samples, judge, scores=[score for part in parts for score in part], **options)
     for warning in result["warnings"]:
         print(f"edlm: warning: {warning}", file=sys.stderr)
-    lines = report_lines(result)
-    if args.law:
-        from edlm.evaluation.law_metrics import evaluate_law_file, law_report_lines
-
-        try:
-            result.update(evaluate_law_file(args.samples, args.law, args.bootstrap, args.bootstrap_seed))
-        except GenerationEvalError as error:
-            raise UserError(f"--{error.subject} {error}" if error.subject else str(error)) from None
-        lines += law_report_lines(result)
+    lines = report_lines(result) + (law_report_lines(result) if args.law else [])
     print(json.dumps(result) if args.json else "\n".join(lines))
     return 0
 

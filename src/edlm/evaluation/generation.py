@@ -183,16 +183,30 @@ def evaluate_samples_file(samples: str | Path, judge: Judge, judge_spec: str | N
                           mauve_seeds: Sequence[int] = DEFAULT_SEEDS, num_resamples: int = DEFAULT_RESAMPLES,
                           seed: int = 0, scores: Sequence[SampleScore] | None = None,
                           mauve_resamples: int = DEFAULT_MAUVE_RESAMPLES) -> dict:
-    """``edlm eval-gen`` as a library call, in this process: a samples file and a judge -> the
-    ``evaluate_samples`` dict, with the file's record (sampler run and model) and the MAUVE references.
-
-    The published protocols truncate to the samples' length (``length`` in the file) and take the sampler's token
-    ids from the file (``token_ids``) or its tokenizer (``sampler_tokenizer``). With ``reference`` (a prepared data
-    folder), MAUVE compares against whole rows of its validation split (``mauve_score.reference_texts``).
-    ``scores``: ``score_samples`` of every sample when computed elsewhere (several processes). GenerationEvalError
-    for a bad file or a judge that cannot read the samples' tokenizer.
-    """
+    """``edlm eval-gen`` as a library call, in this process: a samples file and a judge -> ``evaluate_record``'s
+    dict, with ``samples_file``. GenerationEvalError for a bad file (subject ``samples``)."""
     texts, record = read_samples(samples)
+    result = evaluate_record(texts, record, judge, judge_spec, protocol, reference, mauve_seeds, num_resamples,
+                             seed, scores, mauve_resamples, str(samples))
+    result.update(samples_file=str(samples))
+    return result
+
+
+def evaluate_record(texts: Sequence[str], record: dict, judge: Judge, judge_spec: str | None = None,
+                    protocol: str = "native", reference: str | Path | None = None,
+                    mauve_seeds: Sequence[int] = DEFAULT_SEEDS, num_resamples: int = DEFAULT_RESAMPLES,
+                    seed: int = 0, scores: Sequence[SampleScore] | None = None,
+                    mauve_resamples: int = DEFAULT_MAUVE_RESAMPLES, where: str = "the samples") -> dict:
+    """Samples ``texts`` with their record (``edlm.evaluation.samples_file``: what ``edlm sample`` wrote) and a
+    judge -> the ``evaluate_samples`` dict, with the sampler's run and model and the MAUVE references.
+
+    The published protocols truncate to the samples' length (``length`` in the record) and take the sampler's
+    token ids from the record (``token_ids``) or its tokenizer (``sampler_tokenizer``). With ``reference`` (a
+    prepared data folder), MAUVE compares against whole rows of its validation split
+    (``mauve_score.reference_texts``). ``scores``: ``score_samples`` of every sample when computed elsewhere
+    (several processes). GenerationEvalError for a record without a length (MAUVE; ``where`` names it), a bad
+    reference or a judge that cannot read the samples' tokenizer.
+    """
     check_judge_reads(judge, record)
     length = sample_length(record)
     references = None
@@ -201,7 +215,7 @@ def evaluate_samples_file(samples: str | Path, judge: Judge, judge_spec: str | N
         from edlm.evaluation.mauve_score import reference_texts
 
         if length is None:
-            raise GenerationEvalError(f"{samples}: no \"length\" (tokens per sample): MAUVE's references are "
+            raise GenerationEvalError(f"{where}: no \"length\" (tokens per sample): MAUVE's references are "
                                       f"rows of that length; write the file with `edlm sample --out`", "samples")
         try:
             references = reference_texts(reference, len(texts), length, seed)
@@ -214,7 +228,7 @@ def evaluate_samples_file(samples: str | Path, judge: Judge, judge_spec: str | N
     if references is not None and result["mauve"]["mauve"] is not None:
         result["mauve"]["reference"] = {"data": str(reference), "split": "val", "rows": len(references),
                                         "row_tokens": length, "seed": seed}
-    result.update(samples_file=str(samples), sampler_run=record.get("run"), sampler_model=record.get("model"))
+    result.update(sampler_run=record.get("run"), sampler_model=record.get("model"))
     return result
 
 

@@ -28,11 +28,8 @@ from edlm.errors import EdlmError
 
 class GenerationEvalError(EdlmError, ValueError):
     """A bad samples file, judge or reference; ``subject`` says which input (``samples``, ``judge``,
-    ``reference``), so that the command line can name its flag; the message names the value."""
-
-    def __init__(self, message: str, subject: str | None = None):
-        super().__init__(message)
-        self.subject = subject
+    ``reference``, ``law``: ``EdlmError``), so that the command line can name its flag; the message names the
+    value."""
 
 
 class Judge(Protocol):

@@ -155,17 +155,26 @@ def sample_rows(record: dict, texts: list[str], law, where: str) -> list[torch.T
 
 def evaluate_law_file(samples: str | Path, law_dir: str | Path, num_resamples: int = DEFAULT_RESAMPLES,
                       seed: int = 0) -> dict:
-    """``edlm eval-gen --law DIR``: the samples file's exact metrics under the law in ``law_dir``.
-    GenerationEvalError with subject ``samples`` or ``law`` for a bad file or folder."""
+    """``edlm eval-gen --law DIR``: the samples file's exact metrics under the law in ``law_dir``
+    (``evaluate_law_record``). GenerationEvalError with subject ``samples`` or ``law`` for a bad file or folder."""
     from edlm.evaluation.samples_file import read_samples
-    from edlm.law import LawError, load_law, read_record
 
     texts, record = read_samples(samples)
+    return evaluate_law_record(texts, record, law_dir, num_resamples, seed, str(samples))
+
+
+def evaluate_law_record(texts: list[str], record: dict, law_dir: str | Path, num_resamples: int = DEFAULT_RESAMPLES,
+                        seed: int = 0, where: str = "the samples") -> dict:
+    """Exact metrics (``law_metrics``) of samples ``texts`` with their record (``edlm sample``'s: token ids when
+    present) under the law in ``law_dir``, with the law's description. GenerationEvalError with subject
+    ``samples`` (``where`` names them) or ``law``."""
+    from edlm.law import LawError, load_law, read_record
+
     try:
         description, law = read_record(law_dir), load_law(law_dir)
     except LawError as error:
         raise GenerationEvalError(str(error), "law") from None
-    rows = sample_rows(record, texts, law, str(samples))
+    rows = sample_rows(record, texts, law, where)
     result = law_metrics(rows, law, num_resamples, seed, float(description.get("epsilon", 1e-3)))
     result["law"] = {"folder": str(law_dir), "kind": description["kind"], "order": description["order"],
                      "vocab_size": law.vocab_size, "length": description["length"]}

@@ -42,7 +42,7 @@ from edlm.stats import mean_interval
 
 
 class LikelihoodError(EdlmError, ValueError):
-    """A likelihood that cannot be computed for this model / energy; the message names the flag."""
+    """A likelihood that cannot be computed for this model / energy; ``subject`` names the input."""
 
 
 def is_self_normalised(energy) -> bool:
@@ -175,13 +175,13 @@ def check_evaluable(run_config: RunConfig, energy) -> None:
     compute."""
     kind = run_config.model.kind
     if energy is None and kind not in ("mdlm", "ar"):
-        raise LikelihoodError(f"an {kind!r} model has no likelihood of its own: evaluate its denoiser with "
-                              f"--energy nce:RUN_DIR")
+        raise LikelihoodError(f"an {kind!r} model has no likelihood of its own: evaluate its denoiser with the "
+                              f"energy nce:RUN_DIR")
     if energy is not None and kind != "mdlm":
-        raise LikelihoodError(f"--energy needs an MDLM denoiser run, got an {kind!r} model")
+        raise LikelihoodError(f"needs an MDLM denoiser run, got an {kind!r} model", "energy")
     if energy is not None and run_config.model.time_conditioning:
-        raise LikelihoodError("--energy: the EDLM bound calls the denoiser without t; a time-conditioned "
-                              "denoiser (model.time_conditioning=true) is not supported")
+        raise LikelihoodError("needs a denoiser without time conditioning: the EDLM bound calls the denoiser "
+                              "without t (model.time_conditioning=true is not supported)", "energy")
 
 
 def likelihood_rows(settings: LikelihoodConfig, run_config: RunConfig, model, chunks: torch.Tensor, energy=None,
@@ -211,7 +211,7 @@ def join_rows(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """``likelihood_rows`` of consecutive blocks, in order -> the figures of all their rows (empty blocks skipped)."""
     parts = [part for part in parts if part]
     if not parts:
-        raise LikelihoodError("no sequences to evaluate (--max-sequences 0 or an empty split)")
+        raise LikelihoodError("no sequences to evaluate (max_sequences 0 or an empty split)")
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}  # (N,) each
 
 

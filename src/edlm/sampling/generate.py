@@ -55,20 +55,22 @@ def model_denoiser(model, config: RunConfig, sample: SampleConfig):
 
 def generate(model, config: RunConfig, sample: SampleConfig, energy=None,
              progress: Callable[[int], None] | None = None, batches: range | None = None, tokenizer=None,
-             denoiser=None) -> tuple[list[str], SampleResult]:
+             denoiser=None, device: torch.device | str | None = None) -> tuple[list[str], SampleResult]:
     """Sample ``sample.num`` sequences in batches of ``sample.batch_size``; returns texts and the summed costs.
 
     Batch b (samples b * batch_size ...) uses a generator seeded by ``batch_seed(sample.seed, b)``, so
     ``batches`` (default: all) can split the work across processes: the union of the shards equals one run.
     ``progress(1)`` is called after every step of every batch. ``tokenizer`` (default: the char alphabet)
     encodes the prompt / infill and decodes the samples (see ``decode_sample``). ``denoiser``: a denoiser function
-    to use instead of ``model`` (e.g. a known law's exact posterior; ``model`` may then be None).
+    to use instead of ``model`` (e.g. a known law's exact posterior; ``model`` may then be None), and ``device``
+    where the loop then runs (default: the denoiser's ``device`` attribute, else the CPU).
     """
     if denoiser is None:
         denoiser, schedule = model_denoiser(model, config, sample)
         device = next(model.parameters()).device
     else:
-        schedule, device = schedule_for(config), torch.device(getattr(denoiser, "device", "cpu"))
+        schedule = schedule_for(config)
+        device = torch.device(device if device is not None else getattr(denoiser, "device", "cpu"))
     length = sample.length or config.model.seq_len
     sampler = build_sampler(denoiser, schedule, config.model.mask_id, sample, energy)
     template, _ = build_template(sample.num, length, sample.prompt, sample.infill, tokenizer, config.model.mask_id)
