@@ -3,6 +3,7 @@ prepared data folder."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,8 @@ class LikelihoodJob:
 def prepare_likelihood(model: Model, data: str | Path, config: LikelihoodConfig | None = None, energy=None,
                        **knobs) -> LikelihoodJob:
     """Check and load what ``likelihood`` needs: the split's rows (``config.split``), the run's tokenizer against
-    the data's, the energy (an object, or None: ``config.energy`` if set, built at ``config.energy_mode`` and
-    ``config.precision``) and that the model has the figure asked for. ``config``: a ``LikelihoodConfig``, or its
+    the data's, the energy (an object; a spec such as ``ar:RUN_DIR``; or None: ``config.energy`` if set; a spec is
+    built at ``config.energy_mode`` and ``config.precision``) and that the model has the figure asked for. ``config``: a ``LikelihoodConfig``, or its
     fields as ``knobs``. Raises ``EdlmError`` subclasses (DataError with subject ``data``, EnergyError, ...)."""
     from edlm.data import DataError, eval_chunks, load_meta, load_split
     from edlm.data.splits import chars_per_token
@@ -67,6 +68,8 @@ def prepare_likelihood(model: Model, data: str | Path, config: LikelihoodConfig 
     sequences = sequences[: config.max_sequences]  # None: all
     check_same_tokenizer({"name": model.config.model.tokenizer, "vocab_size": model.config.model.vocab_size},
                          load_meta(data)["tokenizer"], f"the run {model.source}", f"the data {data}")
+    if isinstance(energy, str):  # a spec: as if given in the config (the report's settings name it)
+        config, energy = dataclasses.replace(config, energy=energy), None
     if energy is None and config.energy:
         energy = load_energy(config.energy, model, config.energy_mode, config.precision)
     check_evaluable(model.config, energy)

@@ -25,7 +25,8 @@ class Samples:
     """What ``sample`` drew: ``texts`` (N strings, whole rows decoded), ``tokens`` (N, L) int64 CPU tensor,
     ``costs`` (``nfe`` batched network calls, ``nfe_per_sequence``, ``steps_run``, ``energy_calls``,
     ``energy_rows``, ``seconds`` of compute), ``notes`` (e.g. how the prompt was normalised), ``details`` (AR:
-    the normalised ``prompt`` and ``cached``), and where they came from (``model``, ``config``, ``energy``)."""
+    the normalised ``prompt`` and ``cached``), and where they came from (``config``: the sampler, with the energy's
+    spec when one was named; ``source``, ``model_kind``, ``tokenizer``: the model's)."""
 
     texts: list[str]
     tokens: torch.Tensor
@@ -34,7 +35,6 @@ class Samples:
     source: str
     model_kind: str
     tokenizer: str
-    energy: str | None = None
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
 
@@ -47,7 +47,7 @@ class Samples:
         texts, token ids, run, model, length, tokenizer and the settings."""
         return {"samples": list(self.texts), "run": self.source, "model": self.model_kind, "length": self.length,
                 "tokenizer": self.tokenizer, "token_ids": self.tokens.tolist(),
-                "settings": {**self.config.knobs(), "energy": self.energy}}
+                "settings": self.config.knobs()}
 
 
 def sample(model: Model, config: SampleConfig | None = None, energy=None, *, rows: range | None = None,
@@ -72,21 +72,23 @@ def sample(model: Model, config: SampleConfig | None = None, energy=None, *, row
     from edlm.data.tokenizers import build_template
 
     _, notes = build_template(1, length, config.prompt, config.infill, model.tokenizer, model.config.model.mask_id)
-    spec = energy if isinstance(energy, str) else config.energy if energy is None else None
+    if isinstance(energy, str):  # a spec: as if given in the config
+        config, energy = dataclasses.replace(config, energy=energy), None
+    elif energy is not None:  # an object: the config names no other energy
+        config = dataclasses.replace(config, energy=None)
     if model.kind == "ar":
         if energy is not None or config.energy or config.infill:
             raise ApiError(f"{model.source} holds an AR model; energies and infill need a diffusion model", "run")
         texts, tokens, costs, details = _sample_ar(model, config, rows)
     elif model.kind in ("mdlm", "law"):
-        if isinstance(energy, str) or (energy is None and config.energy):
-            energy = load_energy(spec, model, config.energy_mode, config.precision)
+        if energy is None and config.energy:
+            energy = load_energy(config.energy, model, config.energy_mode, config.precision)
         texts, tokens, costs = _sample_diffusion(model, config, energy, rows, progress)
         details = {}
     else:
         raise ApiError(f"{model.source}: cannot sample from an {model.kind!r} model; use it as the energy "
                        f"nce:{model.source} of a denoiser", "run")
-    return Samples(texts, tokens, costs, config, model.source, model.kind, model.tokenizer.name, spec, notes,
-                   details)
+    return Samples(texts, tokens, costs, config, model.source, model.kind, model.tokenizer.name, notes, details)
 
 
 def _sample_diffusion(model: Model, config: SampleConfig, energy, rows: range | None,
