@@ -132,9 +132,10 @@ def test_prompt_is_normalised_and_kept(ar_model):
 
 def test_prompt_and_length_checks(ar_model):
     config, model = ar_model
-    with pytest.raises(ARPromptError, match="--prompt"):
+    with pytest.raises(ARPromptError, match="^prompt is 13 char tokens") as caught:
         generate_ar(model, config, 1, 5, seed=0, prompt="much too long")
-    with pytest.raises(ARPromptError, match="--length 33"):
+    assert caught.value.flag_message().startswith("--prompt is 13")  # the command line names the flag
+    with pytest.raises(ARPromptError, match="^length 33: longer"):
         generate_ar(model, config, 1, 33, seed=0)
 
 

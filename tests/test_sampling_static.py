@@ -141,7 +141,7 @@ def test_cuda_graphs_imply_the_static_loop_and_refuse_a_cpu():
     denoiser, schedule = model_denoiser(model, config, sample)
     assert isinstance(denoiser, ShapeGraphs)
     assert build_sampler(denoiser, schedule, config.model.mask_id, sample).static
-    with pytest.raises(GraphError, match="--cuda-graphs needs a CUDA device"):
+    with pytest.raises(GraphError, match="cuda_graphs needs a CUDA device"):
         generate(model, config, sample)
 
 

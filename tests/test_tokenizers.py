@@ -71,7 +71,7 @@ def test_tokenizer_names_parsed_and_bad_ones_refused() -> None:
     assert parse_tokenizer_name("char") == ("char", None)
     assert parse_tokenizer_name("bpe:4096") == ("bpe", 4096)
     for bad in ("bpe", "bpe:10", "bpe:x", "gpt-2", "Char", "bpe:4096 "):
-        with pytest.raises(DataError, match=r"--tokenizer .*unknown; choose char"):
+        with pytest.raises(DataError, match=r"^tokenizer .*unknown; choose char"):
             parse_tokenizer_name(bad)
 
 
@@ -257,7 +257,7 @@ def test_parse_infill_char_keeps_positions() -> None:
     assert parse_infill("[blank:2]", char) == [None, None]
     for bad, message in (("no blanks", "no \\[blank:N\\]"), ("a [blank:0] b", "positive"),
                          ("a [blank:x] b", "positive"), ("a [blank:2 b", "no \\[blank:N\\]")):
-        with pytest.raises(DataError, match=f"--infill.*{message}"):
+        with pytest.raises(DataError, match=f"^infill.*{message}"):
             parse_infill(bad, char)
 
 
@@ -282,7 +282,7 @@ def test_wide_vocabularies_use_wider_dtypes() -> None:
 def test_unknown_tokenizer_refused_before_anything_is_written(tmp_path: Path, tokenizer: str) -> None:
     source = tmp_path / "book.txt"
     source.write_text(TRAIN_TEXT, encoding="utf-8")
-    with pytest.raises(DataError, match="--tokenizer"):
+    with pytest.raises(DataError, match="^tokenizer '"):
         prepare_corpus("files", tmp_path / "out", source, tokenizer=tokenizer)
     assert not (tmp_path / "out").exists()
 

@@ -20,10 +20,14 @@ class EdlmError(Exception):
         self.subject = subject
 
     def __str__(self) -> str:
-        message = super().__str__()
-        return f"{self.subject} {message}" if self.subject else message
+        return self._named(self.subject or "")
 
     def flag_message(self) -> str:
         """The message as the command line shows it: the subject as its flag (``length`` -> ``--length``)."""
+        return self._named(f"--{self.subject.replace('_', '-')}" if self.subject else "")
+
+    def _named(self, name: str) -> str:
         message = super().__str__()
-        return f"--{self.subject.replace('_', '-')} {message}" if self.subject else message
+        if not name:
+            return message
+        return f"{name}{message}" if message[:1] in (":", ",") else f"{name} {message}"

@@ -116,7 +116,7 @@ def encode_prompt(prompt: str | None, length: int, tokenizer=None) -> tuple[torc
     tokenizer = tokenizer or get_tokenizer("char")
     ids, _ = tokenizer.prompt_ids(prompt or "")
     if len(ids) > length:
-        raise ARPromptError(f"--prompt is {len(ids)} {tokenizer.name} tokens, longer than --length {length}")
+        raise ARPromptError(f"is {len(ids)} {tokenizer.name} tokens, longer than the length {length}", "prompt")
     return torch.tensor(ids, dtype=torch.long), tokenizer.decode(ids) if ids else ""
 
 
@@ -133,8 +133,8 @@ def generate_ar(model, config, num: int, length: int, seed: int, temperature: fl
     ``prompt`` (normalised) and ``cached``.
     """
     if length > config.model.seq_len:
-        raise ARPromptError(f"--length {length}: longer than the AR model's sequence length "
-                            f"{config.model.seq_len}")
+        raise ARPromptError(f"{length}: longer than the AR model's sequence length {config.model.seq_len}",
+                            "length")
     device = next(model.parameters()).device
     mask_id = config.model.mask_id
     prefix, prompt_text = encode_prompt(prompt, length, tokenizer)

@@ -32,7 +32,7 @@ Replay = Callable[..., torch.Tensor]
 
 
 class GraphError(EdlmError, ValueError):
-    """CUDA graphs asked for where they cannot run; the message names ``--cuda-graphs``."""
+    """CUDA graphs asked for where they cannot run (subject ``cuda_graphs``)."""
 
 
 def capture_cuda_graph(function: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
@@ -43,7 +43,7 @@ def capture_cuda_graph(function: Callable[..., torch.Tensor], inputs: tuple[torc
     initialisation, e.g. cuBLAS workspaces, must not happen during capture)."""
     device = inputs[0].device
     if device.type != "cuda":
-        raise GraphError(f"--cuda-graphs needs a CUDA device; the denoiser runs on {device}")
+        raise GraphError(f"needs a CUDA device; the denoiser runs on {device}", "cuda_graphs")
     static_inputs = tuple(value.clone() for value in inputs)
     stream = torch.cuda.Stream(device=device)
     stream.wait_stream(torch.cuda.current_stream(device))

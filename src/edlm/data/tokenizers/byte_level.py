@@ -105,12 +105,12 @@ def parse_infill(template: str, tokenizer) -> list[int | None]:
     for match in _BLANK_RE.finditer(template):
         count = match.group(1)
         if not count.isdigit() or int(count) == 0:
-            raise DataError(f"--infill: {match.group(0)!r} needs a positive number of tokens, e.g. [blank:5]")
+            raise DataError(f": {match.group(0)!r} needs a positive number of tokens, e.g. [blank:5]", "infill")
         result.extend(int(i) for i in tokenizer.encode(template[start:match.start()]))
         result.extend([None] * int(count))
         start = match.end()
     result.extend(int(i) for i in tokenizer.encode(template[start:]))
     if "[blank" in template[start:] or not any(item is None for item in result):
-        raise DataError(f"--infill {template!r}: no [blank:N] placeholder (N = tokens to fill)")
+        raise DataError(f"{template!r}: no [blank:N] placeholder (N = tokens to fill)", "infill")
     return result
 

@@ -49,11 +49,11 @@ def _note(flag: str, fixed: str, text: str) -> list[str]:
     return [f"{flag}: normalised to {fixed!r} (the model knows only a-z and space)"] if fixed != text else []
 
 
-def _ids_of(flag: str, positions: list[tuple[int, str]]) -> dict[int, int]:
+def _ids_of(subject: str, positions: list[tuple[int, str]]) -> dict[int, int]:
     ids = {}
     for index, char in positions:
         if char not in ALPHABET:
-            raise PromptError(f"{flag}: character {char!r} at position {index} is not in the vocabulary")
+            raise PromptError(f": character {char!r} at position {index} is not in the vocabulary", subject)
         ids[index] = ALPHABET.index(char)
     return ids
 
@@ -93,7 +93,7 @@ class CharTokenizer:
 
     def prompt_ids(self, text: str) -> tuple[list[int], list[str]]:
         fixed = normalise_prompt(text)
-        ids = _ids_of("--prompt", list(enumerate(fixed)))
+        ids = _ids_of("prompt", list(enumerate(fixed)))
         return [ids[i] for i in range(len(fixed))], _note("--prompt", fixed, text)
 
     def infill_ids(self, template: str) -> tuple[list[int | None], list[str]]:
@@ -101,7 +101,7 @@ class CharTokenizer:
         pieces = [normalise_prompt(part) if part.strip() else " " * len(part)
                   for part in template.split(INFILL_BLANK)]
         fixed = INFILL_BLANK.join(pieces)
-        ids = _ids_of("--infill", [(i, c) for i, c in enumerate(fixed) if c != INFILL_BLANK])
+        ids = _ids_of("infill", [(i, c) for i, c in enumerate(fixed) if c != INFILL_BLANK])
         return [ids.get(i) for i in range(len(fixed))], _note("--infill", fixed, template)
 
     def char_counts(self) -> np.ndarray:

@@ -71,7 +71,7 @@ TOKENIZER_HELP = ", ".join(family.help for family in TOKENIZERS.values())
 
 
 def parse_tokenizer_name(name: str) -> tuple[str, int | None]:
-    """``"char"`` / ``"gpt2"`` / ``"bpe:N"`` -> (family, N); DataError naming ``--tokenizer`` otherwise."""
+    """``"char"`` / ``"gpt2"`` / ``"bpe:N"`` -> (family, N); DataError (subject ``tokenizer``) otherwise."""
     family, _, size = str(name).partition(":")
     entry = TOKENIZERS.get(family)
     if entry is not None and entry.sizes is None and ":" not in str(name):
@@ -82,7 +82,7 @@ def parse_tokenizer_name(name: str) -> tuple[str, int | None]:
             return family, int(size)
     ranges = "; ".join(f"{key}:N with {f.sizes[0]} <= N <= {f.sizes[1]}" for key, f in TOKENIZERS.items()
                        if f.sizes is not None)
-    raise DataError(f"--tokenizer {name!r}: unknown; choose {TOKENIZER_HELP} ({ranges})")
+    raise DataError(f"{name!r}: unknown; choose {TOKENIZER_HELP} ({ranges})", "tokenizer")
 
 
 def get_tokenizer(name: str) -> Tokenizer:

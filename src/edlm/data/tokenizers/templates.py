@@ -26,14 +26,14 @@ def build_template(num: int, length: int, prompt: str | None = None, infill: str
     mask_id = tokenizer.mask_id if mask_id is None else mask_id
     template = torch.full((length,), mask_id, dtype=torch.long)
     notes: list[str] = []
-    for flag, text, encode in (("--prompt", prompt, tokenizer.prompt_ids), ("--infill", infill, tokenizer.infill_ids)):
+    for subject, text, encode in (("prompt", prompt, tokenizer.prompt_ids), ("infill", infill, tokenizer.infill_ids)):
         if not text:
             continue
         ids, said = encode(text)
         notes += said
         if len(ids) > length:
-            raise PromptError(f"{flag} is {len(ids)} {tokenizer.length_unit}, longer than the sequence length "
-                              f"{length}")
+            raise PromptError(f"is {len(ids)} {tokenizer.length_unit}, longer than the sequence length {length}",
+                              subject)
         for index, token in enumerate(ids):
             if token is not None:
                 template[index] = token
