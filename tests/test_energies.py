@@ -181,7 +181,7 @@ def test_hf_energy_refuses_what_it_cannot_score(tmp_path):
     denoiser = ModelConfig(vocab_size=V, seq_len=L)
     cases = [
         (dataclasses.replace(denoiser, vocab_size=V + 1), EnergyMismatchError,
-         f"--energy hf:{folder}: its config.json has vocab_size {V} tokens, the denoiser has {V + 1}"),
+         f"^energy hf:{folder}: its config.json has vocab_size {V} tokens, the denoiser has {V + 1}"),
         (dataclasses.replace(denoiser, seq_len=5), EnergyMismatchError, "takes 4 positions, shorter than"),
     ]
     for config, error, message in cases:

@@ -95,15 +95,16 @@ def test_what_reads_as_a_hub_name(source, expected):
                                     "~edlm-no-such-user/x"])
 def test_a_path_like_missing_source_is_no_such_folder_without_asking_the_hub(source, no_hub):
     with pytest.raises(HubError) as info:
-        resolve_hf_folder(source, "--judge hf:")
-    assert str(info.value) == f"--judge hf:{source}: no such folder"
+        resolve_hf_folder(source, "hf:", subject="judge")
+    assert str(info.value) == f"judge hf:{source}: no such folder"
+    assert info.value.flag_message() == f"--judge hf:{source}: no such folder"  # as the command line shows it
 
 
 def test_an_existing_folder_is_itself_and_a_file_is_not_a_folder(tmp_path, no_hub):
-    assert resolve_hf_folder(str(tmp_path), "--hf") == tmp_path
+    assert resolve_hf_folder(str(tmp_path)) == tmp_path
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(HubError, match=r"^--hf .*config.json: not a folder"):
-        resolve_hf_folder(tmp_path / "config.json", "--hf")
+    with pytest.raises(HubError, match=r"^hf .*config.json: not a folder"):
+        resolve_hf_folder(tmp_path / "config.json", subject="hf")
 
 
 def test_only_safe_files_are_allowed_and_the_revision_is_passed(tmp_path, monkeypatch):
@@ -113,10 +114,10 @@ def test_only_safe_files_are_allowed_and_the_revision_is_passed(tmp_path, monkey
     calls = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: calls.append(
         (repo_id, kwargs)) or str(tmp_path))
-    assert resolve_hf_folder("org/tiny@v1", "--hf") == tmp_path
+    assert resolve_hf_folder("org/tiny@v1") == tmp_path
     [(repo_id, kwargs)] = calls
     assert repo_id == "org/tiny" and kwargs["revision"] == "v1"
-    assert resolve_hf_folder("gpt2", "--hf") == tmp_path and calls[1][1]["revision"] is None
+    assert resolve_hf_folder("gpt2") == tmp_path and calls[1][1]["revision"] is None
     allowed = kwargs["allow_patterns"]
     assert sorted(allowed) == sorted(SAFE_PATTERNS) and not kwargs.get("ignore_patterns")
     risky = ["pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "model.pt", "weights.pth", "last.ckpt",
@@ -132,8 +133,8 @@ def test_only_safe_files_are_allowed_and_the_revision_is_passed(tmp_path, monkey
 
 def test_without_huggingface_hub_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import now raises ImportError
-    with pytest.raises(HubError, match=r"^--hf org/tiny: no such folder, and .*`pip install huggingface_hub`"):
-        resolve_hf_folder("org/tiny", "--hf")
+    with pytest.raises(HubError, match=r"^hf org/tiny: no such folder, and .*`pip install huggingface_hub`"):
+        resolve_hf_folder("org/tiny", subject="hf")
 
 
 def test_an_unknown_name_offline_is_one_line_naming_flag_and_name(hub_cache):
@@ -141,10 +142,10 @@ def test_an_unknown_name_offline_is_one_line_naming_flag_and_name(hub_cache):
         pass
 
     with pytest.raises(CustomError) as info:
-        resolve_hf_folder("org/unknown", "--energy hf:", CustomError)
+        resolve_hf_folder("org/unknown", "hf:", CustomError, "energy")
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("--energy hf:org/unknown: no such folder, and 'org/unknown' could not be fetched "
+    assert message.startswith("energy hf:org/unknown: no such folder, and 'org/unknown' could not be fetched "
                               "from the Hugging Face Hub (LocalEntryNotFoundError: ")
     assert "HF_HUB_OFFLINE=1" in message and "download org/unknown --include '*.json'" in message
 
@@ -156,11 +157,11 @@ def test_a_cached_name_resolves_to_its_snapshot_and_a_revision_to_its_own(hub_ca
     main = cache_repo(hub_cache, "org/tiny", files)
     (files / "config.json").write_text('{"a": 2}')
     tagged = cache_repo(hub_cache, "org/tiny", files, revision="v2")
-    assert resolve_hf_folder("org/tiny", "--hf") == main and main != tagged
-    assert json.loads((resolve_hf_folder("org/tiny@main", "--hf") / "config.json").read_text()) == {"a": 1}
-    assert json.loads((resolve_hf_folder("org/tiny@v2", "--hf") / "config.json").read_text()) == {"a": 2}
-    with pytest.raises(HubError, match="^--hf org/tiny@v3: no such folder, and 'org/tiny' could not be fetched"):
-        resolve_hf_folder("org/tiny@v3", "--hf")
+    assert resolve_hf_folder("org/tiny") == main and main != tagged
+    assert json.loads((resolve_hf_folder("org/tiny@main") / "config.json").read_text()) == {"a": 1}
+    assert json.loads((resolve_hf_folder("org/tiny@v2") / "config.json").read_text()) == {"a": 2}
+    with pytest.raises(HubError, match="^hf org/tiny@v3: no such folder, and 'org/tiny' could not be fetched"):
+        resolve_hf_folder("org/tiny@v3", subject="hf")
 
 
 def test_the_environment_variables_work_in_a_fresh_process(hub_cache, tmp_path):
@@ -169,7 +170,7 @@ def test_the_environment_variables_work_in_a_fresh_process(hub_cache, tmp_path):
     files.mkdir()
     (files / "config.json").write_text("{}")
     snapshot = cache_repo(hub_cache, "org/tiny", files)
-    code = "import sys; from edlm.hub import resolve_hf_folder; print(resolve_hf_folder(sys.argv[1], '--hf'))"
+    code = "import sys; from edlm.hub import resolve_hf_folder; print(resolve_hf_folder(sys.argv[1]))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     out = subprocess.run([sys.executable, "-c", code, "org/tiny"], env=env, capture_output=True, text=True,
                          timeout=120)
@@ -337,9 +338,9 @@ def test_a_path_like_missing_source_never_reaches_the_hub_from_any_caller(source
     from edlm.evaluation.judges import GenerationEvalError, make_judge
     from edlm.training.importer import import_mdlm_hf
 
-    with pytest.raises(GenerationEvalError, match=rf"^--judge hf:{source}: no such folder$"):
+    with pytest.raises(GenerationEvalError, match=rf"^judge hf:{source}: no such folder$"):
         make_judge(f"hf:{source}")
-    with pytest.raises(EnergyError, match=rf"^--energy hf:{source}: no such folder$"):
+    with pytest.raises(EnergyError, match=rf"^energy hf:{source}: no such folder$"):
         make_energy(f"hf:{source}", ModelConfig(vocab_size=28, seq_len=6))
     with pytest.raises(CheckpointError, match=rf"^--hf {source}: no such folder$"):
         import_mdlm_hf(source, tmp_path / "out")

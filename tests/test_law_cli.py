@@ -130,7 +130,8 @@ def test_law_energy_is_the_full_ar_energy_of_the_law(tmp_path):
     x, visible, subset = candidates.view(6, 12), torch.rand(6, 12) < 0.3, torch.zeros(6, 12, dtype=torch.bool)
     subset[:, 1] = ~visible[:, 1]
     assert torch.equal(energy.subset_log_prob(x, visible, subset), law.subset_log_prob(x, visible, subset, 1e-3))
-    with pytest.raises(EnergyError, match="--energy"):
+    with pytest.raises(EnergyError, match="^energy law:.* the law has 27 symbols, the denoiser 50") as caught:
         make_energy(f"law:{tmp_path}", type("C", (), {"vocab_size": 50, "mask_id": 50})())
-    with pytest.raises(EnergyError, match="--energy"):
+    assert caught.value.subject == "energy"  # the command line names --energy
+    with pytest.raises(EnergyError, match="^energy law:.*missing: .*no such law folder"):
         make_energy(f"law:{tmp_path / 'missing'}", config)

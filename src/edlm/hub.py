@@ -1,6 +1,6 @@
 """Hugging Face Hub names wherever edlm takes a local Hugging Face folder (``hf:DIR_OR_NAME``, ``--hf``).
 
-``resolve_hf_folder(source, flag)`` turns what the user wrote into a local folder:
+``resolve_hf_folder(source, prefix, error, subject)`` turns what the user wrote into a local folder:
 
 - an existing folder is returned as it is (the Hub is never imported);
 - a Hub repo id (``name`` or ``org/name``, optionally ``@revision``) is fetched with
@@ -54,15 +54,16 @@ def split_hub_name(source: str) -> tuple[str, str | None] | None:
     return repo_id, revision or None
 
 
-def resolve_hf_folder(source: str | Path, flag: str, error: type[EdlmError] = HubError) -> Path:
+def resolve_hf_folder(source: str | Path, prefix: str = "", error: type[EdlmError] = HubError,
+                      subject: str | None = None) -> Path:
     """The local folder for ``source``: itself when it is a folder, else the cached snapshot of a Hub repo id.
 
-    ``flag`` is the text printed before the source in errors: ``"--hf"`` gives "--hf NAME: ...", a flag ending
-    in ':' (``"--judge hf:"``) gives "--judge hf:NAME: ...". ``error`` is the exception type raised (one line,
-    naming the flag and the source; default ``HubError``), so each caller keeps its own error type.
+    Errors name ``prefix`` + the source (``"hf:"`` gives "hf:NAME: ..."); ``error`` is the exception type raised
+    (one line; default ``HubError``) with ``subject`` (the argument, e.g. ``judge``: the command line shows
+    "--judge hf:NAME: ..."), so each caller keeps its own error type.
     """
     source = str(source)
-    label = f"{flag}{source}" if flag.endswith(":") else f"{flag} {source}"
+    label = f"{prefix}{source}"
     try:
         path = Path(source).expanduser()
     except RuntimeError:  # ~user of an unknown user: left as written, reported below as no such folder
@@ -70,22 +71,23 @@ def resolve_hf_folder(source: str | Path, flag: str, error: type[EdlmError] = Hu
     if path.is_dir():
         return path
     if path.exists():
-        raise error(f"{label}: not a folder (expected a Hugging Face model folder or a Hub name such as org/name)")
+        raise error(f"{label}: not a folder (expected a Hugging Face model folder or a Hub name such as org/name)",
+                    subject)
     parsed = split_hub_name(source)
     if parsed is None:
-        raise error(f"{label}: no such folder")
+        raise error(f"{label}: no such folder", subject)
     repo_id, revision = parsed
     try:
         import huggingface_hub
     except ImportError:
         raise error(f"{label}: no such folder, and fetching the Hugging Face Hub name {repo_id!r} needs the "
-                    f"huggingface_hub package; run `pip install huggingface_hub` (it comes with transformers)"
-                    ) from None
+                    f"huggingface_hub package; run `pip install huggingface_hub` (it comes with transformers)",
+                    subject) from None
     try:  # the Hub's own progress bars (stderr) show a first download of a large model; a cached copy is quiet
         folder = huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=list(SAFE_PATTERNS))
     except Exception as hub_error:  # any failure to fetch (offline, unknown repo, gated, network) is one line
         text = str(hub_error).strip()
         first = f"{type(hub_error).__name__}: {text.splitlines()[0]}" if text else type(hub_error).__name__
         raise error(f"{label}: no such folder, and {repo_id!r} could not be fetched from the Hugging Face Hub "
-                    f"({first}); {PREFETCH_HINT.format(name=repo_id)}") from hub_error
+                    f"({first}); {PREFETCH_HINT.format(name=repo_id)}", subject) from hub_error
     return Path(folder)

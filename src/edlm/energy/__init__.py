@@ -34,14 +34,14 @@ def _run(kind: str):
 
         config, model = load_model(path, device=device)
         if config.model.kind != kind:
-            raise EnergyError(f"--energy {kind}:{path}: {path} holds a {config.model.kind!r} model, not {kind!r}")
+            raise EnergyError(f"{kind}:{path}: {path} holds a {config.model.kind!r} model, not {kind!r}", "energy")
         check_compatible(config.model, denoiser_config, path)
         if tokenizer is not None:  # the run's tokenizer must be the denoiser's (name, vocabulary, fingerprint)
             from edlm.checkpoint import load_run_tokenizer
             from edlm.data.tokenizers import check_same_tokenizer
 
             check_same_tokenizer(tokenizer.to_meta(), load_run_tokenizer(path, config).to_meta(), "the denoiser",
-                                 f"--energy {kind}:{path}")
+                                 f"the energy {kind}:{path}")
         if kind == "ar":
             from edlm.energy.ar import AREnergy
 
@@ -68,14 +68,14 @@ def make_energy(spec: str, denoiser_config, mode: str = "coar", device="cpu", pr
                 tokenizer=None):
     """Build an energy from ``KIND[:PATH]`` (see ``ENERGIES``) for a denoiser with ``denoiser_config`` (a
     ``ModelConfig``). ``tokenizer`` (optional, the denoiser's) lets the builders compare tokenizers beyond the
-    vocabulary size. Raises ``EnergyError`` naming ``--energy``."""
+    vocabulary size. Raises ``EnergyError`` (subject ``energy``)."""
     kind, _, path = spec.partition(":")
     if kind not in ENERGIES:
         valid = ", ".join(f"{name}:{arg}" if arg else name for name, (arg, _) in ENERGIES.items())
-        raise EnergyError(f"--energy {spec!r}: unknown energy {kind!r} (valid: {valid})")
+        raise EnergyError(f"{spec!r}: unknown energy {kind!r} (valid: {valid})", "energy")
     argument, build = ENERGIES[kind]
     if argument and not path:
-        raise EnergyError(f"--energy {spec!r}: expected {kind}:{argument}")
+        raise EnergyError(f"{spec!r}: expected {kind}:{argument}", "energy")
     return build(path, denoiser_config, mode, device, precision, tokenizer)
 
 

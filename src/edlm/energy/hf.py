@@ -35,25 +35,26 @@ from edlm.hub import resolve_hf_folder
 PROBE_TEXT = "The quick brown fox, 1972: naïve café -- done.\n"
 
 
-def load_hf_causal_lm(source: str | Path, flag: str = "--energy"):
+def load_hf_causal_lm(source: str | Path, subject: str = "energy"):
     """Load ``source`` (a local folder or a Hub repo id) as a causal LM on the CPU in float32 (safetensors only,
     no remote code).
 
     Returns (model in eval mode, tokenizer or None when the folder has no tokenizer files).
-    Raises ``EnergyError`` naming ``{flag} hf:{source}``.
+    Raises ``EnergyError`` naming ``hf:{source}`` (and ``subject``, the argument it came in).
     """
-    where = f"{flag} hf:{source}"
-    folder = resolve_hf_folder(source, f"{flag} hf:", EnergyError)
+    where = f"hf:{source}"
+    folder = resolve_hf_folder(source, "hf:", EnergyError, subject)
     if not (folder / "config.json").is_file():
-        raise EnergyError(f"{where}: no config.json (expected a Hugging Face model folder)")
+        raise EnergyError(f"{where}: no config.json (expected a Hugging Face model folder)", subject)
     if not any(folder.glob("*.safetensors")):
         pickled = [p.name for p in folder.glob("*.bin")]
         detail = f" (found {pickled[0]}, a pickle-based file edlm does not load)" if pickled else ""
-        raise EnergyError(f"{where}: no model.safetensors{detail}; convert the weights to safetensors")
+        raise EnergyError(f"{where}: no model.safetensors{detail}; convert the weights to safetensors", subject)
     try:
         import transformers
     except ImportError:
-        raise EnergyError(f"{where} needs the transformers package; run `pip install transformers`") from None
+        raise EnergyError(f"{where} needs the transformers package; run `pip install transformers`",
+                          subject) from None
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -64,7 +65,7 @@ def load_hf_causal_lm(source: str | Path, flag: str = "--energy"):
             dtype=torch.float32)
     except (OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise EnergyError(f"{where}: cannot load a causal LM ({first})") from None
+        raise EnergyError(f"{where}: cannot load a causal LM ({first})", subject) from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -75,7 +76,7 @@ def load_hf_causal_lm(source: str | Path, flag: str = "--energy"):
                                                                    trust_remote_code=False)
         except (OSError, ValueError, KeyError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise EnergyError(f"{where}: cannot load its tokenizer ({first})") from None
+            raise EnergyError(f"{where}: cannot load its tokenizer ({first})", subject) from None
     return model.eval(), tokenizer
 
 
@@ -138,22 +139,22 @@ def make_hf_energy(folder: str | Path, denoiser_config, mode: ARMode = "coar", d
     ``tokenizer``: the denoiser's tokenizer (anything with ``encode(str) -> ids``), optional; when given and the
     folder has a tokenizer, both must encode ``PROBE_TEXT`` to the same ids. Raises ``EnergyError``.
     """
-    where = f"--energy hf:{folder}"
+    where, subject = f"hf:{folder}", "energy"
     model, hf_tokenizer = load_hf_causal_lm(folder)
     vocab = len(hf_tokenizer) if hf_tokenizer is not None else int(model.config.vocab_size)
     if vocab != denoiser_config.vocab_size:
         source = "its tokenizer has" if hf_tokenizer is not None else "its config.json has vocab_size"
         raise EnergyMismatchError(f"{where}: {source} {vocab} tokens, the denoiser has "
-                                  f"{denoiser_config.vocab_size}; they must share a tokenizer")
+                                  f"{denoiser_config.vocab_size}; they must share a tokenizer", subject)
     rows = model.get_output_embeddings().weight.shape[0]
     if rows < vocab:
-        raise EnergyMismatchError(f"{where}: its output layer has {rows} rows for {vocab} tokens")
+        raise EnergyMismatchError(f"{where}: its output layer has {rows} rows for {vocab} tokens", subject)
     if tokenizer is not None and hf_tokenizer is not None:
         ours = [int(i) for i in tokenizer.encode(PROBE_TEXT)]
         theirs = list(hf_tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"])
         if ours != theirs:
             raise EnergyMismatchError(f"{where}: its tokenizer encodes a probe text differently from the "
-                                      f"denoiser's; they must share a tokenizer")
+                                      f"denoiser's; they must share a tokenizer", subject)
     start_id = model.config.bos_token_id
     if start_id is None:
         start_id = model.config.eos_token_id
@@ -161,9 +162,9 @@ def make_hf_energy(folder: str | Path, denoiser_config, mode: ARMode = "coar", d
         start_id = start_id[0] if start_id else None
     if start_id is None or not 0 <= int(start_id) < vocab:
         raise EnergyError(f"{where}: config.json has no usable bos_token_id or eos_token_id (got {start_id}); "
-                          f"the energy needs a start token to score position 0")
+                          f"the energy needs a start token to score position 0", subject)
     limit = max_positions(model.config)
     if limit is not None and limit < denoiser_config.seq_len:
         raise EnergyMismatchError(f"{where}: the model takes {limit} positions, shorter than the denoiser's "
-                                  f"seq_len {denoiser_config.seq_len}")
+                                  f"seq_len {denoiser_config.seq_len}", subject)
     return HFEnergy(model.to(device), denoiser_config.vocab_size, int(start_id), mode, precision=precision)

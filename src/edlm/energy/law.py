@@ -39,7 +39,7 @@ class LawEnergy(TokenLogProbEnergy):
 
 
 def make_law_energy(path, denoiser_config, mode, device, precision, tokenizer) -> LawEnergy:
-    """The ``law`` builder of ``edlm.energy.ENERGIES`` (``--energy law:DIR``): EnergyError naming ``--energy`` when
+    """The ``law`` builder of ``edlm.energy.ENERGIES`` (``--energy law:DIR``): EnergyError (subject ``energy``) when
     the law cannot be read or does not share the denoiser's vocabulary and tokenizer. The law runs on the CPU."""
     from edlm.law import LawError, load_law, read_record
 
@@ -47,13 +47,13 @@ def make_law_energy(path, denoiser_config, mode, device, precision, tokenizer) -
     try:
         record, law = read_record(path), load_law(path)
     except LawError as error:
-        raise EnergyError(f"--energy {spec}: {error}") from None
+        raise EnergyError(f"{spec}: {error}", "energy") from None
     if law.vocab_size != denoiser_config.vocab_size:
-        raise EnergyMismatchError(f"--energy {spec}: the law has {law.vocab_size} symbols, the denoiser "
-                                  f"{denoiser_config.vocab_size}; they must share a tokenizer")
+        raise EnergyMismatchError(f"{spec}: the law has {law.vocab_size} symbols, the denoiser "
+                                  f"{denoiser_config.vocab_size}; they must share a tokenizer", "energy")
     if tokenizer is not None:
         from edlm.data.tokenizers import check_same_tokenizer, get_tokenizer
 
         check_same_tokenizer(tokenizer.to_meta(), get_tokenizer(law.tokenizer_name).to_meta(), "the denoiser",
-                             f"--energy {spec}")
+                             f"the energy {spec}")
     return LawEnergy(law, denoiser_config.mask_id, mode, float(record.get("epsilon", 1e-3)))

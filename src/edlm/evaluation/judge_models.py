@@ -93,7 +93,7 @@ class HFJudge(ModelJudge):
     """
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 16):
-        source, folder = folder, resolve_hf_folder(folder, "--judge hf:", GenerationEvalError)  # "no such folder" first
+        source, folder = folder, resolve_hf_folder(folder, "hf:", GenerationEvalError, "judge")  # "no such folder" first
         try:
             import transformers
         except ImportError:

@@ -148,7 +148,7 @@ def _strip_prefix(tensors: dict[str, torch.Tensor], where: str) -> dict[str, tor
 def read_hf_folder(hf_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """``config.json`` and ``model.safetensors`` of a local MDLM Hugging Face folder (no code is run); ``hf_dir``
     may be a Hub repo id (see ``edlm.hub.resolve_hf_folder``)."""
-    hf_dir = resolve_hf_folder(hf_dir, "--hf", CheckpointError)
+    hf_dir = resolve_hf_folder(hf_dir, "--hf ", CheckpointError)
     try:
         hf_config = read_json(hf_dir / "config.json", "Hugging Face config")
     except FileFormatError as error:
@@ -335,7 +335,7 @@ def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-pap
     """
     source, out = str(hf_dir), Path(out)
     _check_out(out)
-    hf_dir = resolve_hf_folder(source, "--hf", CheckpointError)  # a repo id becomes its cached snapshot
+    hf_dir = resolve_hf_folder(source, "--hf ", CheckpointError)  # a repo id becomes its cached snapshot
     hf_config, weights = read_hf_folder(hf_dir)
     model_config = model_config_from_hf(hf_config, hf_dir)
     tokenizer, has_files = _folder_tokenizer(hf_dir, tokenizer, model_config.vocab_size + 1)
