@@ -49,10 +49,18 @@ def _nproc_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edlm`` parser: one small builder per subcommand, in the order ``edlm --help`` lists them."""
     parser = _Parser(prog="edlm", description="Energy-based diffusion language models", formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = _subparsers(parser, "command")
+    for add in (_add_data_parser, _add_law_parser, _add_train_parser, _add_eval_parser, _add_sample_parser,
+                _add_eval_gen_parser, _add_bench_parser, _add_import_parser, _add_export_parser, _add_demo_parser):
+        add(sub)
+    return parser
 
+
+def _add_data_parser(sub) -> None:
+    """``edlm data prepare``: a corpus tokenized into train/val/test splits (``edlm.data``)."""
     data = _subparsers(sub.add_parser("data", help="prepare a corpus"), "data_command")
     prep = data.add_parser("prepare", help="tokenize a corpus into train/val/test splits")
     prep.add_argument("--corpus", required=True, help="shakespeare (embedded) | text8 | files | law:DIR (the corpus "
@@ -67,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="characters read per chunk; bounds memory")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    _add_law_parser(sub)
 
+def _add_train_parser(sub) -> None:
+    """``edlm train``: an MDLM denoiser, an AR model or an NCE energy (``edlm.training``)."""
     train = sub.add_parser("train", help="train an MDLM denoiser, an AR model or an NCE energy")
     train.add_argument("--data", required=True, help="data folder made by `edlm data prepare`")
     train.add_argument("--preset", default="char-small", help="named model + training settings (see README)")
@@ -87,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3 model.n_layers=4")
 
+
+def _add_eval_parser(sub) -> None:
+    """``edlm eval``: likelihood on a split (``edlm.api.likelihood``)."""
     ev = sub.add_parser("eval", help="likelihood of a trained model on a split: MDLM NELBO, AR NLL, or EDLM "
                                      "bounds and estimates with --energy")
     ev.add_argument("--run", required=True, help="run folder of the evaluated model (MDLM denoiser or AR model)")
@@ -96,16 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     _nproc_flag(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
-    sa = sub.add_parser("sample", help="generate text (MDLM, EDLM importance sampling, or the AR baseline)")
-    sa.add_argument("--run", required=True, help="run folder of a trained MDLM denoiser (or an AR model)")
+
+def _add_sample_parser(sub) -> None:
+    """``edlm sample``: the flags of ``SampleConfig`` and of every registered sampler (``edlm.api.sample``)."""
     from edlm.sampling.config import add_sample_flags
 
+    sa = sub.add_parser("sample", help="generate text (MDLM, EDLM importance sampling, or the AR baseline)")
+    sa.add_argument("--run", required=True, help="run folder of a trained MDLM denoiser (or an AR model), or law:DIR "
+                                                 "(a known law: its exact denoiser)")
     add_sample_flags(sa)
     sa.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
     _nproc_flag(sa)
     sa.add_argument("--out", help="also write the JSON result (samples, settings, timings) to this file")
     sa.add_argument("--json", action="store_true", help="print one JSON object instead of the texts")
 
+
+def _add_eval_gen_parser(sub) -> None:
+    """``edlm eval-gen``: generation quality under a judge and/or a known law (``edlm.api.score``)."""
     eg = sub.add_parser("eval-gen", help="generative perplexity and entropy of samples under a judge")
     eg.add_argument("--samples", required=True, help="JSON written by `edlm sample --json/--out`")
     eg.add_argument("--judge", help="run:DIR (an edlm AR model) or hf:DIR_OR_NAME (a HF causal LM: a local folder or a "
@@ -136,10 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--bootstrap-seed", type=int, default=0,
                     help="numpy seed of the bootstrap (also picks the MAUVE reference rows)")
 
+
+def _add_bench_parser(sub) -> None:
+    """``edlm bench NAME ...``: each benchmark parses its own flags (``edlm.bench``)."""
     bench = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHES)})")
     bench.add_argument("name", help=" | ".join(BENCHES) + " (`edlm bench NAME --help` for its flags)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
+
+def _add_import_parser(sub) -> None:
+    """``edlm import-mdlm``: MDLM weights into a run folder (``edlm.training.importer``)."""
     imp = sub.add_parser("import-mdlm", help="import MDLM weights (Lightning .ckpt, .safetensors, or the Hugging "
                                              "Face repo: a local copy or its Hub name) into a run folder")
     source = imp.add_mutually_exclusive_group(required=True)
@@ -153,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "written by `edlm export-hf`, else gpt2 as MDLM-OWT)")
     imp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.n_heads=12 model.seq_len=1024")
 
+
+def _add_export_parser(sub) -> None:
+    """``edlm export-hf``: an MDLM run in the MDLM-OWT layout (``edlm.training.exporter``)."""
     exp = sub.add_parser("export-hf", help="write an MDLM run as config.json + model.safetensors in the MDLM-OWT "
                                            "layout, with its tokenizer files")
     exp.add_argument("run", help="run folder of a trained MDLM denoiser")
@@ -160,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--weights", default="ema", choices=["ema", "model"],
                      help="EMA weights (as MDLM releases them) or the raw weights")
 
+
+def _add_demo_parser(sub) -> None:
+    """``edlm demo``: the README's main job (``edlm.bench.demo``)."""
     demo = sub.add_parser("demo", help="the README's main job: a known law and Shakespeare, MDLM against EDLM, "
                                        "report.html")
     demo.add_argument("--out", default="out/demo", help="folder for the corpora, the runs and the report")
@@ -167,7 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="budget of the whole job on 2 CPU cores (the five models' training budgets scale with it)")
     demo.add_argument("--quick", action="store_true", help="seconds instead of minutes (smoke test)")
     demo.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda if available)")
-    return parser
 
 
 def _add_law_parser(sub) -> None:
