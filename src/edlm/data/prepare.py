@@ -12,7 +12,7 @@ sources and splits, notes) and, for ``bpe:N``, ``tokenizer.json``.
   on the train split only; this needs one extra reading pass to count characters.
 
 Memory stays bounded: the corpus is read in chunks of ``chunk_chars`` characters, tokenized by ``workers``
-processes a bounded batch at a time, and streamed to a temporary file in the output folder; nothing is renamed
+processes a bounded batch at a time (``chunk_encoding``), and streamed to a temporary file in the output folder; nothing is renamed
 into place before every check has passed, and ``meta.json`` is written last (``load_meta`` refuses a folder
 without it), so a failed run leaves the previous contents as they were.
 """
@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import multiprocessing
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from edlm.data.chunk_encoding import ChunkEncoder, encoded, split_tagged, train_texts
 from edlm.data.errors import DataError
 from edlm.data.sources import (
     ReadStats,
@@ -47,13 +47,7 @@ from edlm.data.tokenizers import (
     parse_tokenizer_name,
     train_bpe,
 )
-from edlm.data.vocabulary import (
-    ALPHABET,
-    NORMALISATION,
-    TEXT8_NORMALISATION,
-    encode_bytes,
-    normalise,
-)
+from edlm.data.vocabulary import ALPHABET, NORMALISATION, TEXT8_NORMALISATION
 from edlm.fileio import write_bytes_atomic, write_json_atomic
 
 DEFAULT_SPLIT = (0.9, 0.05, 0.05)
@@ -91,86 +85,6 @@ def _prepare_out_dir(out_dir: Path) -> bool:
     except OSError as error:
         raise DataError(f"--out {out_dir}: not a writable folder ({error.strerror or error})") from None
     return created
-
-
-# ----------------------------------------------------------------------------------------------------------
-# tokenizing chunks (in this process or in workers)
-
-
-class _ChunkEncoder:
-    """text chunk -> (N,) ids: ``char`` normalises, ``text8`` checks verbatim, ``subword`` calls the tokenizer."""
-
-    def __init__(self, tokenizer: Tokenizer, mode: str, where: str) -> None:
-        self.tokenizer, self.mode, self.where = tokenizer, mode, where
-
-    def __call__(self, text: str) -> np.ndarray:
-        if self.mode == "char":
-            return encode_bytes(normalise(text).encode("ascii"), source=self.where)
-        if self.mode == "text8":
-            try:
-                return encode_bytes(text.encode("ascii", errors="replace"), source=self.where)
-            except ValueError as error:
-                hint = "text8 must already be normalised (use corpus 'files' for raw text)"
-                raise DataError(f"{error}; {hint}") from None
-        return self.tokenizer.encode(text)
-
-
-_worker_encoder: _ChunkEncoder | None = None
-
-
-def _init_worker(encoder: _ChunkEncoder) -> None:
-    global _worker_encoder
-    _worker_encoder = encoder
-
-
-def _encode_in_worker(text: str) -> np.ndarray:
-    assert _worker_encoder is not None
-    return _worker_encoder(text)
-
-
-def _encoded(texts: Iterator[tuple], encoder: _ChunkEncoder, workers: int) -> Iterator[tuple[np.ndarray, tuple]]:
-    """``(text, *tags)`` -> ``(ids, tags)`` in order; with workers > 1 a batch of 8 chunks per worker at a time."""
-    if workers <= 1:
-        for text, *tags in texts:
-            yield encoder(text), tuple(tags)
-        return
-    with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(encoder,)) as pool:
-        batch: list[tuple] = []
-        for item in texts:
-            batch.append(item)
-            if len(batch) == 8 * workers:
-                yield from zip(pool.map(_encode_in_worker, [b[0] for b in batch]), [tuple(b[1:]) for b in batch])
-                batch = []
-        if batch:
-            yield from zip(pool.map(_encode_in_worker, [b[0] for b in batch]), [tuple(b[1:]) for b in batch])
-
-
-def _split_tagged(chunks: Iterator[tuple[str, bool]], cuts: Sequence[int]) -> Iterator[tuple[str, int, int | None]]:
-    """``(text, ends_document)`` -> ``(text, split index, EOS split index or None)``, cutting text at ``cuts``.
-
-    Positions count characters of the text, one more for each document end (its EOS).
-    """
-    position = 0
-    for text, ends_document in chunks:
-        while text:
-            split = sum(position >= cut for cut in cuts)
-            room = cuts[split] - position if split < len(cuts) else len(text)
-            piece, text = text[:room], text[room:]
-            position += len(piece)
-            last = ends_document and not text
-            yield piece, split, (sum(position >= cut for cut in cuts) if last else None)
-        if ends_document:
-            position += 1
-
-
-def _train_texts(chunks: Iterator[tuple[str, bool]], limit: int) -> Iterator[str]:
-    """The text of the first ``limit`` characters (EOS counting one) of the chunk stream: the train split."""
-    position = 0
-    for text, ends_document in chunks:
-        if position >= limit:
-            return
-        yield text[: limit - position]
-        position += len(text) + int(ends_document)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -267,7 +181,9 @@ def prepare_corpus(
 def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | None, ready: Tokenizer | None,
              fractions: tuple[float, float, float], out: Path, stream_path: Path, where: str, size: int,
              workers: int, chunk_chars: int, progress: bool) -> dict:
-    """The work of ``prepare_corpus`` once the arguments are checked (see there)."""
+    """The work of ``prepare_corpus`` once the arguments are checked (see there): the tokenizer (a BPE trained on
+    the train text), every file tokenized into one stream, the stream cut into splits, the splits written, then
+    published with ``meta.json`` last."""
 
     def reading(desc: str) -> tqdm:
         return tqdm(total=size, desc=desc, unit="B", unit_scale=True, leave=False, disable=not progress)
@@ -275,38 +191,14 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
     subword = kind != "char"
     cuts: list[int] = []
     if subword:
-        with reading("counting characters") as bar:
-            chunks = iter_chunks(files, chunk_chars, ReadStats(), bar.update)
-            characters = sum(len(text) + int(ends_document) for text, ends_document in chunks)
-        if characters == 0:
-            raise DataError(f"{where}: corpus is empty")
-        cuts = list(np.cumsum(split_sizes(characters, fractions))[:2])
-        if ready is None:
-            assert requested is not None
-            train_stream = iter_chunks(files, chunk_chars, ReadStats())
-            ready = train_bpe(_train_texts(train_stream, cuts[0]), requested)
+        cuts, ready = _subword_cuts(files, requested, ready, fractions, where, chunk_chars, reading)
     tokenizer: Tokenizer = ready if ready is not None else CharTokenizer()
     mode = "subword" if subword else ("text8" if name == "text8" else "char")
-    encoder = _ChunkEncoder(tokenizer, mode, where)
     dtype = _dtype_for(tokenizer)
-
     stats = ReadStats()
-    bounds, written = [0], 0
-    with reading(f"tokenizing ({tokenizer.name})") as bar, open(stream_path, "wb") as stream:
-        chunks = iter_chunks(files, chunk_chars, stats, bar.update)
-        tagged = _split_tagged(chunks, cuts) if subword else ((text, 0, None) for text, _ in chunks)
-        for ids, (split, eos_split) in _encoded(tagged, encoder, workers):
-            if mode == "char" and ids.size and written:
-                ids = np.concatenate([[_SPACE_ID], ids])  # documents and chunks joined by one space
-            while len(bounds) <= split:
-                bounds.append(written)
-            stream.write(ids.astype(dtype).tobytes())
-            written += int(ids.size)
-            if eos_split is not None:
-                while len(bounds) <= eos_split:
-                    bounds.append(written)
-                stream.write(np.asarray([tokenizer.eos_id], dtype=dtype).tobytes())
-                written += 1
+    with reading(f"tokenizing ({tokenizer.name})") as bar:
+        written, bounds = _tokenize(files, ChunkEncoder(tokenizer, mode, where), stream_path, dtype, cuts,
+                                    workers, chunk_chars, stats, bar.update)
     if subword:  # the token offsets where the val and test text begin (padded when a split got no text)
         bounds = (bounds + [written] * 3)[:3] + [written]
     else:
@@ -317,8 +209,57 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
     if min(sizes) == 0:
         raise DataError(f"{where}: only {written} tokens, too short to give each split at least one "
                         f"(train/val/test = {sizes[0]}/{sizes[1]}/{sizes[2]})")
+    written_splits = _write_splits(out, stream_path, dtype, written, bounds, tokenizer.char_counts())
+    meta = _describe(name, tokenizer, mode, dtype, fractions, sizes, written_splits, stats, files, requested)
+    _publish(out, written_splits, tokenizer if kind == "bpe" else None, meta)
+    return meta
 
-    char_counts = tokenizer.char_counts()
+
+def _subword_cuts(files: list[SourceFile], requested: int | None, ready: Tokenizer | None,
+                  fractions: tuple[float, float, float], where: str, chunk_chars: int, reading
+                  ) -> tuple[list[int], Tokenizer]:
+    """Subword corpora split by characters: the character offsets where val and test begin, and the tokenizer
+    (``ready``, or a ``bpe:requested`` trained on the train text)."""
+    with reading("counting characters") as bar:
+        chunks = iter_chunks(files, chunk_chars, ReadStats(), bar.update)
+        characters = sum(len(text) + int(ends_document) for text, ends_document in chunks)
+    if characters == 0:
+        raise DataError(f"{where}: corpus is empty")
+    cuts = list(np.cumsum(split_sizes(characters, fractions))[:2])
+    if ready is None:
+        assert requested is not None
+        train_stream = iter_chunks(files, chunk_chars, ReadStats())
+        ready = train_bpe(train_texts(train_stream, cuts[0]), requested)
+    return cuts, ready
+
+
+def _tokenize(files: list[SourceFile], encoder: ChunkEncoder, stream_path: Path, dtype: np.dtype,
+              cuts: list[int], workers: int, chunk_chars: int, stats: ReadStats, advance) -> tuple[int, list[int]]:
+    """Every file's ids into the stream file (char: documents and chunks joined by one space; subword: an EOS
+    after each document); returns (tokens written, the token offsets where each split's text begins)."""
+    tokenizer, bounds, written = encoder.tokenizer, [0], 0
+    with open(stream_path, "wb") as stream:
+        chunks = iter_chunks(files, chunk_chars, stats, advance)
+        tagged = split_tagged(chunks, cuts) if encoder.mode == "subword" else ((text, 0, None) for text, _ in chunks)
+        for ids, (split, eos_split) in encoded(tagged, encoder, workers):
+            if encoder.mode == "char" and ids.size and written:
+                ids = np.concatenate([[_SPACE_ID], ids])  # documents and chunks joined by one space
+            while len(bounds) <= split:
+                bounds.append(written)
+            stream.write(ids.astype(dtype).tobytes())
+            written += int(ids.size)
+            if eos_split is not None:
+                while len(bounds) <= eos_split:
+                    bounds.append(written)
+                stream.write(np.asarray([tokenizer.eos_id], dtype=dtype).tobytes())
+                written += 1
+    return written, bounds
+
+
+def _write_splits(out: Path, stream_path: Path, dtype: np.dtype, written: int, bounds: list[int],
+                  char_counts: np.ndarray) -> list[tuple[Path, str, int]]:
+    """The splits ``bounds`` of the stream as temporary files: (path, sha256, characters) each; none left on
+    failure."""
     stream_ids = np.memmap(stream_path, dtype=dtype, mode="r", shape=(written,))
     written_splits: list[tuple[Path, str, int]] = []
     try:
@@ -330,12 +271,19 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
         raise
     finally:
         del stream_ids
+    return written_splits
 
+
+def _describe(name: str, tokenizer: Tokenizer, mode: str, dtype: np.dtype, fractions: tuple[float, float, float],
+              sizes: list[int], written_splits: list[tuple[Path, str, int]], stats: ReadStats,
+              files: list[SourceFile], requested: int | None) -> dict:
+    """``meta.json`` of the prepared folder."""
     invalid = sum(stats.invalid_utf8.values())
     notes = [f"{source}: {count} invalid UTF-8 sequence(s) replaced by U+FFFD" for source, count in
              stats.invalid_utf8.items()]
     if requested is not None and tokenizer.vocab_size < requested:
         notes.append(f"bpe:{requested}: the corpus allowed only {tokenizer.vocab_size} tokens")
+    subword = mode == "subword"
     meta = {
         "format_version": FORMAT_VERSION,
         "corpus": name,
@@ -357,15 +305,18 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
     }
     if not subword:
         meta["alphabet"] = ALPHABET
+    return meta
 
-    # Every check has passed: swap the new files in, meta.json last.
+
+def _publish(out: Path, written_splits: list[tuple[Path, str, int]], bpe: Tokenizer | None, meta: dict) -> None:
+    """Every check has passed: swap the new files in, ``tokenizer.json`` for a trained BPE (else none), meta.json
+    last."""
     (out / "meta.json").unlink(missing_ok=True)  # a stale meta must not describe the new bins
     for split, (temp, _, _) in zip(SPLITS, written_splits):
         os.replace(temp, out / f"{split}.bin")
     tokenizer_path = out / TOKENIZER_FILE
-    if kind == "bpe":
-        write_bytes_atomic(tokenizer_path, tokenizer.json_text.encode("utf-8"))  # type: ignore[attr-defined]
+    if bpe is not None:
+        write_bytes_atomic(tokenizer_path, bpe.json_text.encode("utf-8"))  # type: ignore[attr-defined]
     else:
         tokenizer_path.unlink(missing_ok=True)
     write_json_atomic(out / "meta.json", meta)
-    return meta
