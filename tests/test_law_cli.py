@@ -54,7 +54,7 @@ def test_law_corpus_windows_are_rows_of_the_law(tmp_path, vocab, tokenizer, caps
     stitched = torch.cat([law.sample(300, 8, torch.Generator().manual_seed(1)),
                           law.sample(300, 8, torch.Generator().manual_seed(2))], 1)
     assert law.forbidden(stitched).any()  # (the check above could fail)
-    with pytest.raises(DataError, match="--tokenizer"):
+    with pytest.raises(DataError, match="^tokenizer gpt2: a law corpus uses its law's tokenizer"):
         from edlm.data import prepare_corpus
 
         prepare_corpus(f"law:{law_dir}", tmp_path / "other", tokenizer="gpt2")

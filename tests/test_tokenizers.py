@@ -268,13 +268,9 @@ def test_parse_infill_gpt2_counts_tokens(gpt2) -> None:
 
 
 def test_wide_vocabularies_use_wider_dtypes() -> None:
-    from edlm.data.prepare import _dtype_for
+    from edlm.data.splits import split_dtype
 
-    class Fake:
-        def __init__(self, vocab_size: int) -> None:
-            self.vocab_size = vocab_size
-
-    assert [_dtype_for(Fake(v)).name for v in (27, 256, 257, 50257, 65536, 65537, 200_000)] == [
+    assert [split_dtype(v).name for v in (27, 256, 257, 50257, 65536, 65537, 200_000)] == [
         "uint8", "uint8", "uint16", "uint16", "uint16", "uint32", "uint32"]
 
 

@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from edlm.data.errors import DataError
-from edlm.data.splits import FORMAT_VERSION, SPLITS
+from edlm.data.splits import FORMAT_VERSION, SPLITS, prepare_out_dir, split_dtype
 from edlm.data.tokenizers import get_tokenizer
 from edlm.data.vocabulary import ALPHABET
 from edlm.fileio import sha256_file, write_bytes_atomic, write_json_atomic
-
-
-def _dtype(vocab_size: int) -> np.dtype:
-    if vocab_size <= 1 << 8:
-        return np.dtype(np.uint8)
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
 def prepare_law_corpus(law_dir: str | Path, out_dir: str | Path, tokenizer: str | None = None) -> dict:
@@ -37,29 +28,24 @@ def prepare_law_corpus(law_dir: str | Path, out_dir: str | Path, tokenizer: str 
     """
     from edlm.law import LawError, load_corpus, read_record
 
-    where = f"--corpus law:{law_dir}"
+    where = f"law:{law_dir}"
     try:
         record = read_record(law_dir)
         splits = load_corpus(law_dir)
     except LawError as error:
-        raise DataError(f"{where}: {error}") from None
+        raise DataError(f"{where}: {error}", "corpus") from None
     name = str(record["tokenizer"])
     if tokenizer is not None and tokenizer != name:
-        raise DataError(f"--tokenizer {tokenizer}: a law corpus uses its law's tokenizer ({name}); "
-                        "leave --tokenizer out")
+        raise DataError(f"{tokenizer}: a law corpus uses its law's tokenizer ({name}); leave the tokenizer out",
+                        "tokenizer")
     law_tokenizer = get_tokenizer(name)
     vocab_size = int(record["vocab_size"])
     for split, ids in splits.items():
         if len(ids) == 0 or ids.min() < 0 or ids.max() >= vocab_size:
-            raise DataError(f"{where}: the {split} split is empty or holds ids outside [0, {vocab_size})")
+            raise DataError(f"{where}: the {split} split is empty or holds ids outside [0, {vocab_size})", "corpus")
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise DataError(f"--out {out}: not a writable folder ({error.strerror or error})") from None
-    dtype, counts = _dtype(vocab_size), law_tokenizer.char_counts()
+    prepare_out_dir(out)
+    dtype, counts = split_dtype(vocab_size), law_tokenizer.char_counts()
     (out / "meta.json").unlink(missing_ok=True)  # a stale meta must not describe the new bins
     digests, characters = {}, {}
     for split in SPLITS:

@@ -38,7 +38,7 @@ from edlm.data.sources import (
     list_sources,
     total_bytes,
 )
-from edlm.data.splits import FORMAT_VERSION, SPLITS
+from edlm.data.splits import FORMAT_VERSION, SPLITS, prepare_out_dir, split_dtype
 from edlm.data.tokenizers import (
     TOKENIZER_FILE,
     CharTokenizer,
@@ -75,26 +75,8 @@ def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
     return fractions  # type: ignore[return-value]
 
 
-def _prepare_out_dir(out_dir: Path) -> bool:
-    """Create ``out_dir`` if missing and check that it is writable; returns whether it was created."""
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise DataError(f"--out {out_dir}: not a writable folder ({error.strerror or error})") from None
-    return created
-
-
 # ----------------------------------------------------------------------------------------------------------
 # writing
-
-
-def _dtype_for(tokenizer: Tokenizer) -> np.dtype:
-    if tokenizer.vocab_size <= 1 << 8:
-        return np.dtype(np.uint8)
-    return np.dtype(np.uint16) if tokenizer.vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
 def _write_split(
@@ -147,7 +129,7 @@ def prepare_corpus(
         return prepare_law_corpus(name[len("law:"):], out_dir, tokenizer)
     kind, requested = parse_tokenizer_name(tokenizer or "char")
     if kind == "sym":
-        raise DataError(f"--tokenizer {tokenizer}: the sym:V tokenizer is for law corpora (--corpus law:DIR)")
+        raise DataError(f"{tokenizer}: the sym:V tokenizer is for law corpora (the corpus law:DIR)", "tokenizer")
     fractions = _check_split(split)
     out = Path(out_dir)
     files = list_sources(name, None if path is None else Path(path), out)
@@ -158,7 +140,7 @@ def prepare_corpus(
     if size < 8 * chunk_chars * workers:
         workers = 1  # a pool costs more than it saves
     where = "corpus 'shakespeare'" if name == "shakespeare" else f"--path {path}"
-    created = _prepare_out_dir(out)
+    created = prepare_out_dir(out)
     stream_file = None
     try:
         stream_file = tempfile.NamedTemporaryFile(dir=out, prefix=".stream-", suffix=".tmp", delete=False)
@@ -194,7 +176,7 @@ def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | Non
         cuts, ready = _subword_cuts(files, requested, ready, fractions, where, chunk_chars, reading)
     tokenizer: Tokenizer = ready if ready is not None else CharTokenizer()
     mode = "subword" if subword else ("text8" if name == "text8" else "char")
-    dtype = _dtype_for(tokenizer)
+    dtype = split_dtype(tokenizer.vocab_size)
     stats = ReadStats()
     with reading(f"tokenizing ({tokenizer.name})") as bar:
         written, bounds = _tokenize(files, ChunkEncoder(tokenizer, mode, where), stream_path, dtype, cuts,

@@ -1,4 +1,5 @@
-"""Reading a prepared data folder: ``meta.json``, memory-mapped splits, evaluation rows, its tokenizer.
+"""A prepared data folder: reading ``meta.json``, memory-mapped splits, evaluation rows, its tokenizer; and the two
+rules its writers share (the split dtype of a vocabulary, a writable output folder).
 
 ``meta.json`` (``FORMAT_VERSION`` 2) names the tokenizer (``{"name", "vocab_size", "mask_id", "eos_id",
 "fingerprint"}``), the split dtype, the size of each split in tokens (``sizes``) and in characters of its decoded
@@ -8,6 +9,7 @@ as char folders with ``chars == sizes``.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,26 @@ from edlm.fileio import FileFormatError, read_json
 FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
 _HINT = "run `edlm data prepare` first"
+
+
+def split_dtype(vocab_size: int) -> np.dtype:
+    """The unsigned dtype of a folder's split files: the smallest of uint8 / uint16 / uint32 that holds the ids."""
+    if vocab_size <= 1 << 8:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def prepare_out_dir(out_dir: Path) -> bool:
+    """Create ``out_dir`` if missing and check that it is writable (DataError, subject ``out``, otherwise);
+    returns whether it was created."""
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise DataError(f"{out_dir}: not a writable folder ({error.strerror or error})", "out") from None
+    return created
 
 
 def load_meta(data_dir: str | Path) -> dict:
