@@ -110,6 +110,11 @@ def interval_plot(labels: list[str], estimates: list[Interval | None], path: Pat
     axis.set_xlabel(xlabel + ", log scale")
     axis.set_title(title, fontsize=10)
     axis.grid(axis="x", which="both", alpha=0.3)
+    return save_figure(plt, fig, path)
+
+
+def save_figure(plt, fig, path: Path) -> list[str]:
+    """Lay out ``fig``, write it to ``path`` (folders created) at the benchmarks' resolution, close it; [path]."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

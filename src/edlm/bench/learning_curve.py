@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edlm.bench.common import environment, markdown_table, pyplot, write_results
+from edlm.bench.common import environment, markdown_table, pyplot, save_figure, write_results
 from edlm.flags import OneLineParser, float_in, positive_int
 
 
@@ -99,7 +99,6 @@ def plot_curve(curve: list[dict], test: dict, path: Path) -> list[str]:
     plt = pyplot()
     if plt is None:
         return []
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axis = plt.subplots(figsize=(6, 4))
     axis.plot([c["elapsed_min"] for c in curve], [c["val_bpc"] for c in curve], marker="o", label="val (EMA)")
     if curve:
@@ -109,7 +108,4 @@ def plot_curve(curve: list[dict], test: dict, path: Path) -> list[str]:
     axis.set_ylabel("bits per character")
     axis.grid(alpha=0.3)
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return save_figure(plt, fig, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edlm.bench.common import pyplot
+from edlm.bench.common import pyplot, save_figure
 from edlm.bench.verdicts import BASELINE_METHOD
 
 
@@ -51,11 +51,7 @@ def plot(rows: list[dict], front: list[dict], metric: str, out: Path) -> list[st
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.suptitle("quality vs wall-clock and steps (95% bootstrap intervals; judge != energy model)")
-    fig.tight_layout()
-    path = out / "quality.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return save_figure(plt, fig, out / "quality.png")
 
 
 def plot_frontiers(curves: list[dict], metric: str, out: Path) -> list[str]:
@@ -84,8 +80,4 @@ def plot_frontiers(curves: list[dict], metric: str, out: Path) -> list[str]:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     axis.set_title("generative frontier over sampling temperature (95% intervals)")
-    fig.tight_layout()
-    path = out / "quality_frontier.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return save_figure(plt, fig, out / "quality_frontier.png")

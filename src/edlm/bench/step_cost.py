@@ -51,6 +51,15 @@ from edlm.stats import Interval, format_interval, format_ratio, geometric_interv
 MODES = ("eager", "static", "graphs")
 
 
+def loop_modes(text: str | None, cuda: bool) -> list[str]:
+    """``--modes``: comma-separated ``MODES`` (default eager,graphs on CUDA, eager,static on a CPU); BenchError for
+    an unknown mode or graphs without CUDA."""
+    modes = [m.strip() for m in (text or ("eager,graphs" if cuda else "eager,static")).split(",")]
+    if any(m not in MODES for m in modes) or ("graphs" in modes and not cuda):
+        raise BenchError(f"--modes {','.join(modes)}: expected eager, static, graphs (graphs on CUDA only)")
+    return modes
+
+
 class PrefixDone(Exception):
     """Raised by the progress callback to stop a run after its timed prefix."""
 
@@ -197,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    args.modes = [m.strip() for m in (args.modes or ("eager,graphs" if cuda else "eager,static")).split(",")]
-    if any(m not in MODES for m in args.modes) or ("graphs" in args.modes and not cuda):
-        raise BenchError(f"--modes {','.join(args.modes)}: expected eager, static, graphs (graphs on CUDA only)")
+    args.modes = loop_modes(args.modes, cuda)
     if args.repeats < 2 or args.k < 2:
         raise BenchError(f"--repeats {args.repeats} / --k {args.k}: need at least 2 of each")
     config = get_preset(args.preset)

@@ -21,7 +21,6 @@ Target: edlm >= 3x MDLM's loop.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ import torch
 from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.bench.mdlm_loop import mdlm_sample
-from edlm.bench.step_cost import MODES, run_prefix, target_verdict, timed
+from edlm.bench.step_cost import loop_modes, run_prefix, target_verdict, timed
 from edlm.config import get_preset
 from edlm.device import resolve_device
 from edlm.diffusion.schedule import schedule_for
@@ -84,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    args.modes = [m.strip() for m in (args.modes or ("eager,graphs" if cuda else "eager,static")).split(",")]
-    if any(m not in MODES for m in args.modes) or ("graphs" in args.modes and not cuda):
-        raise BenchError(f"--modes {','.join(args.modes)}: expected eager, static, graphs (graphs on CUDA only)")
+    args.modes = loop_modes(args.modes, cuda)
     if args.repeats < 2:
         raise BenchError(f"--repeats {args.repeats}: need at least 2 timed runs for a confidence interval")
     config = get_preset(args.preset)
