@@ -62,12 +62,17 @@ def positive_int(name):
     return parse
 
 
+def _number(name, text) -> float:
+    """``text`` as a float; ArgumentTypeError naming the flag ``name`` otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+
+
 def float_in(name, low, high, low_open=False):
     def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        value = _number(name, text)
         bad_low = value <= low if low_open else value < low
         if bad_low or value > high or not math.isfinite(value):
             bracket = "(" if low_open else "["
@@ -104,10 +109,7 @@ def integer(name):
 
 def _finite_float(name):
     def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        value = _number(name, text)
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{name} must be finite, got {value}")
         return value
