@@ -104,3 +104,38 @@ def test_no_import_cycle():
 @pytest.mark.parametrize("source, expected", [("edlm.sampling.mdlm", "sampling"), ("edlm", "edlm")])
 def test_top_part(source, expected):
     assert top_part(source) == expected
+
+
+def readme_layer_table() -> list[tuple[str, list[str]]]:
+    """(layer, file patterns) of every row of the README's "What is where" table."""
+    import re
+
+    text = (SRC.parents[1] / "README.md").read_text()
+    table = text[text.index("## What is where"):].split("\n## ")[0]
+    rows = [line.split("|")[1:4] for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    return [(layer.strip(), re.findall(r"`([^`]+)`", files)) for layer, _, files in rows]
+
+
+def covers(pattern: str, path: str) -> bool:
+    """``data/`` covers every file below it, ``sampling/samplers/*.py`` its folder's files, else the exact path."""
+    import fnmatch
+
+    if pattern.endswith("/"):
+        return path.startswith(pattern)
+    return fnmatch.fnmatch(path, pattern) if "*" in pattern else path == pattern
+
+
+def test_the_readme_layer_table_lists_every_file_in_its_layers_row():
+    """Every module (package ``__init__`` files aside) is in the row of its own layer, and only there."""
+    rows = readme_layer_table()
+    wrong = []
+    for path in sorted(SRC.rglob("*.py")):
+        relative = path.relative_to(SRC).as_posix()
+        if path.name == "__init__.py":
+            continue
+        top = top_part(module_name(path))
+        expected = "base" if LEVEL[top] == 0 else "commands" if top in ("cli", "__main__") else top
+        layers = {layer for layer, patterns in rows if any(covers(p, relative) for p in patterns)}
+        if layers != {expected}:
+            wrong.append(f"{relative}: listed in {sorted(layers) or 'no row'}, expected the {expected} row")
+    assert not wrong, "\n".join(wrong)
