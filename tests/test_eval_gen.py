@@ -3,17 +3,14 @@ MAUVE plumbing; the degenerate-sampler check; the run: and hf: judges and their 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import TEXT
+from toys import save_random_run
 
-from edlm.checkpoint import save_checkpoint, write_json_atomic
-from edlm.config import get_preset
 from edlm.data import ALPHABET, MASK_ID, encode
 from edlm.evaluation.diversity import repetition_rate, self_bleu
 from edlm.evaluation.generation import (
@@ -29,9 +26,7 @@ from edlm.evaluation.generation import (
 from edlm.evaluation.mauve_score import (
     mauve_from_features,
     paired_mauve_difference,
-    reference_texts,
 )
-from edlm.models import build_model
 from edlm.models.ar import ar_loss
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
@@ -57,20 +52,12 @@ class TwoCharTokenJudge:
 
 @pytest.fixture(scope="module")
 def ar_run(tmp_path_factory):
-    """A saved tiny AR checkpoint (random adaLN/output layers so the judge is not uniform)."""
-    config = get_preset("char-tiny")
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind="ar"))
-    torch.manual_seed(0)
-    model = build_model(config.model)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "adaLN_modulation" in name or "output_layer.linear" in name:
-                parameter.normal_(0.0, 0.3)
-    run = tmp_path_factory.mktemp("judge_run")
-    write_json_atomic(run / "config.json", json.loads(config.to_json()))
-    state = model.state_dict()
-    save_checkpoint(run, 1, state, state, None, {})
-    return run, model.eval(), config
+    """A saved tiny AR checkpoint (random adaLN/output layers so the judge is not uniform): (run, model, config)."""
+    from edlm.checkpoint import load_model
+
+    run = save_random_run(tmp_path_factory.mktemp("judge") / "run", "ar", seed=0)
+    config, model = load_model(run)
+    return run, model, config
 
 
 # ----------------------------------------------------------------------------------------------------------
