@@ -305,11 +305,13 @@ def test_a_library_caller_gets_the_same_choice_check_as_the_flags():
     from edlm.config import ConfigError
     from edlm.sampling import SampleConfig
 
-    with pytest.raises(ConfigError, match=r"^--precision 'fp16': expected one of fp32, bf16$"):
+    with pytest.raises(ConfigError, match=r"^precision 'fp16': expected one of fp32, bf16$") as caught:
         SampleConfig(precision="fp16")
-    with pytest.raises(ConfigError, match=r"^--energy-mode 'half': expected one of coar, full$"):
+    assert caught.value.flag_message() == "--precision 'fp16': expected one of fp32, bf16"  # what the CLI prints
+    with pytest.raises(ConfigError, match=r"^energy_mode 'half': expected one of coar, full$") as caught:
         SampleConfig(energy_mode="half")
-    with pytest.raises(ConfigError, match=r"^--remask 'sometimes': expected one of cap, rescale, conf"):
+    assert caught.value.flag_message() == "--energy-mode 'half': expected one of coar, full"
+    with pytest.raises(ConfigError, match=r"^remask 'sometimes': expected one of cap, rescale, conf"):
         SampleConfig.of(sampler="remdm", remask="sometimes")
     assert SampleConfig.of(sampler="remdm", remask="loop").options_for().remask == "loop"
 

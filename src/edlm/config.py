@@ -19,23 +19,26 @@ class ConfigError(EdlmError, ValueError):
     """A bad preset, override or config file; the message names the offending key."""
 
 
-def raise_first_error(config, checks: list[tuple[bool, str]]) -> None:
-    """ConfigError with the first bad Literal field of the flag-level ``config``, else the first failed check."""
-    for message in literal_errors(config) + [message for ok, message in checks if not ok]:
-        raise ConfigError(message)
+def raise_first_error(config, checks: list[tuple[bool, str, str]]) -> None:
+    """ConfigError with the first bad Literal field of the flag-level ``config``, else the first failed check
+    ``(ok, field, message)``: the error's subject is the field (the command line shows it as its flag:
+    ``(k >= 1, "k", "must be >= 1")`` reads ``k must be >= 1`` here and ``--k must be >= 1`` there)."""
+    for subject, message in literal_errors(config) + [(field, message) for ok, field, message in checks if not ok]:
+        raise ConfigError(message, subject)
 
 
-def literal_errors(section, prefix: str | None = None) -> list[str]:
-    """One message per field of the dataclass ``section`` whose value is not among its ``Literal`` choices
-    (e.g. ``train.precision=fp16``, which would otherwise run silently in fp32). Fields are named
-    ``prefix.field=value``, or as flags (``--field-name 'value'``) when ``prefix`` is None."""
+def literal_errors(section, prefix: str | None = None) -> list[tuple[str | None, str]]:
+    """(subject, message) for each field of the dataclass ``section`` whose value is not among its ``Literal``
+    choices (e.g. ``train.precision=fp16``, which would otherwise run silently in fp32). With ``prefix`` the
+    message names ``prefix.field=value`` (no subject); without, the subject is the field (a flag's)."""
     hints = get_type_hints(type(section))
     errors = []
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         if get_origin(hints[f.name]) is Literal and value not in get_args(hints[f.name]):
-            name = f"{prefix}.{f.name}={value!r}" if prefix else f"--{f.name.replace('_', '-')} {value!r}"
-            errors.append(f"{name}: expected one of {', '.join(get_args(hints[f.name]))}")
+            choices = f"expected one of {', '.join(get_args(hints[f.name]))}"
+            errors.append((None, f"{prefix}.{f.name}={value!r}: {choices}") if prefix else
+                          (f.name, f"{value!r}: {choices}"))
     return errors
 
 
@@ -171,20 +174,20 @@ class LikelihoodConfig:
                 "unavailable (ESS ~ 1: one proposal carries all the weight and log Z is biased low)"})
 
     def __post_init__(self) -> None:
-        """Range checks and the Literal fields' choices, once, on construction; raises ``ConfigError`` naming the
-        flag (``--field-name``)."""
+        """Range checks and the Literal fields' choices, once, on construction; raises ``ConfigError`` whose
+        subject is the field (the command line shows its flag)."""
         raise_first_error(self, [
-            (self.t_samples >= 1, "--t-samples must be >= 1"),
-            (self.max_sequences is None or self.max_sequences >= 1, "--max-sequences must be >= 1"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (self.is_samples >= 2, "--is-samples must be >= 2 (log Z needs at least two proposals)"),
-            (self.inner >= 1, "--inner must be >= 1"),
-            (self.steps >= 1, "--steps must be >= 1"),
-            (self.k >= 1, "--k must be >= 1"),
-            (0.0 <= self.window <= 1.0, "--window must be in [0, 1]"),
-            (0.0 < self.eps_t < 1.0, "--eps-t must be in (0, 1)"),
-            (0.0 <= self.t_min < 1.0, "--t-min must be in [0, 1)"),
-            (self.min_ess >= 1.0, "--min-ess must be >= 1"),
+            (self.t_samples >= 1, "t_samples", "must be >= 1"),
+            (self.max_sequences is None or self.max_sequences >= 1, "max_sequences", "must be >= 1"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.is_samples >= 2, "is_samples", "must be >= 2 (log Z needs at least two proposals)"),
+            (self.inner >= 1, "inner", "must be >= 1"),
+            (self.steps >= 1, "steps", "must be >= 1"),
+            (self.k >= 1, "k", "must be >= 1"),
+            (0.0 <= self.window <= 1.0, "window", "must be in [0, 1]"),
+            (0.0 < self.eps_t < 1.0, "eps_t", "must be in (0, 1)"),
+            (0.0 <= self.t_min < 1.0, "t_min", "must be in [0, 1)"),
+            (self.min_ess >= 1.0, "min_ess", "must be >= 1"),
         ])
 
 
@@ -314,7 +317,7 @@ def range_checks(config: RunConfig) -> list[tuple[str, Callable[[], bool], str]]
 
 def validate(config: RunConfig) -> None:
     """The Literal fields' choices, then the range checks, once, at the boundary."""
-    for message in literal_errors(config.model, "model") + literal_errors(config.train, "train"):
+    for _, message in literal_errors(config.model, "model") + literal_errors(config.train, "train"):
         raise ConfigError(message)
     for _, ok, message in range_checks(config):
         if not ok():
@@ -325,7 +328,7 @@ def resolve_train_config(preset: str, model: str, overrides: list[str], max_step
                          negatives: int | None = None) -> RunConfig:
     """The run config for ``edlm train``: a named preset, the model kind, then dotted overrides (validated)."""
     if model not in ("mdlm", "ar", "nce"):
-        raise ConfigError(f"--model {model!r}: unknown model (valid: mdlm, ar, nce)")
+        raise ConfigError(f"{model!r}: unknown model (valid: mdlm, ar, nce)", "model")
     config = get_preset(preset)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, kind=model))
     extra = []

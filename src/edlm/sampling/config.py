@@ -90,17 +90,17 @@ class SampleConfig:
         """Range checks, the Literal fields' choices and the sampler's name and options, once, at the boundary (run
         on construction); ConfigError names the flag."""
         raise_first_error(self, [
-            (self.sampler in SAMPLERS, f"--sampler {self.sampler!r}: not available (valid: {', '.join(SAMPLERS)})"),
-            (self.num >= 1, "--num must be >= 1"),
-            (self.steps >= 1, "--steps must be >= 1"),
-            (self.length is None or self.length >= 1, "--length must be >= 1"),
-            (self.temperature > 0, "--temperature must be > 0"),
-            (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
-            (self.k >= 1, "--k must be >= 1"),
-            (0.0 <= self.window <= 1.0, "--window must be in [0, 1]"),
-            (self.energy_temp > 0, "--energy-temp must be > 0"),
-            (self.fills >= 1, "--fills must be >= 1"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.sampler in SAMPLERS, "sampler", f"{self.sampler!r}: not available (valid: {', '.join(SAMPLERS)})"),
+            (self.num >= 1, "num", "must be >= 1"),
+            (self.steps >= 1, "steps", "must be >= 1"),
+            (self.length is None or self.length >= 1, "length", "must be >= 1"),
+            (self.temperature > 0, "temperature", "must be > 0"),
+            (0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]"),
+            (self.k >= 1, "k", "must be >= 1"),
+            (0.0 <= self.window <= 1.0, "window", "must be in [0, 1]"),
+            (self.energy_temp > 0, "energy_temp", "must be > 0"),
+            (self.fills >= 1, "fills", "must be >= 1"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
         ])
         for name, options in self.options.items():
             if name not in SAMPLERS or not isinstance(options, SAMPLERS[name].options):

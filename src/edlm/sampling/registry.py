@@ -7,7 +7,7 @@ dataclass (its knobs: defaults and help text, the CLI flags are generated from i
 
         def __post_init__(self):
             if not 0.0 <= self.wiggle <= 1.0:
-                raise ConfigError("--wiggle must be in [0, 1]")
+                raise ConfigError("must be in [0, 1]", "wiggle")  # the command line says --wiggle
 
     register(SamplerSpec("wiggle", "reveals like ancestral, wiggling", WiggleOptions,
                          build=lambda schedule, mask_id, options, sample: WiggleStep(schedule, mask_id, options)))

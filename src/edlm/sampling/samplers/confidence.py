@@ -39,7 +39,7 @@ class ConfidenceOptions:
         "help": "Gumbel noise scale on the scores (0 = greedy order)"})
 
     def __post_init__(self):
-        raise_first_error(self, [(self.order_temp >= 0, "--order-temp must be >= 0")])
+        raise_first_error(self, [(self.order_temp >= 0, "order_temp", "must be >= 0")])
 
 
 def confidence_scores(log_probs: torch.Tensor, x0: torch.Tensor | None, order: str) -> torch.Tensor:

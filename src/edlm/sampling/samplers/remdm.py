@@ -81,10 +81,10 @@ class RemdmOptions:
 
     def __post_init__(self):
         raise_first_error(self, [
-            (0.0 <= self.eta <= 1.0, "--eta must be in [0, 1]"),
-            (0.0 < self.remask_off < self.remask_on < 1.0, "--remask-off and --remask-on need "
-                                                            "0 < remask-off < remask-on < 1"),
-            (0.0 < self.remask_alpha_on < 1.0, "--remask-alpha-on must be in (0, 1)"),
+            (0.0 <= self.eta <= 1.0, "eta", "must be in [0, 1]"),
+            (0.0 < self.remask_off < self.remask_on < 1.0, "remask_off", "and remask_on need "
+                                                                          "0 < remask_off < remask_on < 1"),
+            (0.0 < self.remask_alpha_on < 1.0, "remask_alpha_on", "must be in (0, 1)"),
         ])
 
 

@@ -50,10 +50,10 @@ class SemiAROptions:
                 "follows --sampler semi-ar itself)"})
 
     def __post_init__(self):
-        raise_first_error(self, [(self.block >= 1, "--block must be >= 1")])
+        raise_first_error(self, [(self.block >= 1, "block", "must be >= 1")])
         if self.inner in ("semi-ar", "cached") or (SAMPLERS and self.inner not in SAMPLERS):
             valid = [name for name in SAMPLERS if name not in ("semi-ar", "cached")]
-            raise ConfigError(f"--inner {self.inner!r}: expected one of {', '.join(valid)}")
+            raise ConfigError(f"{self.inner!r}: expected one of {', '.join(valid)}", "inner")
 
 
 @dataclass

@@ -39,7 +39,7 @@ class ThresholdOptions:
         "help": "reveal every masked position whose top probability is at least this (at least one per step)"})
 
     def __post_init__(self):
-        raise_first_error(self, [(0.0 <= self.threshold <= 1.0, "--threshold must be in [0, 1]")])
+        raise_first_error(self, [(0.0 <= self.threshold <= 1.0, "threshold", "must be in [0, 1]")])
 
 
 def top_probability(log_probs: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> torch.Tensor:
