@@ -232,12 +232,9 @@ def test_impossible_context_falls_back_to_smoothing():
     assert torch.allclose(out[0, -1, :3].exp().sum(), torch.tensor(1.0, dtype=torch.float64))
 
 
-def test_bad_settings_name_the_flag():
-    with pytest.raises(LawError, match="--support"):
-        make_law("markov", 27, 40, seed=0)
-    with pytest.raises(LawError, match="--order"):
-        make_law("markov", 27, 3, seed=0, order=3)
-    with pytest.raises(LawError, match="--hidden"):
-        make_law("hmm", 27, 7, seed=0, hidden=4)
-    with pytest.raises(LawError, match="--kind"):
-        make_law("pcfg", 27, 3, seed=0)
+def test_bad_settings_name_the_argument_and_the_cli_its_flag():
+    for arguments, subject in ((("markov", 27, 40), "support"), (("markov", 27, 3, 0, 3), "order"),
+                               (("hmm", 27, 7, 0, 1, 4), "hidden"), (("pcfg", 27, 3), "kind")):
+        with pytest.raises(LawError, match=f"^{subject} ") as caught:
+            make_law(*arguments, **({} if len(arguments) > 3 else {"seed": 0}))
+        assert caught.value.subject == subject and caught.value.flag_message().startswith(f"--{subject} ")

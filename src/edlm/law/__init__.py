@@ -45,11 +45,11 @@ def make_law(kind: str, vocab_size: int, support: int, seed: int, order: int = 1
     """Draw a law of ``kind`` (``LAWS``). ``order``: Markov only; ``hidden``: HMM only; ``options``: the kind's
     other settings (Markov: pool, concentration; HMM: stay, moves, shared_mass, concentration)."""
     if kind not in LAWS:
-        raise LawError(f"--kind {kind!r}: unknown law (valid: {', '.join(LAWS)})")
+        raise LawError(f"{kind!r}: unknown law (valid: {', '.join(LAWS)})", "kind")
     if kind == "markov":
         return make_markov(order, vocab_size, support, seed, **options)
     if order not in (0, 1):
-        raise LawError(f"--order {order}: an HMM has no Markov order; leave --order out")
+        raise LawError(f"{order}: an HMM has no Markov order; leave the order out", "order")
     return make_hmm(vocab_size, hidden, support, seed, **options)
 
 
@@ -61,7 +61,7 @@ def make_law_folder(law: Law, folder: str | Path, length: int = DEFAULT_LENGTH, 
     corpus = None
     if tokens:
         if tokens < 3 * length:
-            raise LawError(f"--tokens {tokens}: need at least 3 * --length ({3 * length}) for three splits")
+            raise LawError(f"{tokens}: need at least 3 * length ({3 * length}) for three splits", "tokens")
         stream = law.stream(tokens, corpus_seed)
         cut_1 = round(tokens * SPLIT_FRACTIONS[0])
         cut_2 = round(tokens * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]))

@@ -152,10 +152,10 @@ def make_hmm(vocab_size: int, hidden: int, support: int, seed: int, stay: float 
     """Draw a persistent HMM from numpy's generator ``seed`` (see the module docstring)."""
     V, H, S = vocab_size, hidden, support
     if H < 2 or S < 1 or H * S >= V:
-        raise LawError(f"--hidden {H} --support {S}: need hidden >= 2, support >= 1 and hidden * support < vocab "
-                       f"({V}) so that at least one symbol is shared")
+        raise LawError(f"{H} with support {S}: need hidden >= 2, support >= 1 and hidden * support < vocab ({V}) "
+                       f"so that at least one symbol is shared", "hidden")
     if not 0 < stay < 1 or not 0 < shared_mass < 1 or concentration <= 0:
-        raise LawError(f"--stay {stay}, shared_mass {shared_mass}: both must lie in (0, 1); concentration > 0")
+        raise LawError(f"{stay}, shared_mass {shared_mass}: both must lie in (0, 1); concentration > 0", "stay")
     if not 1 <= moves <= H - 1:
         raise LawError(f"moves {moves}: need 1 <= moves <= hidden - 1 ({H - 1})")
     rng = np.random.default_rng(seed)

@@ -256,9 +256,9 @@ def make_markov(order: int, vocab_size: int, support: int, seed: int, pool: int 
     """Draw a sparse Markov chain from numpy's generator ``seed`` (see the module docstring)."""
     V, S = vocab_size, support
     if order not in (1, 2):
-        raise LawError(f"--order {order}: Markov laws have order 1 or 2")
+        raise LawError(f"{order}: Markov laws have order 1 or 2", "order")
     if V < 2 or not 1 <= S <= V:
-        raise LawError(f"--support {S}: need 1 <= support <= vocab ({V}), vocab >= 2")
+        raise LawError(f"{S}: need 1 <= support <= vocab ({V}), vocab >= 2", "support")
     if concentration <= 0:
         raise LawError(f"concentration {concentration}: must be > 0")
     rng = np.random.default_rng(seed)
