@@ -207,7 +207,7 @@ def test_missing_path_and_unknown_corpus(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(DataError, match="nowhere.txt"):
         prepare_corpus("files", out, tmp_path / "nowhere.txt")
-    with pytest.raises(DataError, match="--path"):
+    with pytest.raises(DataError, match="^path needed by corpus 'text8'"):
         prepare_corpus("text8", out)
     with pytest.raises(DataError, match="'wiki'.*shakespeare, text8, files"):
         prepare_corpus("wiki", out, tmp_path)

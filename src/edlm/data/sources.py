@@ -93,30 +93,30 @@ def user_files(path: Path, out_dir: Path) -> list[SourceFile]:
         if candidate.is_file() and not hidden and not inside_out:
             found.append(SourceFile(candidate, relative.as_posix(), _kind_of(candidate)))
     if not found:
-        raise DataError(f"--path {path}: folder holds no files")
+        raise DataError(f"{path}: folder holds no files", "path")
     return sorted(found, key=lambda source: source.name)
 
 
 def text8_file(path: Path) -> SourceFile:
     """The text8 file (plain, or a zip holding one file named ``text8``)."""
     if not path.is_file():
-        raise DataError(f"--path {path}: corpus 'text8' needs the text8 or text8.zip file, not a folder")
+        raise DataError(f"{path}: corpus 'text8' needs the text8 or text8.zip file, not a folder", "path")
     return SourceFile(path, path.name, "text8")
 
 
 def list_sources(corpus: str, path: Path | None, out_dir: Path) -> list[SourceFile]:
-    """The files of ``corpus`` (``CORPORA``); DataError naming ``--path`` when it is missing or wrong."""
+    """The files of ``corpus`` (``CORPORA``); DataError (subject ``path``) when it is missing or wrong."""
     if corpus not in CORPORA:
         raise DataError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
     if corpus == "shakespeare":
         if path is not None:
-            raise DataError(f"corpus 'shakespeare' takes no --path (got {path}); use corpus 'files' for own text")
+            raise DataError(f"{path}: corpus 'shakespeare' takes none; use corpus 'files' for own text", "path")
         return shakespeare_files()
     if path is None:
         wanted = "the text8 or text8.zip file" if corpus == "text8" else "a file or folder"
-        raise DataError(f"corpus {corpus!r} needs --path ({wanted})")
+        raise DataError(f"needed by corpus {corpus!r} ({wanted})", "path")
     if not path.exists():
-        raise DataError(f"--path {path}: no such file or folder")
+        raise DataError(f"{path}: no such file or folder", "path")
     return [text8_file(path)] if corpus == "text8" else user_files(path, out_dir)
 
 
@@ -165,7 +165,7 @@ def _open_binary(source: SourceFile) -> tuple[BinaryIO, Callable[[], None]]:
         if len(named) != 1 and len(members) != 1:
             found = [member.filename for member in members]
             archive.close()
-            raise DataError(f"--path {source.path}: zip must hold one file named 'text8', found {found}")
+            raise DataError(f"{source.path}: zip must hold one file named 'text8', found {found}", "path")
         handle = archive.open(named[0] if len(named) == 1 else members[0])
         return handle, lambda: (handle.close(), archive.close())
     handle = open(source.path, "rb")
