@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
+LAW_LABELS = {"mdlm": "MDLM", "row": "EDLM, the paper's weights", "reveal1": "EDLM, weights on the revealed tokens"}
+TEXT_LABELS = {"mdlm": "MDLM", "row": "EDLM, the paper's weights", "reveal": "EDLM, weights on the revealed tokens"}
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1150px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
@@ -40,8 +42,6 @@ def _law_rows(summary: dict) -> str:
 
 
 def _law_samples(summary: dict, escape) -> str:
-    from edlm.bench.demo_report import LAW_LABELS
-
     rows = []
     for method, sample in summary["law"]["samples"].items():
         for tokens, bad in zip(sample["rows"], sample["forbidden"]):

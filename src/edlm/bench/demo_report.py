@@ -10,10 +10,8 @@ import io
 import json
 from pathlib import Path
 
+from edlm.bench.demo_html import LAW_LABELS, TEXT_LABELS, render
 from edlm.stats import Interval
-
-LAW_LABELS = {"mdlm": "MDLM", "row": "EDLM, the paper's weights", "reveal1": "EDLM, weights on the revealed tokens"}
-TEXT_LABELS = {"mdlm": "MDLM", "row": "EDLM, the paper's weights", "reveal": "EDLM, weights on the revealed tokens"}
 
 
 def _interval(value) -> dict:
@@ -124,8 +122,6 @@ def plot_png(summary: dict) -> bytes | None:
 
 def write_report(out: Path, plan, law: dict, text: dict, seconds: float) -> dict:
     """Write summary.json, demo.png and report.html into ``out``; returns the summary."""
-    from edlm.bench.demo_html import render
-
     summary = {"seconds": seconds, "plan": {"law_length": plan.law_length, "k": plan.k, "law_num": plan.law_num,
                                             "text_num": plan.text_num, "text_tokenizer": plan.text_tokenizer,
                                             "training_seconds": plan.seconds},

@@ -50,7 +50,7 @@ def likelihoods(config, mdlm, ar, data: Path, quick: bool) -> dict:
 
 
 def text_part(out: Path, plan, device) -> dict:
-    from edlm.bench.demo import train_model
+    from edlm.bench.demo_train import train_model
     from edlm.checkpoint import load_model, load_run_tokenizer
     from edlm.energy.ar import AREnergy
     from edlm.evaluation.generation import generation_metrics

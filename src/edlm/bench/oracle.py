@@ -271,9 +271,9 @@ def parse_args(argv):
     parser.add_argument("--mdlm", help="MDLM run trained on the law's corpus (with --ar: the trained models)")
     parser.add_argument("--ar", help="AR run trained on the law's corpus (the trained models' energy)")
     parser.add_argument("--no-exact", action="store_true", help="leave out the exact models")
-    parser.add_argument("--fractions", type=positive_ints("--fractions"), default=[16, 8, 4, 2],
+    parser.add_argument("--fractions", type=positive_ints("--fractions"), default="16,8,4,2",
                         help="T = L / f for each f")
-    parser.add_argument("--k", type=positive_ints("--k"), default=[4, 16], help="candidates per step")
+    parser.add_argument("--k", type=positive_ints("--k"), default="4,16", help="candidates per step")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"subset of {', '.join(METHODS)}")
     parser.add_argument("--sampler", default="cached", help="the sampler (any with a stated reveal set)")
     parser.add_argument("--num", type=positive_int("--num"), default=128, help="rows per setting")
