@@ -45,7 +45,7 @@ def test_oracle_runs_both_model_sets_and_reports_every_comparison(tiny):
 def test_settings_share_their_row_seeds_so_comparisons_are_paired(tiny):
     root, _, _ = tiny
     run, models = oracle.exact_models(str(root / "law"))
-    args = oracle.parse_args(["--num", "8", "--batch-size", "4", "--law", str(root / "law")])
+    args = oracle.parse_args(["--num", "8", "--batch-size", "4", "--law", str(root / "law"), "--window", "0.5"])
     first = oracle.run_setting(models, run, "mdlm", 8, 1, args)
     again = oracle.run_setting(models, run, "mdlm", 8, 1, args)
     assert np.array_equal(first["forbidden"], again["forbidden"]) and np.array_equal(first["nll"], again["nll"])

@@ -603,7 +603,7 @@ def test_eval_with_an_energy_says_what_each_figure_is_and_shows_progress_off_a_t
     capsys.readouterr()
     assert main(base) == 0
     out, err = capsys.readouterr()
-    assert "upper bound on the NLL of `edlm sample --steps 4 --k 2 --window 0.2`" in out, out
+    assert "upper bound on the NLL of `edlm sample --steps 4 --k 2 --window 0.2 --is-target row`" in out, out
     lines = out.splitlines()
     for words in ("MDLM bound, same T", "improvement over the MDLM bound", "paper's estimate (not a bound)",
                   "AR model's own NLL"):

@@ -157,7 +157,8 @@ class LikelihoodConfig:
     inner: int = field(default=8, metadata={
         "help": "inner draws N per step of the EDLM bound (the bound tightens as N grows; cost grows as N*k)"})
     steps: int = field(default=32, metadata={
-        "help": "T, sampler steps of the discrete-time bounds (the bound is for `edlm sample --steps T`)"})
+        "help": "T, sampler steps of the discrete-time bounds (the bound is for `edlm sample --steps T "
+                "--is-target row`)"})
     k: int = field(default=2, metadata={"help": "importance-sampling candidates per step inside the window"})
     window: float = field(default=0.2, metadata={
         "help": "importance sampling for t >= 1 - window; 0.2 as in `edlm sample`, so that by default the "

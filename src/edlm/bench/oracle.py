@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from edlm.bench.common import environment, markdown_table, write_results
-from edlm.flags import OneLineParser, positive_int, positive_ints
+from edlm.flags import OneLineParser, float_in, positive_int, positive_ints
 from edlm.stats import Interval, bootstrap_indices, geometric_interval, percentile_interval, verdict, welch_ratio
 
 # name -> (importance target or None for plain MDLM, fills M, label in words)
@@ -96,7 +96,7 @@ def run_setting(models: ModelSet, law_run, method: str, steps: int, k: int, args
 
     target, fills, _ = METHODS[method]
     sample = SampleConfig(num=args.num, steps=steps, sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
-                          k=k if target else 1, window=1.0, is_target=target or "row", fills=fills)
+                          k=k if target else 1, window=args.window, is_target=target or "row", fills=fills)
     sampler = build_sampler(models.denoiser, models.schedule, law_run.mask_id, sample,
                             models.energy if target else None)
     rows, seconds, energy_rows, nfe, steps_run = [], [], 0, 0, 0
@@ -275,6 +275,8 @@ def parse_args(argv):
                         help="T = L / f for each f")
     parser.add_argument("--k", type=positive_ints("--k"), default="4,16", help="candidates per step")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"subset of {', '.join(METHODS)}")
+    parser.add_argument("--window", type=float_in("--window", 0.0, 1.0), default=1.0,
+                        help="importance sampling for t >= 1 - window (the rest of the steps are plain MDLM's)")
     parser.add_argument("--sampler", default="cached", help="the sampler (any with a stated reveal set)")
     parser.add_argument("--num", type=positive_int("--num"), default=128, help="rows per setting")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=32,

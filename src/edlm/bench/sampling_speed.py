@@ -201,7 +201,7 @@ def time_one_T(args, steps: int, models, device: torch.device, num: int, length:
     proposal_name = {1: "plain", args.k: f"IS k={args.k}"}
     specs = {(sampler, k): SampleConfig(num=num, steps=steps, length=length, sampler=sampler, seed=0,
                                         batch_size=num, precision=args.precision, k=k, window=args.window,
-                                        compile=args.compile)
+                                        compile=args.compile, is_target="row")  # the paper's weights, as before
              for sampler in samplers for k in (1, args.k)}
     seconds, results = time_settings(model, config, energy, specs, args.repeats, device, tokenizer)
     profiles = {}

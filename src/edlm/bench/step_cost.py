@@ -107,7 +107,8 @@ def settings(k: int, reveal_k: list[int], fills: int, steps: int) -> dict[str, S
     """Row name -> SampleConfig of its sampler (None: the forward row)."""
     base = dict(steps=steps, window=1.0, fills=fills, seed=0)
     rows = {"forward": None, "ancestral": SampleConfig(sampler="ancestral", k=1, **base),
-            "cached": SampleConfig(sampler="cached", k=1, **base), f"cached IS k={k}": SampleConfig(k=k, **base)}
+            "cached": SampleConfig(sampler="cached", k=1, **base),
+            f"cached IS k={k}": SampleConfig(k=k, is_target="row", **base)}  # the paper's whole-row weights
     for count in reveal_k:
         rows[f"cached reveal k={count}"] = SampleConfig(k=count, is_target="reveal", **base)
     return rows

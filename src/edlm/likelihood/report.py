@@ -4,7 +4,8 @@
   draws per sequence.
 - ``ar_nll``: an AR model's exact NLL (an AR run, or the AR model inside an AR energy).
 - ``mdlm_discrete_nelbo``: the T-step MDLM ELBO (upper bound on the NLL of ``edlm sample`` without energy).
-- ``bound``: valid upper bound on the NLL of the EDLM sampler ``edlm sample --steps T --k k --window w`` runs
+- ``bound``: valid upper bound on the NLL of the EDLM sampler ``edlm sample --steps T --k k --window w --is-target row``
+  runs (the paper's whole-row weights; the bound of the reveal-set sampler is not derived)
   (temperature 1, top-p 1, energy temperature 1, grid down to t_min, greedy final fill); discrete-time ELBO on
   the step marginals, each step Jensen-bounded with N inner draws (errs upward; loose for N = 1 as k grows).
 - ``paper_estimate`` (and ``paper_estimate_jackknife`` when log Z is estimated): the EDLM paper's plug-in.
@@ -74,7 +75,8 @@ def paper_summary(estimate: PaperEstimate, seq_len: int, min_ess: float, chars_p
 
 def sampler_description(settings: LikelihoodConfig, leftover: float) -> dict:
     """What the bound bounds, for the JSON: the exact ``edlm sample`` settings."""
-    return {"command": f"edlm sample --steps {settings.steps} --k {settings.k} --window {settings.window}",
+    return {"command": f"edlm sample --steps {settings.steps} --k {settings.k} --window {settings.window} "
+                       f"--is-target row",
             "steps": settings.steps, "k": settings.k, "window": settings.window, "t_min": settings.t_min,
             "temperature": 1.0, "top_p": 1.0, "energy_temperature": 1.0,
             "final_step": "greedy argmax fill of the positions still masked at t_min",
