@@ -6,7 +6,7 @@
    corpus; an MDLM denoiser and a small AR model (the energy) are trained on it; then rows are sampled with plain
    MDLM, the paper's EDLM (importance weights over every masked token) and edlm's reveal-set EDLM (weights on the
    tokens each step reveals) at T = L/8, L/4, L/2 steps, and scored by the law itself: the share of forbidden
-   transitions, with 95% intervals. No judge model can flatter these numbers.
+   transitions, with 95% intervals (the headline quotes T = L/2). No judge model can flatter these numbers.
 2. The text part. The embedded Shakespeare corpus with a byte-level BPE: an MDLM, an AR energy and a separately
    trained AR judge; MDLM, the paper's EDLM and reveal-set EDLM samples side by side at T = L/4, judge bits per
    character with paired intervals; the test likelihoods.
@@ -71,7 +71,7 @@ def plan_for(minutes: float, quick: bool) -> Plan:
     return Plan(64, 1_000_000, law_mdlm, law_ar, "bpe:1024", text, text,
                 {"law-mdlm": 2.3 * share, "law-ar": 0.5 * share, "text-mdlm": 2.4 * share,
                  "text-ar": 1.2 * share, "text-judge": 1.2 * share},
-                law_num=128, text_num=24, k=4, max_steps=None)
+                law_num=192, text_num=24, k=4, max_steps=None)
 
 
 def law_part(out: Path, plan: Plan, device) -> dict:

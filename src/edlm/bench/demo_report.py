@@ -48,7 +48,7 @@ def _compared(entries: list[dict], method: str, against: str, T: int | None = No
 def headline(summary: dict) -> list[str]:
     """The demo's answer in plain sentences, with their 95% intervals."""
     law, text, lines = summary["law"], summary["text"], []
-    T = law["length"] // 4
+    T = max(s["T"] for s in law["settings"])  # the most steps swept: each step reveals the fewest tokens
     parts = {m: _setting(summary, m, T) for m in LAW_LABELS}
     if all(parts.values()):
         rate = {m: p["forbidden_rate"] for m, p in parts.items()}
