@@ -129,8 +129,3 @@ class SampleResult:
         """The cost counters as a flat dict (what `edlm sample` records)."""
         return {"nfe": self.nfe, "nfe_per_sequence": self.nfe_rows, "steps_run": self.iterations,
                 "energy_calls": self.energy_calls, "energy_rows": self.energy_rows}
-
-
-def per_row(value: torch.Tensor | float, rows: int, device: torch.device) -> torch.Tensor:
-    """A float or a (B,) tensor as (B,) float64 on ``device``."""
-    return torch.as_tensor(value, dtype=torch.float64, device=device).expand(rows)

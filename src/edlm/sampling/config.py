@@ -111,7 +111,7 @@ class SampleConfig:
     def options_for(self, name: str | None = None):
         """The options of sampler ``name`` (default: the chosen sampler): as given, else its defaults."""
         name = name or self.sampler
-        return self.options.get(name) or SAMPLERS[name].default_options()
+        return self.options.get(name) or SAMPLERS[name].options()
 
     @classmethod
     def of(cls, **knobs) -> "SampleConfig":

@@ -10,13 +10,8 @@ from typing import Callable
 import torch
 
 from edlm.config import RunConfig
-from edlm.data.tokenizers import (  # noqa: F401 (prompt, infill and decoding belong to the tokenizers; re-exported)
-    INFILL_BLANK,
-    PromptError,
-    build_template,
-    decode_sample,
-    normalise_prompt,
-)
+from edlm.data.tokenizers import build_template, decode_sample  # prompts, infill and decoding: the tokenizers'
+
 from edlm.diffusion.schedule import schedule_for
 from edlm.models.denoiser import make_denoiser_fn
 from edlm.parallel import batch_seed

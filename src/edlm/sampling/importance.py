@@ -42,14 +42,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from edlm.energy.base import Energy
 from edlm.sampling.proposal import FactorizedProposal
 
-ISTarget = Literal["row", "reveal", "reveal-cond", "reveal-exact"]
 IS_TARGETS: tuple[str, ...] = ("row", "reveal", "reveal-cond", "reveal-exact")
 WINDOW_TOL = 1e-12  # t >= 1 - window up to float rounding of the grid (the likelihood bounds use the same)
 

@@ -36,9 +36,6 @@ class SamplerSpec:
     cached: bool = True  # run with the per-row cache (``ancestral`` is the uncached reference)
     own_clock: bool = False  # chooses its own number of network calls: --steps does not apply
 
-    def default_options(self):
-        return self.options()
-
 
 def register(spec: SamplerSpec, replace: bool = False) -> SamplerSpec:
     """Add ``spec`` to ``SAMPLERS``. Its option names become flags: they must not collide with another sampler's
