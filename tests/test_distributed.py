@@ -131,3 +131,15 @@ def test_global_batch_must_divide_over_ranks(runs, tmp_path):
     message = "edlm: error: train.batch_size=15 is not divisible by world size 2 x train.grad_accum 1"
     assert result.stderr.count(message) == 2  # each rank says it once; torchrun then reports the failed children
     assert not (tmp_path / "bad").exists()
+
+
+def test_nproc_prints_a_user_error_once(runs, tmp_path):
+    """``edlm train --nproc 2`` with a batch that does not split: both workers refuse, the launcher prints the
+    one-line error once (not once per worker) and exits 2; nothing is written."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "edlm"] + train_args(runs["data"], tmp_path / "bad", "train.batch_size=15",
+                                                          "--nproc", "2")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    message = "edlm: error: train.batch_size=15 is not divisible by world size 2 x train.grad_accum 1"
+    assert result.returncode == 2 and result.stderr.count(message) == 1, result.stderr[-2000:]
+    assert not (tmp_path / "bad").exists()

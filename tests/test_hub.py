@@ -342,5 +342,5 @@ def test_a_path_like_missing_source_never_reaches_the_hub_from_any_caller(source
         make_judge(f"hf:{source}")
     with pytest.raises(EnergyError, match=rf"^energy hf:{source}: no such folder$"):
         make_energy(f"hf:{source}", ModelConfig(vocab_size=28, seq_len=6))
-    with pytest.raises(CheckpointError, match=rf"^--hf {source}: no such folder$"):
+    with pytest.raises(CheckpointError, match=rf"^hf {source}: no such folder$"):
         import_mdlm_hf(source, tmp_path / "out")

@@ -246,7 +246,8 @@ def test_bad_hf_folders_are_refused_without_writing(tmp_path):
         with pytest.raises(error) as caught:
             import_mdlm_hf(folder, tmp_path / "run", preset="char-tiny", tokenizer="char")
         text = str(caught.value)
-        assert message in text and text.startswith("--hf ") and "\n" not in text, (folder.name, text)
+        assert message in text and text.startswith("hf ") and "\n" not in text, (folder.name, text)
+        assert caught.value.flag_message().startswith("--hf "), folder.name  # the command line names the flag
         assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.import-*"))
 
 

@@ -139,3 +139,25 @@ def test_the_readme_layer_table_lists_every_file_in_its_layers_row():
         if layers != {expected}:
             wrong.append(f"{relative}: listed in {sorted(layers) or 'no row'}, expected the {expected} row")
     assert not wrong, "\n".join(wrong)
+
+
+def error_messages_naming_a_flag(path: Path) -> list[str]:
+    """``SomethingError("--flag ...")`` calls in one file: the message opens with a command-line flag."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "").endswith("Error") and node.args:
+            first = node.args[0]
+            head = first.values[0] if isinstance(first, ast.JoinedStr) and first.values else first
+            if isinstance(head, ast.Constant) and isinstance(head.value, str) and head.value.startswith("--"):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    return found
+
+
+def test_library_errors_name_their_argument_not_a_flag():
+    """Below ``bench`` (which parses its own argv) errors carry the argument as ``subject`` and the command line
+    turns it into the flag; ``flags.py`` builds the flags and may name them."""
+    library = [path for path in SRC.rglob("*.py") if LEVEL[top_part(module_name(path))] < LEVEL["bench"]
+               and path.name != "flags.py"]
+    assert len(library) > 50
+    offenders = [hit for path in library for hit in error_messages_naming_a_flag(path)]
+    assert offenders == []

@@ -245,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         # A user error (bad flag, file or setting) is one line; anything else is a bug: show its traceback.
         if args.debug or not user_error(error):
             raise
-        message = error.flag_message() if isinstance(error, EdlmError) else str(error)  # the input as its flag
-        print(f"edlm: error: {message}", file=sys.stderr)
+        from edlm.parallel import report_user_error
+
+        report_user_error(error.flag_message() if isinstance(error, EdlmError) else str(error))  # input as its flag
         return 2
 
 

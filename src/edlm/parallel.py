@@ -66,14 +66,32 @@ def local_process(device: torch.device | str | None = None) -> DistInfo:
     return DistInfo(device=chosen)
 
 
+WORKER_ERRORS = "EDLM_WORKER_ERRORS"  # set by run_workers: the folder where its workers leave their user errors
+
+
+def report_user_error(message: str) -> None:
+    """Show a one-line user error: on stderr, or, in a worker of ``run_workers``, in its error folder (the
+    launcher prints each distinct message once)."""
+    import sys
+
+    folder = os.environ.get(WORKER_ERRORS)
+    if folder and os.path.isdir(folder):
+        with open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}.txt"), "w") as file:
+            file.write(message)
+    else:
+        print(f"edlm: error: {message}", file=sys.stderr)
+
+
 def run_workers(nproc: int, argv: list[str]) -> int:
     """``python -m edlm ARGV`` in ``nproc`` local worker processes joined in one process group, started the way
     ``torchrun --standalone --nproc_per_node NPROC`` starts them (torch's elastic launcher, called from this
     process), so ``edlm CMD --nproc N`` needs no torchrun in front (whose parser took edlm's ``--run`` for its
     ``--run-path``). Workers get this edlm on PYTHONPATH and, unless set, OMP_NUM_THREADS=1 (as torchrun).
-    Returns 0, or the exit code of a failed worker (each worker prints its own error)."""
+    Returns 0, or the exit code of a failed worker. A worker's one-line user error goes to a file
+    (``WORKER_ERRORS``) and this process prints each distinct one once, not once per worker."""
     import logging
     import sys
+    import tempfile
     import uuid
     from pathlib import Path
 
@@ -85,8 +103,9 @@ def run_workers(nproc: int, argv: list[str]) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     source = str(Path(edlm.__file__).resolve().parents[1])
+    errors = tempfile.TemporaryDirectory(prefix="edlm-errors-")
     env = {"PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), WORKER_ERRORS: errors.name}
     saved = {name: os.environ.get(name) for name in env}
     launcher_log = logging.getLogger("torch.distributed.elastic")
     level = launcher_log.level
@@ -97,8 +116,13 @@ def run_workers(nproc: int, argv: list[str]) -> int:
         return 0
     except ChildFailedError as error:
         codes = [failure.exitcode for failure in error.failures.values()]
+        messages = [path.read_text() for path in sorted(Path(errors.name).glob("rank*.txt"),
+                                                         key=lambda path: int(path.stem[4:]))]
+        for message in dict.fromkeys(messages):  # distinct, in rank order
+            print(f"edlm: error: {message}", file=sys.stderr)
         return max(codes) if max(codes) > 0 else 1
     finally:
+        errors.cleanup()
         launcher_log.setLevel(level)
         for name, value in saved.items():
             if value is None:

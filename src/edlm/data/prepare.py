@@ -139,7 +139,7 @@ def prepare_corpus(
         workers = min(8, os.cpu_count() or 1)
     if size < 8 * chunk_chars * workers:
         workers = 1  # a pool costs more than it saves
-    where = "corpus 'shakespeare'" if name == "shakespeare" else f"--path {path}"
+    where = "corpus 'shakespeare'" if name == "shakespeare" else str(path)
     created = prepare_out_dir(out)
     stream_file = None
     try:
@@ -147,17 +147,27 @@ def prepare_corpus(
         stream_file.close()
         meta = _prepare(name, files, kind, requested, ready, fractions, out, Path(stream_file.name), where, size,
                         workers, chunk_chars, progress)
+    except DataError as error:  # an error about the text at ``path`` names that argument (the flag on the CLI)
+        _remove_partial(out, created)
+        if name == "shakespeare" or error.subject is not None or not str(error).startswith(where):
+            raise
+        raise DataError(str(error), "path") from None
     except BaseException:
-        if created and out.is_dir():
-            for leftover in out.glob(".*.tmp"):
-                leftover.unlink(missing_ok=True)
-            if not any(out.iterdir()):
-                out.rmdir()
+        _remove_partial(out, created)
         raise
     finally:
         if stream_file is not None:
             Path(stream_file.name).unlink(missing_ok=True)
     return meta
+
+
+def _remove_partial(out: Path, created: bool) -> None:
+    """After a failed preparation: the temporary files, and the folder when this call created it and it is empty."""
+    if created and out.is_dir():
+        for leftover in out.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if not any(out.iterdir()):
+            out.rmdir()
 
 
 def _prepare(name: str, files: list[SourceFile], kind: str, requested: int | None, ready: Tokenizer | None,

@@ -37,7 +37,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, weights: str = "ema") ->
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if weights not in ("ema", "model"):
-        raise CheckpointError(f"--weights {weights!r}: expected ema or model")
+        raise CheckpointError(f"{weights!r}: expected ema or model", "weights")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise CheckpointError(f"{out_dir}: is not an empty folder; choose a new folder")
     config, model = load_model(run_dir, weights=weights)

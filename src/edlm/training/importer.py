@@ -29,6 +29,7 @@ The importer maps weights only: it does not remap vocabularies; the run's tokeni
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import warnings
@@ -80,6 +81,22 @@ def mdlm_parameter_names(n_layers: int) -> list[str]:
 # reading
 
 
+def _errors_about(subject: str):
+    """The helpers here name the file an error is about; an entry point adds the argument that file came from
+    (``subject``, ``ckpt`` or ``hf``) to the errors that lack one, so the command line shows its flag."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except CheckpointError as error:
+                if error.subject is not None:
+                    raise
+                raise CheckpointError(str(error), subject) from None
+        return wrapper
+    return decorate
+
+
 def read_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], list[torch.Tensor] | None, int]:
     """Read weights from a Lightning/PyTorch checkpoint (weights_only) or a safetensors file.
 
@@ -87,9 +104,9 @@ def read_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], list[torc
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"--ckpt {path}: no such file")
+        raise CheckpointError(f"{path}: no such file", "ckpt")
     if path.suffix == ".safetensors":
-        return _strip_prefix(_load_safetensors(path, "--ckpt"), f"--ckpt {path}"), None, 0
+        return _strip_prefix(_load_safetensors(path), str(path)), None, 0
     try:
         with warnings.catch_warnings():  # keep the CLI's error to one line
             warnings.simplefilter("ignore")
@@ -102,37 +119,37 @@ def read_checkpoint_file(path: Path) -> tuple[dict[str, torch.Tensor], list[torc
         unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if unsupported:
             raise CheckpointError(
-                f"--ckpt {path}: refused: it contains a Python object other than tensors and plain containers "
-                f"({unsupported.group(1)}); unpickling it could run code, so edlm does not. {hint}") from None
+                f"{path}: refused: it contains a Python object other than tensors and plain containers "
+                f"({unsupported.group(1)}); unpickling it could run code, so edlm does not. {hint}", "ckpt") from None
         if type(error).__name__ == "UnpicklingError":
             detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
             raise CheckpointError(
-                f"--ckpt {path}: refused by PyTorch's weights-only loader "
-                f"({detail.group(1).strip() if detail else first_line}); edlm unpickles nothing else. {hint}"
+                f"{path}: refused by PyTorch's weights-only loader "
+                f"({detail.group(1).strip() if detail else first_line}); edlm unpickles nothing else. {hint}", "ckpt"
             ) from None
-        raise CheckpointError(f"--ckpt {path}: not a readable PyTorch checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line})", "ckpt") from None
     if not isinstance(content, dict):
-        raise CheckpointError(f"--ckpt {path}: expected a dict of tensors, found {type(content).__name__}")
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(content).__name__}", "ckpt")
     state = content.get("state_dict", content)
     if not isinstance(state, dict):
-        raise CheckpointError(f"--ckpt {path}: 'state_dict' is a {type(state).__name__}, not a dict of tensors")
+        raise CheckpointError(f"{path}: 'state_dict' is a {type(state).__name__}, not a dict of tensors", "ckpt")
     tensors = {k: v for k, v in state.items() if isinstance(k, str) and torch.is_tensor(v)}
     ema = content.get("ema")
     shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
     if shadow is not None and not (isinstance(shadow, (list, tuple)) and all(torch.is_tensor(t) for t in shadow)):
-        raise CheckpointError(f"--ckpt {path}: ema.shadow_params is not a list of tensors")
+        raise CheckpointError(f"{path}: ema.shadow_params is not a list of tensors", "ckpt")
     step = content.get("global_step", 0)
-    return (_strip_prefix(tensors, f"--ckpt {path}"), None if shadow is None else list(shadow),
+    return (_strip_prefix(tensors, str(path)), None if shadow is None else list(shadow),
             step if isinstance(step, int) else 0)
 
 
-def _load_safetensors(path: Path, flag: str) -> dict[str, torch.Tensor]:
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path))
     except Exception as error:
-        raise CheckpointError(f"{flag} {path}: unreadable safetensors file ({error})") from None
+        raise CheckpointError(f"{path}: unreadable safetensors file ({error})") from None
 
 
 def _strip_prefix(tensors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
@@ -145,26 +162,27 @@ def _strip_prefix(tensors: dict[str, torch.Tensor], where: str) -> dict[str, tor
     return tensors
 
 
+@_errors_about("hf")
 def read_hf_folder(hf_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """``config.json`` and ``model.safetensors`` of a local MDLM Hugging Face folder (no code is run); ``hf_dir``
     may be a Hub repo id (see ``edlm.hub.resolve_hf_folder``)."""
-    hf_dir = resolve_hf_folder(hf_dir, "--hf ", CheckpointError)
+    hf_dir = resolve_hf_folder(hf_dir, "", CheckpointError, "hf")
     try:
         hf_config = read_json(hf_dir / "config.json", "Hugging Face config")
     except FileFormatError as error:
-        raise CheckpointError(f"--hf {error}") from None
+        raise CheckpointError(f"{error}", "hf") from None
     weights = hf_dir / "model.safetensors"
     if not weights.is_file():
         other = sorted(p.name for p in hf_dir.iterdir() if p.suffix in (".bin", ".pt", ".ckpt", ".json")
                        and p.name != "config.json")
-        raise CheckpointError(f"--hf {hf_dir}: no model.safetensors" + (f" (found {', '.join(other)}; edlm reads "
-                              f"only a single safetensors file here)" if other else ""))
-    return hf_config, _strip_prefix(_load_safetensors(weights, "--hf"), f"--hf {weights}")
+        raise CheckpointError(f"{hf_dir}: no model.safetensors" + (f" (found {', '.join(other)}; edlm reads "
+                              f"only a single safetensors file here)" if other else ""), "hf")
+    return hf_config, _strip_prefix(_load_safetensors(weights), str(weights))
 
 
 def model_config_from_hf(hf_config: dict, source: Path) -> ModelConfig:
     """An edlm ``ModelConfig`` from MDLM's Hugging Face ``config.json`` (``vocab_size`` there counts [MASK])."""
-    where = f"--hf {source}/config.json"
+    where = f"{source}/config.json"
     if not isinstance(hf_config, dict) or hf_config.get("model_type") != "mdlm":
         found = hf_config.get("model_type") if isinstance(hf_config, dict) else type(hf_config).__name__
         raise CheckpointError(f"{where}: model_type is {found!r}, expected 'mdlm' (kuleshov-group/mdlm-owt)")
@@ -241,10 +259,10 @@ def ema_from_shadow(shadow: list[torch.Tensor], model: torch.nn.Module, where: s
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "holds checkpoints" if list_checkpoints(out) else "is not an empty folder"
-        raise CheckpointError(f"--out {out}: {what}; choose a new folder")
+        raise CheckpointError(f"{out}: {what}; choose a new folder", "out")
     probe = unwritable_ancestor(out)
     if probe is not None:
-        raise CheckpointError(f"--out {out}: not writable ({probe} is not a writable folder)")
+        raise CheckpointError(f"{out}: not writable ({probe} is not a writable folder)", "out")
 
 
 def _write_run(out: Path, config: RunConfig, model: torch.nn.Module, ema: dict[str, torch.Tensor], step: int,
@@ -258,7 +276,10 @@ def _write_run(out: Path, config: RunConfig, model: torch.nn.Module, ema: dict[s
         if tokenizer_dir is not None:
             copy_tokenizer_files(tokenizer_dir, folder)
 
-    publish_folder(out, fill, f"--out {out}")
+    try:
+        publish_folder(out, fill, str(out))
+    except CheckpointError as error:  # the run folder could not be written: about out, not the source
+        raise CheckpointError(str(error), "out") from None
 
 
 TOKENIZER_SIZES = {"char": 27, "gpt2": GPT2_VOCAB}  # tokens (without [MASK]) of the tokenizers known by name
@@ -274,21 +295,21 @@ def _folder_tokenizer(hf_dir: Path, requested: str | None, rows: int) -> tuple[s
         try:
             found = tokenizer_from_meta(read_json(hf_dir / TOKENIZER_META, "tokenizer description"), hf_dir)
         except (DataError, FileFormatError) as error:
-            raise CheckpointError(f"--hf {hf_dir}: {error}") from None
+            raise CheckpointError(f"{hf_dir}: {error}", "hf") from None
         if requested is not None and requested != found.name:
-            raise CheckpointError(f"--tokenizer {requested}: {hf_dir} holds the {found.name} tokenizer "
-                                  f"({TOKENIZER_META}); drop --tokenizer to use it")
+            raise CheckpointError(f"{requested}: {hf_dir} holds the {found.name} tokenizer "
+                                  f"({TOKENIZER_META}); drop --tokenizer to use it", "tokenizer")
         name, size, has_files = found.name, found.vocab_size, True
     else:
         name, has_files = requested or "gpt2", False
         if name.startswith("bpe"):
-            raise CheckpointError(f"--tokenizer {name}: {hf_dir} has no {TOKENIZER_META} + tokenizer.json; a "
-                                  f"trained BPE needs its files (`edlm export-hf` writes them)")
+            raise CheckpointError(f"{name}: {hf_dir} has no {TOKENIZER_META} + tokenizer.json; a "
+                                  f"trained BPE needs its files (`edlm export-hf` writes them)", "tokenizer")
         size = TOKENIZER_SIZES.get(name)
     if size is not None and size != rows - 1:
-        raise CheckpointError(f"--hf {hf_dir}/config.json: vocab_size {rows} is not the {name} tokenizer's {size} "
+        raise CheckpointError(f"{hf_dir}/config.json: vocab_size {rows} is not the {name} tokenizer's {size} "
                               f"tokens + [MASK]; pass --tokenizer NAME for the folder's tokenizer (char, gpt2, or "
-                              f"bpe:N with its tokenizer files)")
+                              f"bpe:N with its tokenizer files)", "hf")
     return name, has_files
 
 
@@ -296,6 +317,7 @@ def _folder_tokenizer(hf_dir: Path, requested: str | None, rows: int) -> tuple[s
 # the two entry points
 
 
+@_errors_about("ckpt")
 def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
                 overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
     """Write an edlm run folder ``out`` (config.json + checkpoints/step-N) from an MDLM ``.ckpt``/``.safetensors``.
@@ -305,7 +327,7 @@ def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
     ckpt, out = Path(ckpt), Path(out)
     _check_out(out)
     weights, shadow, step = read_checkpoint_file(ckpt)
-    where = f"--ckpt {ckpt}"
+    where = str(ckpt)
     config = get_preset(preset)
     config = dataclasses.replace(config, model=infer_model_config(weights, config.model, where))
     config = apply_overrides(config, list(overrides or []))  # validates (e.g. hidden divisible by n_heads)
@@ -324,6 +346,7 @@ def import_mdlm(ckpt: str | Path, out: str | Path, preset: str = "text8-paper",
     return config, notes
 
 
+@_errors_about("hf")
 def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-paper", tokenizer: str | None = None,
                    overrides: list[str] | None = None) -> tuple[RunConfig, list[str]]:
     """Write an edlm run folder ``out`` from a Hugging Face MDLM folder or Hub repo id (``kuleshov-group/mdlm-owt``).
@@ -335,7 +358,7 @@ def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-pap
     """
     source, out = str(hf_dir), Path(out)
     _check_out(out)
-    hf_dir = resolve_hf_folder(source, "--hf ", CheckpointError)  # a repo id becomes its cached snapshot
+    hf_dir = resolve_hf_folder(source, "", CheckpointError, "hf")  # a repo id becomes its cached snapshot
     hf_config, weights = read_hf_folder(hf_dir)
     model_config = model_config_from_hf(hf_config, hf_dir)
     tokenizer, has_files = _folder_tokenizer(hf_dir, tokenizer, model_config.vocab_size + 1)
@@ -343,8 +366,8 @@ def import_mdlm_hf(hf_dir: str | Path, out: str | Path, preset: str = "text8-pap
     try:
         config = apply_overrides(config, list(overrides or []))  # validates (e.g. hidden divisible by n_heads)
     except ConfigError as error:
-        raise ConfigError(f"--hf {hf_dir}: {error}") from None
-    model = load_backbone(config.model, weights, f"--hf {hf_dir}/model.safetensors")
+        raise ConfigError(f"{hf_dir}: {error}", "hf") from None
+    model = load_backbone(config.model, weights, f"{hf_dir}/model.safetensors")
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     files = {name: sha256_file(hf_dir / name) for name in ("config.json", "model.safetensors")}
     origin = {"hf_folder": str(hf_dir), "sha256": files, "tokenizer": tokenizer}

@@ -147,8 +147,7 @@ def _start(run_dir: Path, config: RunConfig, resume: bool, model, optimizer, ema
     if resume:
         step, history = restore(run_dir, config, model, optimizer, ema, info, say)
     elif list_checkpoints(run_dir):
-        raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue, or choose a new "
-                            f"--out folder")
+        raise TrainingError(f"{run_dir} already holds checkpoints: resume it, or choose a new folder", "out")
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "config.json", json.loads(config.to_json()))

@@ -45,14 +45,15 @@ def load_denoiser_for_nce(run_dir: str | Path, config: RunConfig, device) -> tup
 
     denoiser_config, denoiser = load_model(run_dir, device=device)
     if denoiser_config.model.kind != "mdlm":
-        raise ConfigError(f"--denoiser {run_dir}: holds a {denoiser_config.model.kind!r} model; NCE needs a "
-                          f"trained 'mdlm' denoiser")
+        raise ConfigError(f"{run_dir}: holds a {denoiser_config.model.kind!r} model; NCE needs a "
+                          f"trained 'mdlm' denoiser", "denoiser")
     for name in MATCHING_FIELDS:
         ours, theirs = getattr(config.model, name), getattr(denoiser_config.model, name)
         if ours != theirs:
-            raise ConfigError(f"--denoiser {run_dir}: the denoiser has model.{name}={theirs} but the energy "
+            raise ConfigError(f"{run_dir}: the denoiser has model.{name}={theirs} but the energy "
                               f"network would have model.{name}={ours}; the energy network is initialised "
-                              f"from the denoiser, so pass model.{name}={theirs} (or the denoiser's --preset)")
+                              f"from the denoiser, so pass model.{name}={theirs} (or the denoiser's preset)",
+                              "denoiser")
     denoiser.requires_grad_(False)
     denoiser.eval()
     init_state = {k: v.detach() for k, v in denoiser.state_dict().items() if k.startswith(SHARED_PREFIXES)}
@@ -119,7 +120,7 @@ def nce_energies(model, denoiser, batch: GlobalBatch, schedule: LogLinearSchedul
 def make_nce_objective(config: RunConfig, denoiser: torch.nn.Module, schedule: LogLinearSchedule):
     """Objective for ``training.loop``: (model, batch) -> (per-sequence NCE loss (B,), metrics)."""
     if denoiser is None:
-        raise ConfigError("--model nce needs the frozen denoiser (--denoiser RUN_DIR)")
+        raise ConfigError(": the NCE energy needs the frozen MDLM denoiser's run folder", "denoiser")
     mask_id, negatives, seed = config.model.mask_id, config.train.negatives, config.train.seed
 
     def objective(model, batch: GlobalBatch):

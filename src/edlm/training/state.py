@@ -35,14 +35,14 @@ def restore(run_dir: Path, config: RunConfig, model, optimizer, ema: EMA, info: 
     # the newest checkpoint that passes verification (raises, naming the defect, if none does)
     checkpoint = latest_valid_checkpoint(run_dir, report=say)
     if checkpoint is None and not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+        raise CheckpointError(f": {run_dir} holds no run (no config.json); start it without resuming", "resume")
     if checkpoint is None:  # killed before its first checkpoint: start over (a requeued job passes --resume)
         say(f"--resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from step 0")
         return 0, {}
     changed = changed_settings(load_run_config(run_dir), config)
     if changed:
-        raise TrainingError(f"--resume: {', '.join(changed)} differ from {run_dir / 'config.json'}; "
-                            f"start a new run folder instead")
+        raise TrainingError(f": {', '.join(changed)} differ from {run_dir / 'config.json'}; "
+                            f"start a new run folder instead", "resume")
     model.load_state_dict(checkpoint.model)
     if checkpoint.optimizer is not None:  # None for imported weights: AdamW starts fresh
         optimizer.load_state_dict(checkpoint.optimizer)
