@@ -97,6 +97,16 @@ def test_ar_samples_are_generate_ar_bit_for_bit(runs):
     assert samples.details == {"prompt": "the ", "cached": True}
 
 
+
+def test_ar_sampling_runs_the_network_at_the_requested_precision(runs, monkeypatch):
+    """``precision`` reaches the AR model's autocast (it was dropped: AR samples always ran in fp32)."""
+    import edlm.sampling.ar as ar
+
+    seen, real = [], ar.autocast_for
+    monkeypatch.setattr(ar, "autocast_for", lambda device, precision: seen.append(precision) or real(device, precision))
+    api.sample(api.load(runs["ar"], "cpu"), num=2, length=8, seed=1, precision="bf16")
+    assert seen and set(seen) == {"bf16"}
+
 def test_the_exact_law_denoiser_one_token_per_step_samples_the_law(tmp_path):
     """First-hitting reveals one position per step, so the law's exact posterior gives exact rows: the chi-square
     of 6000 rows of L = 3 against the row law stays below df + 6 sqrt(2 df); one step that reveals every position

@@ -108,7 +108,7 @@ def _sample_ar(model: Model, config: SampleConfig, rows: range | None) -> tuple[
 
     texts, stats = generate_ar(model.network, model.config, config.num, config.length, config.seed,
                                config.temperature, config.top_p, config.prompt, config.batch_size, rows=rows,
-                               tokenizer=model.tokenizer)
+                               precision=config.precision, tokenizer=model.tokenizer)
     tokens = torch.tensor(stats["token_ids"], dtype=torch.long).view(len(texts), config.length)  # (N, L)
     costs = {"nfe": stats["nfe"], "nfe_per_sequence": stats["nfe_per_sequence"],
              "steps_run": stats["nfe_per_sequence"], "energy_calls": 0, "energy_rows": 0,

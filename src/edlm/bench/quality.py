@@ -304,7 +304,7 @@ def sweep(args, setup: Setup, methods: list[Method], rows: list[dict], results_f
         from edlm.sampling.ar import generate_ar
 
         texts, stats = generate_ar(setup.ar_model, setup.ar_config, args.num, length, args.seed, temperature=tau,
-                                   batch_size=args.num, tokenizer=setup.tokenizer)
+                                   batch_size=args.num, precision=args.precision, tokenizer=setup.tokenizer)
         row = make_row("ar", "ar", Method("ar"), length, texts, stats, evaluate(texts), args.num, args.seed, tau)
         keep({**row, "sampler": "ar", "nfe_per_sequence": stats["nfe"]})
 
