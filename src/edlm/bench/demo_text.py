@@ -81,8 +81,10 @@ def text_part(out: Path, plan, device) -> dict:
     comparisons = []
     for method, against in (("row", "mdlm"), ("reveal", "mdlm"), ("reveal", "row")):
         interval = paired_difference(scores[against], scores[method], "judge_bpc", True, 2000, 0)
+        entropy = paired_difference(scores[against], scores[method], "entropy_bits", True, 2000, 0)
         comparisons.append({"method": method, "against": against, **interval.as_dict(),
-                            "verdict": verdict(interval)})
+                            "verdict": verdict(interval), "entropy": entropy.as_dict(),
+                            "entropy_verdict": verdict(entropy)})
     return {"models": models, "steps": steps, "length": config.model.seq_len, "tokenizer": tokenizer.name,
             "rows": rows, "comparisons": comparisons, "judge": judge.name,
             "likelihood": likelihoods(config, mdlm, ar, data, plan.max_steps is not None)}
