@@ -36,3 +36,30 @@ def tiny_bpe_run(tmp_path_factory):
                  "--no-progress", "--device", "cpu", "model.seq_len=16", "model.hidden=32", "model.n_layers=1",
                  "train.batch_size=4", "train.eval_batches=1", "train.precision=fp32"]) == 0
     return run, data
+
+
+@pytest.fixture()
+def text_folder(tmp_path):
+    """A source folder for ``prepare_corpus("files", ...)``: two texts, a nested .md file and a hidden binary."""
+    from toys import RAW_TEXT
+
+    folder = tmp_path / "src"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text(RAW_TEXT, encoding="utf-8")
+    (folder / "a.txt").write_text("Second in name order? No: first! " * 20, encoding="utf-8")
+    (folder / "sub" / "c.md").write_text("Nested file 7 " * 10, encoding="utf-8")
+    (folder / ".hidden").write_bytes(b"\x00\x01 ignored")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ar_run(tmp_path_factory):
+    """A saved tiny AR checkpoint (random adaLN/output layers so the judge is not uniform): (run, model, config).
+    Module-scoped: one untrained run per judge or eval-gen test file, no training."""
+    from toys import save_random_run
+
+    from edlm.checkpoint import load_model
+
+    run = save_random_run(tmp_path_factory.mktemp("judge") / "run", "ar", seed=0)
+    config, model = load_model(run)
+    return run, model, config

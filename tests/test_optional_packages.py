@@ -22,8 +22,10 @@ HIDDEN = ("tiktoken", "tokenizers", "transformers", "huggingface_hub", "whisper"
           "sklearn", "scipy")
 # what a skip reason may name for each hidden import (the pip name, the import name, or the file it carries)
 NAMES = HIDDEN + ("openai-whisper", "mauve-text", "ranks file", "hf_folder")
-MODULES = ["test_tokenizers.py", "test_energies.py", "test_eval_gen.py", "test_cli.py", "test_hub.py",
-           "test_interop.py", "test_safe_loading.py", "test_bench.py", "test_protocols.py"]
+MODULES = ["test_tokenizers.py", "test_energies.py", "test_eval_gen_metrics.py", "test_eval_gen_mauve.py",
+           "test_eval_gen_judges.py", "test_eval_gen_cli.py", "test_cli.py", "test_hub.py", "test_interop.py",
+           "test_safe_loading.py", "test_bench_verdicts.py", "test_bench_speed.py", "test_bench_flags.py",
+           "test_bench_quality.py", "test_bench_training.py", "test_protocols.py"]
 HIDER = f'''
 import importlib.machinery
 

@@ -1,11 +1,13 @@
 """Brute-force toys shared by the tests: a known joint p* over V^L, the denoiser made of its exact conditional
 marginals, exact and hand-set energies, and enumeration of sequences and mask patterns (everything float64);
-an oracle denoiser over the char vocabulary, a step that records what it sees, and one-call sampler runs.
+an oracle denoiser over the char vocabulary, a step that records what it sees, and one-call sampler runs;
+sample texts for the data and judge tests, and the files of a prepared corpus.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -255,3 +257,23 @@ def tiny_denoiser_run(time_conditioning=False):
     for p in model.parameters():  # adaLN-Zero starts at zero: give the conditioning a visible effect
         torch.nn.init.normal_(p, std=0.05)
     return RunConfig(model=model_config, train=PRESETS["char-tiny"].train), model
+
+
+# -------------------------------------------------------------------------------------- text and corpora
+
+
+SENTENCE = "the quick brown fox jumps over the lazy dog"
+RAW_TEXT = (
+    "CHAPTER 1.\n\nIt was the best of times, it was the worst of times -- 1775, à Paris!\r\n"
+    "Tabs\tand   spaces; naïve café résumé (Zoë) & co. 42% of 3/4 “quotes” 🙂 Straße\n"
+) * 5
+
+
+def prepared_bins(folder: Path) -> list[Path]:
+    """The .bin files a (possibly failed) ``prepare_corpus`` left in ``folder``, sorted; [] if it does not exist."""
+    return sorted(folder.glob("*.bin")) if folder.exists() else []
+
+
+def prepared_stream(folder: Path) -> bytes:
+    """The whole prepared token stream: train, val and test bytes joined in that order."""
+    return b"".join((folder / f"{split}.bin").read_bytes() for split in ("train", "val", "test"))
