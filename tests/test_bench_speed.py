@@ -133,4 +133,4 @@ def test_sampling_profile_counts_host_syncs_per_step(tmp_path):
         assert "aten::addmm" in (out / row["profile"]["file"]).read_text()
         assert row["profile"]["ops_per_step"] > 10
         assert row["profile"]["host_syncs_per_step"] == pytest.approx(sum(row["profile"]["host_syncs_by_op"].values()))
-        assert 2 <= row["profile"]["host_syncs_per_step"] < 4  # see test_samplers.test_host_syncs_per_step
+        assert 2 <= row["profile"]["host_syncs_per_step"] < 4  # see test_sampling_loop.test_host_syncs_per_step
