@@ -134,14 +134,16 @@ class ImportanceSampler:
         fills = proposal.candidates(log_probs, x_t, self.fills, generator, probs) if self.target == "reveal" \
             else None  # (B, M, L)
         uniforms = torch.rand(B, generator=generator, dtype=torch.float64, device=x_t.device)
-        if every_row and self.target != "reveal-cond":
+        every_row = every_row and self.target != "reveal-cond"
+        if every_row:
             rows = torch.arange(B, device=x_t.device)  # a row that reveals nothing: equal weights, its x0 unused
         else:
             rows = reveal.any(-1).nonzero().squeeze(1)  # (n,) rows with something to reveal
         chosen = torch.zeros(B, dtype=torch.long, device=x_t.device)
         if rows.numel() == 0:
             return candidates[:, 0], 0
-        pick = (lambda tensor: tensor.index_select(0, rows))
+        # every row: the tensors as they are (selecting all B rows would copy log_q (B, L, V + 1) every step)
+        pick = (lambda tensor: tensor) if every_row else (lambda tensor: tensor.index_select(0, rows))
         if self.target == "reveal-cond":
             log_w = self.conditioned_log_weights(proposal, denoise, rows, pick(candidates), pick(x_t), pick(log_q),
                                                  pick(reveal), generator)
