@@ -150,8 +150,9 @@ def generate_ar(model, config, num: int, length: int, seed: int, temperature: fl
         tokens, calls = sampler(model, batch_prefix, length, uniforms[start:start + count].to(device), mask_id,
                                 temperature, top_p, precision)
         nfe += calls
-        texts.extend(decode_sample(row, tokenizer) for row in tokens.cpu())
-        token_ids.extend(tokens.cpu().tolist())
+        tokens = tokens.cpu()
+        texts.extend(decode_sample(row, tokenizer) for row in tokens)
+        token_ids.extend(tokens.tolist())
     seconds = time.perf_counter() - started
     stats = {"nfe": nfe, "nfe_per_sequence": length - len(prefix), "seconds": seconds,
              "prompt": prompt_text, "cached": cached, "token_ids": token_ids}
