@@ -41,19 +41,19 @@ class LawEnergy(TokenLogProbEnergy):
 def make_law_energy(path, denoiser_config, mode, device, precision, tokenizer) -> LawEnergy:
     """The ``law`` builder of ``edlm.energy.ENERGIES`` (``--energy law:DIR``): EnergyError (subject ``energy``) when
     the law cannot be read or does not share the denoiser's vocabulary and tokenizer. The law runs on the CPU."""
-    from edlm.law import LawError, load_law, read_record
+    from edlm.law import LawError, open_law_run
 
     spec = f"law:{path}"
     try:
-        record, law = read_record(path), load_law(path)
+        run = open_law_run(path)
     except LawError as error:
         raise EnergyError(f"{spec}: {error}", "energy") from None
-    if law.vocab_size != denoiser_config.vocab_size:
-        raise EnergyMismatchError(f"{spec}: the law has {law.vocab_size} symbols, the denoiser "
+    if run.vocab_size != denoiser_config.vocab_size:
+        raise EnergyMismatchError(f"{spec}: the law has {run.vocab_size} symbols, the denoiser "
                                   f"{denoiser_config.vocab_size}; they must share a tokenizer", "energy")
     if tokenizer is not None:
         from edlm.data.tokenizers import check_same_tokenizer, get_tokenizer
 
-        check_same_tokenizer(tokenizer.to_meta(), get_tokenizer(law.tokenizer_name).to_meta(), "the denoiser",
+        check_same_tokenizer(tokenizer.to_meta(), get_tokenizer(run.tokenizer).to_meta(), "the denoiser",
                              f"the energy {spec}")
-    return LawEnergy(law, denoiser_config.mask_id, mode, float(record.get("epsilon", 1e-3)))
+    return LawEnergy(run.law, denoiser_config.mask_id, mode, run.epsilon)
