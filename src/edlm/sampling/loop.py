@@ -24,7 +24,8 @@ of them back: an unchanged row recomputed from the same x_t gives the same float
 the eager loop's bit for bit there (tested for every sampler, with and without importance sampling), and are a
 valid evaluation of the same network everywhere else. Reveal-set importance sampling scores every row instead of
 listing the rows that reveal something (a row that reveals nothing keeps nothing of its x0), so ``energy_rows``
-counts all of them; ``nfe_rows`` counts the padding rows too (the work done).
+counts all of them -- except target "reveal-cond", whose random stream depends on that list: it keeps it, one more
+host read per step; ``nfe_rows`` counts the padding rows too (the work done).
 """
 
 from __future__ import annotations
