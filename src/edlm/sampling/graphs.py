@@ -17,7 +17,8 @@ What is captured: the denoiser function, i.e. the network under its autocast and
 
 Memory: each graph keeps its own memory pool (its input buffers, intermediates and output), so one graph never
 overwrites another's output. A call returns the graph's static output buffer, valid until the next call of the
-same shape: the loop consumes it, or copies it into its cache, before that.
+same shape (``ShapeGraphs.reuses_output``): the loop consumes it, or copies it into a cache of its own, before that
+(reveal-cond's conditioned call inside a step may have the whole batch's shape).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class ShapeGraphs:
     ``capture(function, inputs) -> replay`` defaults to ``capture_cuda_graph`` (looked up at each capture, so a test
     can stand a recording stub in its place). ``captured``: the input shapes captured so far, in order.
     """
+
+    reuses_output = True  # a call returns the graph's output buffer, overwritten by the next call of that shape
 
     def __init__(self, denoiser: Callable[..., torch.Tensor], capture: Callable[..., Replay] | None = None):
         self.denoiser, self.capture = denoiser, capture

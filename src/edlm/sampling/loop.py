@@ -82,6 +82,9 @@ class MaskedDiffusionSampler:
         self.denoiser, self.schedule, self.mask_id = denoiser, schedule, mask_id
         self.steps, self.t_min = steps, t_min
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", False))
+        # a replayed CUDA graph returns its output buffer, which its next call of that shape overwrites (another
+        # call within the step may have it): the cache must be the loop's own copy
+        self.copy_outputs = bool(getattr(denoiser, "reuses_output", False))
         self.cached = cached and not self.time_conditioned
         self.step = step or AncestralStep(schedule, mask_id)
         self.proposal = proposal or FactorizedProposal(mask_id)
@@ -196,7 +199,10 @@ class MaskedDiffusionSampler:
         """Recompute the denoiser for the rows ``stale.padded`` only (None: every row). Returns (log_probs, calls,
         rows evaluated). Index tensors, not boolean masks: a mask costs a host sync per use on a GPU."""
         if cache is None or not self.cached or stale is None or stale.padded.numel() == x_t.shape[0]:
-            return self._call(x_t, t), 1, x_t.shape[0]
+            log_probs = self._call(x_t, t)
+            if self.copy_outputs:
+                log_probs = log_probs.clone() if cache is None else cache.copy_(log_probs)
+            return log_probs, 1, x_t.shape[0]
         if stale.rows.numel() == 0:
             return cache, 0, 0
         rows = stale.padded
