@@ -153,16 +153,6 @@ def sample_rows(record: dict, texts: list[str], law, where: str) -> list[torch.T
     return rows
 
 
-def evaluate_law_file(samples: str | Path, law_dir: str | Path, num_resamples: int = DEFAULT_RESAMPLES,
-                      seed: int = 0) -> dict:
-    """``edlm eval-gen --law DIR``: the samples file's exact metrics under the law in ``law_dir``
-    (``evaluate_law_record``). GenerationEvalError with subject ``samples`` or ``law`` for a bad file or folder."""
-    from edlm.evaluation.samples_file import read_samples
-
-    texts, record = read_samples(samples)
-    return evaluate_law_record(texts, record, law_dir, num_resamples, seed, str(samples))
-
-
 def evaluate_law_record(texts: list[str], record: dict, law_dir: str | Path, num_resamples: int = DEFAULT_RESAMPLES,
                         seed: int = 0, where: str = "the samples") -> dict:
     """Exact metrics (``law_metrics``) of samples ``texts`` with their record (``edlm sample``'s: token ids when
@@ -182,7 +172,7 @@ def evaluate_law_record(texts: list[str], record: dict, law_dir: str | Path, num
 
 
 def law_report_lines(result: dict) -> list[str]:
-    """The law metrics of ``law_metrics`` / ``evaluate_law_file`` as table lines."""
+    """The law metrics of ``law_metrics`` / ``evaluate_law_record`` as table lines."""
     def shown(entry: dict, digits: int = 4) -> str:
         low, high = entry["ci95"]
         if entry["estimate"] is None or low is None:
