@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from edlm.evaluation.judge_base import GenerationEvalError
+from edlm.law import DEFAULT_EPSILON
 from edlm.stats import DEFAULT_RESAMPLES, bootstrap_indices, centred_interval, half_sample_indices, percentile_interval
 
 NGRAM_ORDERS = (1, 2, 3)
@@ -87,7 +88,7 @@ def _ngram_tv(rows: list[torch.Tensor], law, n: int, indices: np.ndarray) -> tup
 
 
 def law_metrics(rows: list[torch.Tensor], law, num_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                epsilon: float = 1e-3) -> dict:
+                epsilon: float = DEFAULT_EPSILON) -> dict:
     """Exact metrics of samples ``rows`` (each (L_i,) int64 ids) under ``law``; one JSON-able dict."""
     if not rows:
         raise GenerationEvalError("no samples to evaluate")
@@ -153,16 +154,6 @@ def sample_rows(record: dict, texts: list[str], law, where: str) -> list[torch.T
     return rows
 
 
-def evaluate_law_file(samples: str | Path, law_dir: str | Path, num_resamples: int = DEFAULT_RESAMPLES,
-                      seed: int = 0) -> dict:
-    """``edlm eval-gen --law DIR``: the samples file's exact metrics under the law in ``law_dir``
-    (``evaluate_law_record``). GenerationEvalError with subject ``samples`` or ``law`` for a bad file or folder."""
-    from edlm.evaluation.samples_file import read_samples
-
-    texts, record = read_samples(samples)
-    return evaluate_law_record(texts, record, law_dir, num_resamples, seed, str(samples))
-
-
 def evaluate_law_record(texts: list[str], record: dict, law_dir: str | Path, num_resamples: int = DEFAULT_RESAMPLES,
                         seed: int = 0, where: str = "the samples") -> dict:
     """Exact metrics (``law_metrics``) of samples ``texts`` with their record (``edlm sample``'s: token ids when
@@ -175,14 +166,14 @@ def evaluate_law_record(texts: list[str], record: dict, law_dir: str | Path, num
     except LawError as error:
         raise GenerationEvalError(str(error), "law") from None
     rows = sample_rows(record, texts, law, where)
-    result = law_metrics(rows, law, num_resamples, seed, float(description.get("epsilon", 1e-3)))
+    result = law_metrics(rows, law, num_resamples, seed, float(description.get("epsilon", DEFAULT_EPSILON)))
     result["law"] = {"folder": str(law_dir), "kind": description["kind"], "order": description["order"],
                      "vocab_size": law.vocab_size, "length": description["length"]}
     return {"num_samples": len(rows), **result}
 
 
 def law_report_lines(result: dict) -> list[str]:
-    """The law metrics of ``law_metrics`` / ``evaluate_law_file`` as table lines."""
+    """The law metrics of ``law_metrics`` / ``evaluate_law_record`` as table lines."""
     def shown(entry: dict, digits: int = 4) -> str:
         low, high = entry["ci95"]
         if entry["estimate"] is None or low is None:

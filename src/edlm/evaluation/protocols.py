@@ -27,13 +27,13 @@ start token in front of every window as context, scoring the same tokens.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 
-LN2 = float(np.log(2.0))
+from edlm.evaluation.diversity import unigram_entropy
+from edlm.stats import LN2
 
 
 @dataclass(frozen=True)
@@ -111,15 +111,6 @@ def reference_scores(judge, texts: Sequence[str], rows: range, max_tokens: int |
     return [(totals[index][0], totals[index][1]) for index in rows]
 
 
-def token_entropy(ids: Sequence[int]) -> float:
-    """Unigram entropy in nats of one sample's token ids (0 for an empty sample), as ReMDM and Duo compute it."""
-    if len(ids) == 0:
-        return 0.0
-    counts = np.array(list(Counter(int(i) for i in ids).values()), dtype=np.float64)
-    probs = counts / counts.sum()
-    return float(-(probs * np.log(probs)).sum())
-
-
 def protocol_entropy(protocol: Protocol, texts: Sequence[str], token_ids: Sequence[Sequence[int]] | None,
                      sampler_tokenizer=None) -> tuple[list[float] | None, str]:
     """Per-sample token entropy by ``protocol`` (one whose ``entropy_of`` is the sampler's token ids) in its
@@ -139,4 +130,5 @@ def protocol_entropy(protocol: Protocol, texts: Sequence[str], token_ids: Sequen
     else:
         return None, "unavailable: needs the sampler's token ids or its tokenizer (the samples file names neither)"
     scale = 1.0 / LN2 if protocol.entropy_unit == "bits" else 1.0
-    return [token_entropy(ids) * scale for ids in token_ids], source
+    # unigram entropy in nats of each sample's own ids (0 for an empty sample), as ReMDM and Duo compute it
+    return [unigram_entropy([int(i) for i in ids]) * scale for ids in token_ids], source

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edlm.errors import EdlmError
-from edlm.law.chain import forward_log_normalisers, posterior_marginals
+from edlm.law.chain import StateSpace, forward_log_normalisers, posterior_marginals
 
 FALLBACK_EPSILON = 1e-6  # the denoiser's smoothing for a row whose visible tokens the law forbids
 MAX_DENSE_NGRAMS = 1 << 22
@@ -28,21 +28,13 @@ class LawError(EdlmError, ValueError):
     """Bad law settings or a law file that cannot be used; the message names the flag or file."""
 
 
-class Law:
+class Law(StateSpace):
     """Shared exact computations; subclasses set ``kind``, ``order``, ``vocab_size``, ``num_states``."""
 
     kind: str
     order: int  # Markov order (the HMM reports 0: no finite order)
-    vocab_size: int
-    num_states: int
 
-    # --- supplied by the subclass ----------------------------------------------------------------------
-    def initial(self, epsilon: float) -> torch.Tensor: ...
-    def push(self, alpha: torch.Tensor, epsilon: float) -> torch.Tensor: ...
-    def pull(self, beta: torch.Tensor, epsilon: float) -> torch.Tensor: ...
-    def evidence(self, tokens: torch.Tensor, visible: torch.Tensor, epsilon: float) -> torch.Tensor: ...
-    def token_marginals(self, gamma: torch.Tensor, epsilon: float) -> torch.Tensor: ...
-
+    # --- supplied by the subclass: the chain.StateSpace members, and ----------------------------------------
     def sampling_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(start (n,), next_states (n, K) int64, next_probs (n, K), emission (n, V) or None when the
         token is the state's symbol ``self.symbols``): the unsmoothed law as a sampler needs it."""
