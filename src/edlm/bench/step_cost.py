@@ -103,6 +103,31 @@ def target_verdict(ratio: Interval, limit: float, at_least: bool = False) -> str
     return f"undecided: {ratio.estimate:.2f}x, the 95% CI {ratio.low:.2f}..{ratio.high:.2f} contains {limit}"
 
 
+def loop_denoiser(model, mask_id: int, precision: str, mode: str, template: torch.Tensor):
+    """The denoiser function of loop ``mode``; under ``graphs``, every batch shape the static loop can use for
+    ``template`` (B, L) is captured here, before any timing."""
+    denoiser = make_denoiser_fn(model, mask_id, precision)
+    if mode == "graphs":
+        denoiser = ShapeGraphs(denoiser)
+        batch = template.shape[0]
+        for size in sorted({bucket_size(n, batch) for n in range(1, batch + 1)}):
+            denoiser(template[:size])
+    return denoiser
+
+
+def time_rows(rows: dict, args, device: torch.device) -> dict:
+    """{key: [ms per step of each repeat]}: every row run once (warm-up: kernels, allocator, the energy's
+    shapes), then its first ``--prefix`` steps timed ``--repeats`` times, interleaved."""
+    for run in rows.values():
+        run_prefix(run, min(4, args.prefix or args.steps))
+    times = {key: [] for key in rows}
+    for _ in range(args.repeats):
+        for key, run in rows.items():
+            seconds, steps = timed(device, lambda: run_prefix(run, args.prefix))
+            times[key].append(1e3 * seconds / max(steps, 1))
+    return times
+
+
 def settings(k: int, reveal_k: list[int], fills: int, steps: int) -> dict[str, SampleConfig | None]:
     """Row name -> SampleConfig of its sampler (None: the forward row)."""
     base = dict(steps=steps, window=1.0, fills=fills, seed=0)
@@ -124,11 +149,7 @@ def build_rows(model, config, args, device) -> tuple[dict, torch.Tensor]:
     energy = AREnergy(ar_model, mask_id, "coar", precision=args.precision)
     rows = {}
     for mode in args.modes:
-        denoiser = make_denoiser_fn(model, mask_id, args.precision)
-        if mode == "graphs":
-            denoiser = ShapeGraphs(denoiser)
-            for size in sorted({bucket_size(n, args.num) for n in range(1, args.num + 1)}):
-                denoiser(template[:size])  # capture every shape the static loop can use, before timing
+        denoiser = loop_denoiser(model, mask_id, args.precision, mode, template)
         for name, sample in settings(args.k, args.reveal_k, args.fills, args.steps).items():
             if sample is None:
                 rows[(name, mode)] = (lambda progress, d=denoiser: [(d(template), progress(i))
@@ -143,13 +164,7 @@ def build_rows(model, config, args, device) -> tuple[dict, torch.Tensor]:
 
 def measure(rows: dict, args, device) -> tuple[dict, dict]:
     """({(row, mode): [ms per step of each repeat]}, {(row, mode): host reads per step})."""
-    for run in rows.values():  # warm-up: kernels, allocator, the energy's shapes
-        run_prefix(run, min(4, args.prefix or args.steps))
-    times = {key: [] for key in rows}
-    for _ in range(args.repeats):
-        for key, run in rows.items():
-            seconds, steps = timed(device, lambda: run_prefix(run, args.prefix))
-            times[key].append(1e3 * seconds / max(steps, 1))
+    times = time_rows(rows, args, device)
     reads = {}
     for key, run in rows.items():  # reads between the ends of consecutive steps: what one step costs
         marks = []
