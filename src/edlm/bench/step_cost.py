@@ -27,6 +27,7 @@ reads per step come from one separate short run per row under ``bench.common.Hos
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -58,6 +59,18 @@ def loop_modes(text: str | None, cuda: bool) -> list[str]:
     if any(m not in MODES for m in modes) or ("graphs" in modes and not cuda):
         raise BenchError(f"--modes {','.join(modes)}: expected eager, static, graphs (graphs on CUDA only)")
     return modes
+
+
+def parse_timing_flags(parser: OneLineParser, argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
+    """Add the last flags of step-cost and vs-mdlm (--repeats, --precision, --out), parse ``argv``; (args with
+    ``--modes`` checked by ``loop_modes``, the device of ``--device``)."""
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    args.modes = loop_modes(args.modes, device.type == "cuda")
+    return args, device
 
 
 class PrefixDone(Exception):
@@ -216,13 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fills", type=positive_int("--fills"), default=4, help="reveal-set IS fills M")
     parser.add_argument("--modes", help="comma-separated of eager, static, graphs (default: eager,graphs on "
                                         "CUDA, eager,static on CPU); the first is the reference")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
-    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+    args, device = parse_timing_flags(parser, argv)
     cuda = device.type == "cuda"
-    args.modes = loop_modes(args.modes, cuda)
     if args.repeats < 2 or args.k < 2:
         raise BenchError(f"--repeats {args.repeats} / --k {args.k}: need at least 2 of each")
     config = get_preset(args.preset)

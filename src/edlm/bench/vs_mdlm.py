@@ -28,9 +28,8 @@ import torch
 from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.bench.mdlm_loop import mdlm_sample
-from edlm.bench.step_cost import loop_denoiser, loop_modes, target_verdict, time_rows
+from edlm.bench.step_cost import loop_denoiser, parse_timing_flags, target_verdict, time_rows
 from edlm.config import get_preset
-from edlm.device import resolve_device
 from edlm.diffusion.schedule import schedule_for
 from edlm.flags import OneLineParser, positive_int
 from edlm.models import build_model
@@ -70,13 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "eager,graphs on CUDA, eager,static on CPU)")
     parser.add_argument("--gumbel", default="float64", choices=["float64", "float32"],
                         help="precision of MDLM's Gumbel draw (float64: ReMDM's fix, edlm's precision)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
-    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    cuda = device.type == "cuda"
-    args.modes = loop_modes(args.modes, cuda)
+    args, device = parse_timing_flags(parser, argv)
     if args.repeats < 2:
         raise BenchError(f"--repeats {args.repeats}: need at least 2 timed runs for a confidence interval")
     config = get_preset(args.preset)
