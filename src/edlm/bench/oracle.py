@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edlm.bench.common import environment, markdown_table, write_results
+from edlm.bench.common import environment, markdown_table, pyplot, save_figure, write_results
 from edlm.flags import OneLineParser, float_in, positive_int, positive_ints
 from edlm.stats import (
     Interval,
@@ -231,8 +231,6 @@ def table(summaries: dict) -> str:
 
 def plot(summaries: dict, path: Path) -> str | None:
     """Forbidden rate and NLL excess against ms per row: one line per (models, method, k), points labelled by T."""
-    from edlm.bench.common import pyplot
-
     plt = pyplot()
     if plt is None:
         return None
@@ -261,10 +259,7 @@ def plot(summaries: dict, path: Path) -> str | None:
         axis.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     figure.suptitle("Known law: quality against cost (lower left is better)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return str(path)
+    return save_figure(plt, figure, path)[0]
 
 
 def parse_args(argv):
