@@ -152,8 +152,8 @@ def settings(k: int, reveal_k: list[int], fills: int, steps: int) -> dict[str, S
     return rows
 
 
-def build_rows(model, config, args, device) -> tuple[dict, torch.Tensor]:
-    """{(row, mode): a function of ``progress`` that runs it (the forward row: --prefix calls)}, the template."""
+def build_rows(model, config, args, device) -> dict:
+    """{(row, mode): a function of ``progress`` that runs it (the forward row: --prefix calls)}."""
     mask_id = config.model.mask_id
     schedule = schedule_for(config)
     template = torch.full((args.num, args.length), mask_id, dtype=torch.long, device=device)
@@ -172,7 +172,7 @@ def build_rows(model, config, args, device) -> tuple[dict, torch.Tensor]:
             sampler = build_sampler(denoiser, schedule, mask_id, sample, energy if sample.k > 1 else None)
             rows[(name, mode)] = (lambda progress, s=sampler: s.sample(
                 template, torch.Generator(device=device).manual_seed(0), progress=progress))
-    return rows, template
+    return rows
 
 
 def measure(rows: dict, args, device) -> tuple[dict, dict]:
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args.steps = args.steps or (256 if cuda else 64)
     torch.manual_seed(0)
     model = build_model(model_config).to(device).eval()
-    rows, _ = build_rows(model, config, args, device)
+    rows = build_rows(model, config, args, device)
     times, reads = measure(rows, args, device)
     table_rows = []
     for (name, mode), values in times.items():
