@@ -21,15 +21,12 @@ Re-running reuses the trained models already in ``--out``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 LAW_METHODS = ("mdlm", "row", "reveal1")
-TEXT_METHODS = {"mdlm": ("MDLM", None), "row": ("EDLM, the paper's weights", "row"),
-                "reveal": ("EDLM, weights on the revealed tokens", "reveal")}
 
 
 @dataclass(frozen=True)
@@ -137,6 +134,3 @@ def run_demo(out: Path, minutes: float, quick: bool, device: str | None = None) 
           f"(every number: {out / 'summary.json'})")
     return 0
 
-
-def load_summary(out: Path) -> dict:
-    return json.loads((out / "summary.json").read_text())

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-TEXT_METHODS = {"mdlm": ("MDLM", None), "row": ("EDLM, the paper's weights", "row"),
-                "reveal": ("EDLM, weights on the revealed tokens", "reveal")}
+from edlm.bench.demo_html import TEXT_LABELS
+
+TARGETS = {"mdlm": None, "row": "row", "reveal": "reveal"}  # method -> SampleConfig.is_target (None: no energy)
 
 
 def _prepare(data: Path, tokenizer: str) -> None:
@@ -24,7 +25,7 @@ def _sample(model, config, tokenizer, energy, method: str, steps: int, plan) -> 
     from edlm.sampling import SampleConfig
     from edlm.sampling.generate import generate
 
-    target = TEXT_METHODS[method][1]
+    target = TARGETS[method]
     sample = SampleConfig(num=plan.text_num, steps=steps, seed=0, batch_size=max(1, plan.text_num // 2),
                           k=plan.k if target else 1, window=1.0, is_target=target or "row", fills=1)
     started = time.perf_counter()
@@ -72,10 +73,10 @@ def text_part(out: Path, plan, device) -> dict:
     judge = make_judge(f"run:{out / 'judge'}", device)
     steps = config.model.seq_len // 4
     rows = {}
-    for method in TEXT_METHODS:
+    for method in TARGETS:
         rows[method] = _sample(mdlm, config, tokenizer, energy, method, steps, plan)
         rows[method]["metrics"] = generation_metrics(rows[method]["texts"], judge, num_resamples=2000)
-        print(f"      T = {steps}  {TEXT_METHODS[method][0]:40s} judge "
+        print(f"      T = {steps}  {TEXT_LABELS[method]:40s} judge "
               f"{rows[method]['metrics']['judge_bpc']:.3f} bits per character", flush=True)
     scores = {method: SampleScores.from_metrics(row["metrics"]) for method, row in rows.items()}
     comparisons = []

@@ -33,9 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edlm.bench.common import environment, markdown_table, write_results
+from edlm.bench.common import environment, markdown_table, pyplot, save_figure, write_results
 from edlm.flags import OneLineParser, float_in, positive_int, positive_ints
-from edlm.stats import Interval, bootstrap_indices, geometric_interval, percentile_interval, verdict, welch_ratio
+from edlm.stats import (
+    Interval,
+    bootstrap_indices,
+    format_interval,
+    geometric_interval,
+    percentile_interval,
+    verdict,
+    welch_ratio,
+)
 
 # name -> (importance target or None for plain MDLM, fills M, label in words)
 METHODS = {
@@ -214,21 +222,15 @@ def table(summaries: dict) -> str:
     for (name, method, T, k), s in sorted(summaries.items(), key=lambda item: (item[0][0], item[0][2], item[0][3],
                                                                                list(METHODS).index(item[0][1]))):
         rows.append({"models": name, "T": T, "method": METHODS[method][2], "k": k,
-                     "forbidden rate": _text(s["forbidden_rate"], ".2%"),
-                     "NLL excess (nats/token)": _text(s["nll_excess"], ".4f"),
-                     "ms per row": _text(s["seconds"].scaled(1e3), ".1f"),
+                     "forbidden rate": format_interval(s["forbidden_rate"], ".2%"),
+                     "NLL excess (nats/token)": format_interval(s["nll_excess"], ".4f"),
+                     "ms per row": format_interval(s["seconds"].scaled(1e3), ".1f"),
                      "energy rows per row and step": f"{s['energy_rows']:.1f}"})
     return markdown_table(rows, list(rows[0]) if rows else [])
 
 
-def _text(interval: Interval, spec: str) -> str:
-    return f"{interval.estimate:{spec}} ({interval.low:{spec}}..{interval.high:{spec}})"
-
-
 def plot(summaries: dict, path: Path) -> str | None:
     """Forbidden rate and NLL excess against ms per row: one line per (models, method, k), points labelled by T."""
-    from edlm.bench.common import pyplot
-
     plt = pyplot()
     if plt is None:
         return None
@@ -257,10 +259,7 @@ def plot(summaries: dict, path: Path) -> str | None:
         axis.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     figure.suptitle("Known law: quality against cost (lower left is better)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return str(path)
+    return save_figure(plt, figure, path)[0]
 
 
 def parse_args(argv):
@@ -331,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                     summary["energy_rows"] = row["energy_rows_per_row_step"]
                     summaries[(models.name, method, steps, row["k"])] = summary
                     print(f"{models.name:7s} T={steps:<4d} {method:13s} k={row['k']:<3d} forbidden "
-                          f"{_text(summary['forbidden_rate'], '.2%')}  {summary['seconds'].estimate * 1e3:.1f} ms/row",
-                          flush=True)
+                          f"{format_interval(summary['forbidden_rate'], '.2%')}  "
+                          f"{summary['seconds'].estimate * 1e3:.1f} ms/row", flush=True)
     compared, matched = comparisons(rows, indices), matched_quality(rows, indices)
     verdicts = target_verdicts(summaries, compared, matched, law_run.seq_len, args.k)
     figure = plot(summaries, out / "oracle.png")

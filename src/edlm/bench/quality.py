@@ -268,11 +268,12 @@ def read_rows(results_file: Path, resume: bool) -> list[dict]:
     return rows
 
 
-def sweep(args, setup: Setup, methods: list[Method], rows: list[dict], results_file: Path) -> None:
-    """Sample and score every (sampler, method, T, temperature) not in ``rows`` yet, and the AR baseline at each
-    temperature; each row is appended to ``results_file`` as soon as it is done."""
+def sweep(args, setup: Setup, methods: list[Method], steps: list[int], temperatures: list[float], rows: list[dict],
+          results_file: Path) -> None:
+    """Sample and score every (sampler, method, T, temperature) not in ``rows`` yet (T: ``steps`` unless the
+    method names its own), and the AR baseline at each temperature; each row is appended to ``results_file`` as
+    soon as it is done."""
     length = setup.config.model.seq_len
-    steps, temperatures = sorted(int(s) for s in args.steps.split(",")), _floats(args.temperatures)
     references, mauve_seeds = None, [int(seed) for seed in args.mauve_seeds.split(",")]
     if args.reference:
         from edlm.evaluation.mauve_score import reference_texts
@@ -319,13 +320,13 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def write_outputs(args, setup: Setup, methods: list[Method], rows: list[dict], results_file: Path) -> None:
+def write_outputs(args, setup: Setup, methods: list[Method], temperatures: list[float], rows: list[dict],
+                  results_file: Path) -> None:
     """The summary (verdicts at the reference temperature, frontiers over all temperatures), tables and plots."""
     from edlm.bench.frontier import frontier_table, frontiers
     from edlm.bench.quality_plots import plot, plot_frontiers
 
     out, length = Path(args.out), setup.config.model.seq_len
-    temperatures = _floats(args.temperatures)
     reference_tau = 1.0 if 1.0 in temperatures else max(temperatures)
     at_tau = [r for r in rows if r.get("temperature", 1.0) == reference_tau]
     baseline = f"{args.samplers.split(',')[0]}:{BASELINE_METHOD}"
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     from edlm.device import resolve_device
 
     args = build_parser().parse_args(argv)
-    _floats(args.temperatures)
+    temperatures = _floats(args.temperatures)  # checked before the models load
     setup = load_setup(args, resolve_device(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -363,6 +364,6 @@ def main(argv: list[str] | None = None) -> int:
         methods = [m for m in methods if m.name in set(args.methods.split(","))]
     results_file = out / "quality.jsonl"
     rows = read_rows(results_file, args.resume)
-    sweep(args, setup, methods, rows, results_file)
-    write_outputs(args, setup, methods, rows, results_file)
+    sweep(args, setup, methods, steps, temperatures, rows, results_file)
+    write_outputs(args, setup, methods, temperatures, rows, results_file)
     return 0

@@ -27,6 +27,7 @@ reads per step come from one separate short run per row under ``bench.common.Hos
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -58,6 +59,18 @@ def loop_modes(text: str | None, cuda: bool) -> list[str]:
     if any(m not in MODES for m in modes) or ("graphs" in modes and not cuda):
         raise BenchError(f"--modes {','.join(modes)}: expected eager, static, graphs (graphs on CUDA only)")
     return modes
+
+
+def parse_timing_flags(parser: OneLineParser, argv: list[str] | None) -> tuple[argparse.Namespace, torch.device]:
+    """Add the last flags of step-cost and vs-mdlm (--repeats, --precision, --out), parse ``argv``; (args with
+    ``--modes`` checked by ``loop_modes``, the device of ``--device``)."""
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
+    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    args.modes = loop_modes(args.modes, device.type == "cuda")
+    return args, device
 
 
 class PrefixDone(Exception):
@@ -103,6 +116,31 @@ def target_verdict(ratio: Interval, limit: float, at_least: bool = False) -> str
     return f"undecided: {ratio.estimate:.2f}x, the 95% CI {ratio.low:.2f}..{ratio.high:.2f} contains {limit}"
 
 
+def loop_denoiser(model, mask_id: int, precision: str, mode: str, template: torch.Tensor):
+    """The denoiser function of loop ``mode``; under ``graphs``, every batch shape the static loop can use for
+    ``template`` (B, L) is captured here, before any timing."""
+    denoiser = make_denoiser_fn(model, mask_id, precision)
+    if mode == "graphs":
+        denoiser = ShapeGraphs(denoiser)
+        batch = template.shape[0]
+        for size in sorted({bucket_size(n, batch) for n in range(1, batch + 1)}):
+            denoiser(template[:size])
+    return denoiser
+
+
+def time_rows(rows: dict, args, device: torch.device) -> dict:
+    """{key: [ms per step of each repeat]}: every row run once (warm-up: kernels, allocator, the energy's
+    shapes), then its first ``--prefix`` steps timed ``--repeats`` times, interleaved."""
+    for run in rows.values():
+        run_prefix(run, min(4, args.prefix or args.steps))
+    times = {key: [] for key in rows}
+    for _ in range(args.repeats):
+        for key, run in rows.items():
+            seconds, steps = timed(device, lambda: run_prefix(run, args.prefix))
+            times[key].append(1e3 * seconds / max(steps, 1))
+    return times
+
+
 def settings(k: int, reveal_k: list[int], fills: int, steps: int) -> dict[str, SampleConfig | None]:
     """Row name -> SampleConfig of its sampler (None: the forward row)."""
     base = dict(steps=steps, window=1.0, fills=fills, seed=0)
@@ -114,8 +152,8 @@ def settings(k: int, reveal_k: list[int], fills: int, steps: int) -> dict[str, S
     return rows
 
 
-def build_rows(model, config, args, device) -> tuple[dict, torch.Tensor]:
-    """{(row, mode): a function of ``progress`` that runs it (the forward row: --prefix calls)}, the template."""
+def build_rows(model, config, args, device) -> dict:
+    """{(row, mode): a function of ``progress`` that runs it (the forward row: --prefix calls)}."""
     mask_id = config.model.mask_id
     schedule = schedule_for(config)
     template = torch.full((args.num, args.length), mask_id, dtype=torch.long, device=device)
@@ -124,11 +162,7 @@ def build_rows(model, config, args, device) -> tuple[dict, torch.Tensor]:
     energy = AREnergy(ar_model, mask_id, "coar", precision=args.precision)
     rows = {}
     for mode in args.modes:
-        denoiser = make_denoiser_fn(model, mask_id, args.precision)
-        if mode == "graphs":
-            denoiser = ShapeGraphs(denoiser)
-            for size in sorted({bucket_size(n, args.num) for n in range(1, args.num + 1)}):
-                denoiser(template[:size])  # capture every shape the static loop can use, before timing
+        denoiser = loop_denoiser(model, mask_id, args.precision, mode, template)
         for name, sample in settings(args.k, args.reveal_k, args.fills, args.steps).items():
             if sample is None:
                 rows[(name, mode)] = (lambda progress, d=denoiser: [(d(template), progress(i))
@@ -138,18 +172,12 @@ def build_rows(model, config, args, device) -> tuple[dict, torch.Tensor]:
             sampler = build_sampler(denoiser, schedule, mask_id, sample, energy if sample.k > 1 else None)
             rows[(name, mode)] = (lambda progress, s=sampler: s.sample(
                 template, torch.Generator(device=device).manual_seed(0), progress=progress))
-    return rows, template
+    return rows
 
 
 def measure(rows: dict, args, device) -> tuple[dict, dict]:
     """({(row, mode): [ms per step of each repeat]}, {(row, mode): host reads per step})."""
-    for run in rows.values():  # warm-up: kernels, allocator, the energy's shapes
-        run_prefix(run, min(4, args.prefix or args.steps))
-    times = {key: [] for key in rows}
-    for _ in range(args.repeats):
-        for key, run in rows.items():
-            seconds, steps = timed(device, lambda: run_prefix(run, args.prefix))
-            times[key].append(1e3 * seconds / max(steps, 1))
+    times = time_rows(rows, args, device)
     reads = {}
     for key, run in rows.items():  # reads between the ends of consecutive steps: what one step costs
         marks = []
@@ -201,13 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fills", type=positive_int("--fills"), default=4, help="reveal-set IS fills M")
     parser.add_argument("--modes", help="comma-separated of eager, static, graphs (default: eager,graphs on "
                                         "CUDA, eager,static on CPU); the first is the reference")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
-    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+    args, device = parse_timing_flags(parser, argv)
     cuda = device.type == "cuda"
-    args.modes = loop_modes(args.modes, cuda)
     if args.repeats < 2 or args.k < 2:
         raise BenchError(f"--repeats {args.repeats} / --k {args.k}: need at least 2 of each")
     config = get_preset(args.preset)
@@ -220,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args.steps = args.steps or (256 if cuda else 64)
     torch.manual_seed(0)
     model = build_model(model_config).to(device).eval()
-    rows, _ = build_rows(model, config, args, device)
+    rows = build_rows(model, config, args, device)
     times, reads = measure(rows, args, device)
     table_rows = []
     for (name, mode), values in times.items():

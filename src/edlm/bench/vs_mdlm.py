@@ -28,17 +28,13 @@ import torch
 from edlm.bench import BenchError
 from edlm.bench.common import environment, markdown_table, write_results
 from edlm.bench.mdlm_loop import mdlm_sample
-from edlm.bench.step_cost import loop_modes, run_prefix, target_verdict, timed
+from edlm.bench.step_cost import loop_denoiser, parse_timing_flags, target_verdict, time_rows
 from edlm.config import get_preset
-from edlm.device import resolve_device
 from edlm.diffusion.schedule import schedule_for
 from edlm.flags import OneLineParser, positive_int
 from edlm.models import build_model
-from edlm.models.denoiser import make_denoiser_fn
 from edlm.sampling.config import SampleConfig
 from edlm.sampling.generate import build_sampler
-from edlm.sampling.graphs import ShapeGraphs
-from edlm.sampling.loop import bucket_size
 from edlm.stats import Interval, format_interval, format_ratio, geometric_interval, paired_ratio
 
 REFERENCE = "mdlm loop"
@@ -52,11 +48,7 @@ def build_rows(model, config, args, device) -> dict:
         model, args.num, args.length, mask_id, args.steps, torch.Generator(device=device).manual_seed(0),
         args.precision, args.gumbel, progress=progress)}
     for mode in args.modes:
-        denoiser = make_denoiser_fn(model, mask_id, args.precision)
-        if mode == "graphs":
-            denoiser = ShapeGraphs(denoiser)
-            for size in sorted({bucket_size(n, args.num) for n in range(1, args.num + 1)}):
-                denoiser(template[:size])  # capture every shape the static loop can use, before timing
+        denoiser = loop_denoiser(model, mask_id, args.precision, mode, template)
         sample = SampleConfig(sampler="cached", steps=args.steps, k=1, static_shapes=mode == "static",
                               cuda_graphs=mode == "graphs")
         sampler = build_sampler(denoiser, schedule_for(config), mask_id, sample)
@@ -77,13 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "eager,graphs on CUDA, eager,static on CPU)")
     parser.add_argument("--gumbel", default="float64", choices=["float64", "float32"],
                         help="precision of MDLM's Gumbel draw (float64: ReMDM's fix, edlm's precision)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of every row (at least 2)")
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="network autocast")
-    parser.add_argument("--out", default="bench/results", help="folder for the JSON and markdown")
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    cuda = device.type == "cuda"
-    args.modes = loop_modes(args.modes, cuda)
+    args, device = parse_timing_flags(parser, argv)
     if args.repeats < 2:
         raise BenchError(f"--repeats {args.repeats}: need at least 2 timed runs for a confidence interval")
     config = get_preset(args.preset)
@@ -91,14 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = build_model(config.model).to(device).eval()
     rows = build_rows(model, config, args, device)
-    prefix = args.prefix or args.steps
-    for run in rows.values():  # warm-up
-        run_prefix(run, min(4, prefix))
-    times = {name: [] for name in rows}
-    for _ in range(args.repeats):
-        for name, run in rows.items():
-            seconds, steps = timed(device, lambda: run_prefix(run, args.prefix))
-            times[name].append(1e3 * seconds / max(steps, 1))
+    times = time_rows(rows, args, device)
     table_rows = []
     for name, values in times.items():
         per_step = geometric_interval(values)
@@ -113,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                        **{"vs MDLM's loop": format_ratio(speedup), "target >= 3x": target_verdict(speedup, 3.0,
                                                                                                   at_least=True)})
         table_rows.append(row)
-    model_config = config.model
+    model_config, prefix = config.model, args.prefix or args.steps
     text = (f"Sampling, edlm vs MDLM's loop: {args.preset} shape ({model_config.n_layers} x {model_config.hidden}, "
             f"V = {model_config.vocab_size}, random init), B = {args.num}, L = {args.length}, T = {args.steps} (the "
             f"first {prefix} steps timed; tokens/s = B L / (ms per step x T)), {args.precision}, MDLM's Gumbel in "
